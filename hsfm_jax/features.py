@@ -1,0 +1,442 @@
+"""The on-disk feature format: one place that reads, validates and writes it.
+
+A feature directory holds the frozen-backbone features of one dataset x backbone::
+
+    meta.json              {"format_version": 1, "dataset", "backbone", "num_classes",
+                            "num_groups", "class_names", "group_names", "feature_dim",
+                            "splits": {"train": N_train, "val": N_val, "test": N_test},
+                            "preprocessing"}
+    <split>/features.npy   (N, d) float32 or float16, loadable with mmap_mode="r"
+    <split>/labels.npy     (N,) int, in [0, C)
+    <split>/groups.npy     (N,) int, in [0, G), or -1 where the group is unknown
+    <split>/ids.txt        optional: one id or image path per row
+    head.npz               optional: weight (C, d), bias (C,), the backbone's own last layer
+
+Datasets without groups (fine-grained sets) have ``num_groups == 0`` and groups all -1.
+Two-attribute datasets use ``group = label * num_spurious_values + spurious_value``
+(Waterbirds: ``2 * y + place``).
+
+Every check raises ``FileNotFoundError`` or ``ValueError`` naming the file and the problem,
+so a bad directory never reaches JAX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+META_FILE = "meta.json"
+HEAD_FILE = "head.npz"
+_META_KEYS = (
+    "format_version",
+    "dataset",
+    "backbone",
+    "num_classes",
+    "num_groups",
+    "class_names",
+    "group_names",
+    "feature_dim",
+    "splits",
+    "preprocessing",
+)
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+_FINITE_CHECK_ROWS = 65536
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split on the host.
+
+    Attributes:
+      features: (N, d) float32 or float16 (possibly a read-only memmap).
+      labels: (N,) int32 in [0, C).
+      groups: (N,) int32 in [0, G), or -1 where unknown.
+      ids: optional list of N strings (image ids or paths).
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray
+    ids: list[str] | None = None
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def has_groups(self) -> bool:
+        return bool(self.groups.size) and bool(np.all(self.groups >= 0))
+
+    def to_arrays(self, dtype=jnp.float32) -> SplitArrays:
+        """Device arrays for jitted code (features cast to `dtype`)."""
+        return SplitArrays(
+            features=jnp.asarray(self.features, dtype=dtype),
+            labels=jnp.asarray(self.labels, dtype=jnp.int32),
+            groups=jnp.asarray(self.groups, dtype=jnp.int32),
+        )
+
+
+class SplitArrays(struct.PyTreeNode):
+    """A split as a pytree of device arrays, passed whole into jitted functions.
+
+    Attributes:
+      features: (N, d) float.
+      labels: (N,) int32.
+      groups: (N,) int32, -1 where unknown.
+    """
+
+    features: jnp.ndarray
+    labels: jnp.ndarray
+    groups: jnp.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSet:
+    """A loaded, validated feature directory."""
+
+    path: Path
+    meta: dict
+    splits: dict[str, Split]
+    head_weight: np.ndarray | None = None  # (C, d)
+    head_bias: np.ndarray | None = None  # (C,)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+    @property
+    def num_groups(self) -> int:
+        return int(self.meta["num_groups"])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.meta["feature_dim"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    @property
+    def group_names(self) -> list[str]:
+        return list(self.meta["group_names"])
+
+    @property
+    def has_head(self) -> bool:
+        return self.head_weight is not None
+
+    @property
+    def train(self) -> Split:
+        return self.splits["train"]
+
+    @property
+    def val(self) -> Split:
+        return self.splits["val"]
+
+    @property
+    def test(self) -> Split:
+        return self.splits["test"]
+
+    def __getitem__(self, split: str) -> Split:
+        if split not in self.splits:
+            raise KeyError(f"{self.path}: no split {split!r}; loaded {sorted(self.splits)}")
+        return self.splits[split]
+
+    def train_group_counts(self) -> np.ndarray:
+        """(G,) number of train examples per group (zeros when groups are unknown)."""
+        groups = self.train.groups
+        return np.bincount(groups[groups >= 0], minlength=self.num_groups)[: self.num_groups]
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _read_meta(path: Path) -> dict:
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path}: missing (is {path} a feature directory?)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"{meta_path}: missing field(s) {missing}")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise ValueError(
+            f"{meta_path}: unknown format_version {meta['format_version']!r} "
+            f"(this hsfm_jax reads {FORMAT_VERSION})"
+        )
+    for key in ("num_classes", "num_groups", "feature_dim"):
+        value = meta[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{meta_path}: field {key!r} must be a non-negative int, got {value!r}")
+    if meta["num_classes"] < 2:
+        raise ValueError(f"{meta_path}: num_classes must be >= 2, got {meta['num_classes']}")
+    if meta["feature_dim"] < 1:
+        raise ValueError(f"{meta_path}: feature_dim must be >= 1, got {meta['feature_dim']}")
+    if len(meta["class_names"]) != meta["num_classes"]:
+        raise ValueError(
+            f"{meta_path}: class_names has {len(meta['class_names'])} entries, "
+            f"num_classes is {meta['num_classes']}"
+        )
+    if len(meta["group_names"]) != meta["num_groups"]:
+        raise ValueError(
+            f"{meta_path}: group_names has {len(meta['group_names'])} entries, "
+            f"num_groups is {meta['num_groups']}"
+        )
+    if not isinstance(meta["splits"], dict):
+        raise ValueError(f"{meta_path}: field 'splits' must map split name to size")
+    return meta
+
+
+def _load_array(path: Path, mmap: bool) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a readable .npy array ({e})") from None
+
+
+def _check_int_vector(path: Path, values: np.ndarray, n: int, low: int, high: int, what: str):
+    if values.ndim != 1 or values.shape[0] != n:
+        raise ValueError(f"{path}: expected shape ({n},), got {values.shape}")
+    if not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"{path}: expected integer {what}, got dtype {values.dtype}")
+    if n and (values.min() < low or values.max() >= high):
+        bad = int(np.flatnonzero((values < low) | (values >= high))[0])
+        raise ValueError(
+            f"{path}: {what} out of range [{low}, {high}) at row {bad}: {int(values[bad])}"
+        )
+
+
+def _check_finite(path: Path, features: np.ndarray):
+    for start in range(0, features.shape[0], _FINITE_CHECK_ROWS):
+        chunk = np.asarray(features[start : start + _FINITE_CHECK_ROWS])
+        finite = np.isfinite(chunk)
+        if not finite.all():
+            row = start + int(np.flatnonzero(~finite.all(axis=1))[0])
+            raise ValueError(f"{path}: non-finite value (NaN or inf) in row {row}")
+
+
+def _load_split(path: Path, name: str, meta: dict, mmap: bool) -> Split:
+    split_dir = path / name
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"{split_dir}: missing split directory {name!r}")
+    n = meta["splits"][name]
+    d, num_classes, num_groups = meta["feature_dim"], meta["num_classes"], meta["num_groups"]
+
+    features_path = split_dir / "features.npy"
+    features = _load_array(features_path, mmap)
+    if features.ndim != 2 or features.shape != (n, d):
+        raise ValueError(
+            f"{features_path}: expected shape ({n}, {d}) from meta.json, got {features.shape}"
+        )
+    if features.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"{features_path}: expected float32 or float16, got {features.dtype}")
+    _check_finite(features_path, features)
+
+    labels_path = split_dir / "labels.npy"
+    labels = np.asarray(_load_array(labels_path, mmap=False))
+    _check_int_vector(labels_path, labels, n, 0, num_classes, "labels")
+
+    groups_path = split_dir / "groups.npy"
+    groups = np.asarray(_load_array(groups_path, mmap=False))
+    _check_int_vector(groups_path, groups, n, -1, max(num_groups, 0), "groups")
+
+    ids = None
+    ids_path = split_dir / "ids.txt"
+    if ids_path.is_file():
+        ids = ids_path.read_text().splitlines()
+        if len(ids) != n:
+            raise ValueError(f"{ids_path}: expected {n} lines, got {len(ids)}")
+    return Split(features, labels.astype(np.int32), groups.astype(np.int32), ids)
+
+
+def load(
+    path: str | os.PathLike, *, splits: Sequence[str] = SPLITS, mmap: bool = True
+) -> FeatureSet:
+    """Loads and validates a feature directory.
+
+    Args:
+      path: the feature directory.
+      splits: which splits to load; each must be listed in meta.json.
+      mmap: memory-map features (they are read once to check they are finite).
+
+    Returns:
+      A `FeatureSet`.
+
+    Raises:
+      FileNotFoundError: the directory, meta.json, a split or one of its files is missing.
+      ValueError: any field, shape, dtype or value is wrong; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: feature directory does not exist")
+    meta = _read_meta(path)
+    for name in splits:
+        if name not in meta["splits"]:
+            raise ValueError(
+                f"{path / META_FILE}: split {name!r} not listed in 'splits' "
+                f"(has {sorted(meta['splits'])})"
+            )
+    loaded = {name: _load_split(path, name, meta, mmap) for name in splits}
+
+    head_weight = head_bias = None
+    head_path = path / HEAD_FILE
+    if head_path.is_file():
+        head_weight, head_bias = _load_head(head_path, meta)
+    return FeatureSet(path, meta, loaded, head_weight, head_bias)
+
+
+def _load_head(head_path: Path, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(head_path, allow_pickle=False) as npz:
+            if "weight" not in npz or "bias" not in npz:
+                raise ValueError(f"{head_path}: needs arrays 'weight' and 'bias', has {npz.files}")
+            weight = np.asarray(npz["weight"], np.float32)
+            bias = np.asarray(npz["bias"], np.float32)
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{head_path}: not a readable .npz ({e})") from None
+    c, d = meta["num_classes"], meta["feature_dim"]
+    if weight.shape != (c, d):
+        raise ValueError(f"{head_path}: weight must have shape ({c}, {d}), got {weight.shape}")
+    if bias.shape != (c,):
+        raise ValueError(f"{head_path}: bias must have shape ({c},), got {bias.shape}")
+    if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+        raise ValueError(f"{head_path}: non-finite values in the head")
+    return weight, bias
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _atomic_replace_dir(tmp: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def write_split(
+    path: str | os.PathLike,
+    name: str,
+    features: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    ids: Sequence[str] | None = None,
+) -> None:
+    """Writes `<path>/<name>/` atomically: a temp dir renamed into place.
+
+    A killed writer leaves at most a `.tmp-*` directory, which `load` never reads.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    features = np.asarray(features)
+    if features.dtype not in _FLOAT_DTYPES:
+        features = features.astype(np.float32)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=path))
+    np.save(tmp / "features.npy", features)
+    np.save(tmp / "labels.npy", np.asarray(labels, np.int64))
+    np.save(tmp / "groups.npy", np.asarray(groups, np.int64))
+    if ids is not None:
+        (tmp / "ids.txt").write_text("".join(f"{i}\n" for i in ids))
+    _atomic_replace_dir(tmp, path / name)
+
+
+def write_head(path: str | os.PathLike, weight: np.ndarray, bias: np.ndarray) -> None:
+    """Writes head.npz (weight (C, d), bias (C,)) atomically."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-head-", suffix=".npz", dir=path)
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, weight=np.asarray(weight, np.float32), bias=np.asarray(bias, np.float32))
+    os.replace(tmp, path / HEAD_FILE)
+
+
+def make_meta(
+    *,
+    dataset: str,
+    backbone: str,
+    class_names: Sequence[str],
+    group_names: Sequence[str],
+    feature_dim: int,
+    split_sizes: Mapping[str, int],
+    preprocessing: str,
+    **extra,
+) -> dict:
+    """Builds a meta.json dict; `extra` keys (fingerprints, seeds, notes) are kept."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "dataset": dataset,
+        "backbone": backbone,
+        "num_classes": len(class_names),
+        "num_groups": len(group_names),
+        "class_names": list(class_names),
+        "group_names": list(group_names),
+        "feature_dim": int(feature_dim),
+        "splits": {k: int(v) for k, v in split_sizes.items()},
+        "preprocessing": preprocessing,
+        **extra,
+    }
+
+
+def write_meta(path: str | os.PathLike, meta: dict) -> None:
+    """Writes meta.json atomically. Write it last: a directory without it never loads."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-meta-", suffix=".json", dir=path)
+    with os.fdopen(fd, "w") as f:
+        json.dump(meta, f, indent=2)
+    os.replace(tmp, path / META_FILE)
+
+
+def save(
+    path: str | os.PathLike,
+    *,
+    splits: Mapping[str, Split],
+    dataset: str,
+    backbone: str,
+    class_names: Sequence[str],
+    group_names: Sequence[str],
+    preprocessing: str,
+    head: tuple[np.ndarray, np.ndarray] | None = None,
+    **extra,
+) -> dict:
+    """Writes a whole feature directory (splits, optional head, then meta.json last).
+
+    Returns the meta dict written.
+    """
+    path = Path(path)
+    if (path / META_FILE).exists():
+        (path / META_FILE).unlink()  # the directory is invalid until the new meta lands
+    dims = {s.features.shape[1] for s in splits.values()}
+    if len(dims) != 1:
+        raise ValueError(f"{path}: splits disagree on feature_dim: {sorted(dims)}")
+    for name, split in splits.items():
+        write_split(path, name, split.features, split.labels, split.groups, split.ids)
+    if head is not None:
+        write_head(path, *head)
+    meta = make_meta(
+        dataset=dataset,
+        backbone=backbone,
+        class_names=class_names,
+        group_names=group_names,
+        feature_dim=dims.pop(),
+        split_sizes={name: s.num_examples for name, s in splits.items()},
+        preprocessing=preprocessing,
+        **extra,
+    )
+    write_meta(path, meta)
+    return meta
