@@ -116,9 +116,13 @@ def selection_metric_name(num_groups: int, requested: str = "auto") -> str:
     if requested == "auto":
         return "wga" if num_groups > 0 else "mean_acc"
     if requested not in SELECTION_METRICS:
-        raise ValueError(f"selection_metric must be 'auto' or one of {SELECTION_METRICS}, got {requested!r}")
+        raise ValueError(
+            f"selection_metric must be 'auto' or one of {SELECTION_METRICS}, got {requested!r}"
+        )
     if requested == "wga" and num_groups == 0:
-        raise ValueError("selection_metric='wga' needs group labels, but the dataset has num_groups=0")
+        raise ValueError(
+            "selection_metric='wga' needs group labels, but the dataset has num_groups=0"
+        )
     return requested
 
 

@@ -182,7 +182,9 @@ def _read_meta(path: Path) -> dict:
     for key in ("num_classes", "num_groups", "feature_dim"):
         value = meta[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"{meta_path}: field {key!r} must be a non-negative int, got {value!r}")
+            raise ValueError(
+                f"{meta_path}: field {key!r} must be a non-negative int, got {value!r}"
+            )
     if meta["num_classes"] < 2:
         raise ValueError(f"{meta_path}: num_classes must be >= 2, got {meta['num_classes']}")
     if meta["feature_dim"] < 1:

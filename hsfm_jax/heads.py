@@ -39,7 +39,9 @@ def apply(head: LinearHead, features: jnp.ndarray) -> jnp.ndarray:
 
 def zeros(num_classes: int, feature_dim: int, dtype=jnp.float32) -> LinearHead:
     """An all-zero head: (C, d) weight and (C,) bias."""
-    return LinearHead(jnp.zeros((num_classes, feature_dim), dtype), jnp.zeros((num_classes,), dtype))
+    return LinearHead(
+        jnp.zeros((num_classes, feature_dim), dtype), jnp.zeros((num_classes,), dtype)
+    )
 
 
 def from_numpy(weight: np.ndarray, bias: np.ndarray, dtype=jnp.float32) -> LinearHead:

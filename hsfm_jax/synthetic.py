@@ -44,7 +44,9 @@ def _sample_split(
 ) -> np.ndarray:
     n = labels.shape[0]
     core = core_scale * mu_core[labels] + core_noise * rng.normal(size=(n, mu_core.shape[1]))
-    spur = spurious_scale * mu_spur[spurious] + spurious_noise * rng.normal(size=(n, mu_spur.shape[1]))
+    spur = spurious_scale * mu_spur[spurious] + spurious_noise * rng.normal(
+        size=(n, mu_spur.shape[1])
+    )
     noise = rng.normal(size=(n, num_noise))
     return np.concatenate([core, spur, noise], axis=1).astype(np.float32)
 

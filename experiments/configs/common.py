@@ -1,0 +1,75 @@
+"""The base experiment config: every field a run reads, with defaults.
+
+Dataset configs start from `base_config()` and override what the paper's tables give.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+PLACEHOLDER_DIR = "/path/to/features"
+
+
+def hsfm_config(**overrides) -> ml_collections.ConfigDict:
+    """HSFM hyperparameters (paper Alg. 1; names as in the paper's Tables 11-13)."""
+    config = ml_collections.ConfigDict(
+        dict(
+            support_per_class=16,  # support set size per class
+            hard_set_size=64,  # Khard, per class
+            inner_steps=15,  # T: inner SGD steps, and head steps per epoch
+            inner_lr=5e-5,  # alpha ("inner learning rate"); also the head's lr
+            head_lr=-1.0,  # < 0: same as inner_lr (paper, Sec. 8.1)
+            meta_lr=1.0,  # eta ("outer learning rate")
+            meta_steps=15,  # KH
+            epochs=40,
+            meta_grad_clip=10.0,  # global-norm clip of the meta-gradient (released code)
+            meta_optimizer="adam",  # "adam" (released code) or "sgd" (paper Eq. 17)
+            head_optimizer="adam",  # "adam" (released code) or "sgd"
+            init_head="auto",  # "auto": head.npz if present else the ERM row; "backbone"; "erm"
+            remat=False,  # jax.checkpoint each inner step (long unrolls)
+            meta_gradient="autodiff",
+            selection_metric="auto",  # "auto": val WGA with groups, val accuracy without
+        )
+    )
+    config.update(overrides)
+    return config
+
+
+def erm_config(**overrides) -> ml_collections.ConfigDict:
+    """ERM linear head on train features."""
+    config = ml_collections.ConfigDict(
+        dict(
+            optimizer="adam",
+            learning_rate=1e-3,
+            steps=1000,
+            l2=0.0,
+            batch_size=0,  # 0: full batch
+            class_balanced=False,
+        )
+    )
+    config.update(overrides)
+    return config
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.features_dir = PLACEHOLDER_DIR
+    # How to make features_dir when it has no meta.json: "" (error), "synthetic", "export".
+    config.prepare = ""
+    config.synthetic = ml_collections.ConfigDict(dict(seed=0))
+    config.export = ml_collections.ConfigDict(dict(dataset="", backbone="", kwargs={}))
+    config.methods = "erm,hsfm"
+    config.num_seeds = 5
+    config.seed = 0
+    config.float64 = False
+    config.erm = erm_config()
+    config.hsfm = hsfm_config()
+    _add_baseline_defaults(config)
+    return config
+
+
+def _add_baseline_defaults(config: ml_collections.ConfigDict) -> None:
+    from hsfm_jax import baselines
+
+    for name, module in baselines.available().items():
+        config[name] = module.default_config()

@@ -1,0 +1,28 @@
+r"""HSFM vs ERM on the synthetic spurious-feature problem (`hsfm_jax.synthetic`).
+
+  python -m experiments.main --config=experiments/configs/synthetic.py --workdir=runs/synthetic
+
+Writes the features to `features_dir` first when they are missing. Learning rates were chosen on
+val (the features are unit-scale, unlike ResNet-50's). See README for the numbers it gives.
+"""
+
+from experiments.configs import common
+
+
+def get_config():
+    config = common.base_config()
+    config.features_dir = "runs/synthetic_features"
+    config.prepare = "synthetic"
+    config.num_seeds = 5
+    config.erm.learning_rate = 1e-2
+    config.erm.steps = 500
+    config.hsfm = common.hsfm_config(
+        support_per_class=16,
+        hard_set_size=32,
+        inner_steps=15,
+        inner_lr=1e-2,
+        meta_lr=1e-1,
+        meta_steps=15,
+        epochs=40,
+    )
+    return config

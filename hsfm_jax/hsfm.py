@@ -1,0 +1,320 @@
+"""One full HSFM run (paper Alg. 1), jitted end to end and vmapped over seeds.
+
+A run is a pure function of (data, initial head, rates, key):
+
+1. draw a class-balanced support set S from train (`support_per_class` per class); H0 = features;
+2. each epoch (a `lax.scan` step):
+   a. per-example CE of the current head on val; hard set Q = top-`hard_set_size` per class
+      (Eqs. 4-6);
+   b. `meta_steps` (KH) times: the meta-gradient of L_out(H; Q) through `inner_steps` (T) SGD steps
+      of the head on (H, y_S) (Eqs. 12-16), clipped to global norm `meta_grad_clip`, then an update
+      of H by the meta optimizer ("adam", as the authors' released code, state kept across epochs;
+      or "sgd", Eq. 17);
+   c. T steps of the head on (stop_gradient(H), y_S) with the head optimizer ("adam" as the
+      released code, state kept across epochs; or "sgd");
+   d. val metrics of the new head; keep it if its selection score (val WGA by default) is >= the
+      best so far (ties go to the later epoch).
+
+Static settings (those that set shapes or program structure) live in `Settings`, a hashable
+NamedTuple closed over by jit; learning rates and the clip norm live in `Rates`, a pytree of
+scalars, so sweeps can vmap over them without recompiling.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from hsfm_jax import evaluate, hard_set, heads, losses, meta, optim
+from hsfm_jax.features import SplitArrays
+
+
+class Settings(NamedTuple):
+    """Static configuration of a run: changing any of these compiles a new program."""
+
+    num_classes: int
+    num_groups: int
+    support_per_class: int
+    hard_set_size: int
+    inner_steps: int
+    meta_steps: int
+    epochs: int
+    meta_optimizer: str = "adam"
+    head_optimizer: str = "adam"
+    remat: bool = False
+    meta_gradient: str = "autodiff"
+    selection_metric: str = "wga"
+
+
+class Rates(struct.PyTreeNode):
+    """Dynamic scalars of a run (can carry a leading axis to vmap a sweep over them)."""
+
+    inner_lr: jnp.ndarray  # alpha: inner-loop SGD step
+    meta_lr: jnp.ndarray  # eta: meta optimizer step on H
+    head_lr: jnp.ndarray  # head optimizer step (the paper uses alpha)
+    meta_grad_clip: jnp.ndarray  # global-norm clip of the meta-gradient
+
+
+def make_rates(*, inner_lr, meta_lr, head_lr=None, meta_grad_clip=10.0, dtype=jnp.float32) -> Rates:
+    head_lr = inner_lr if head_lr is None else head_lr
+    return Rates(*(jnp.asarray(v, dtype) for v in (inner_lr, meta_lr, head_lr, meta_grad_clip)))
+
+
+class Data(struct.PyTreeNode):
+    """All arrays a run reads.
+
+    Attributes:
+      train, val, test: `SplitArrays`.
+      train_group_counts: (G,) float, for the train-weighted average accuracy.
+    """
+
+    train: SplitArrays
+    val: SplitArrays
+    test: SplitArrays
+    train_group_counts: jnp.ndarray
+
+
+class Result(struct.PyTreeNode):
+    """What a run returns (leading seed axis when vmapped).
+
+    Attributes:
+      best_head: head with the best val selection score; weight (C, d).
+      last_head: head after the last epoch.
+      best_epoch: () int32, 1-based epoch of best_head.
+      best_score: () float, its val selection score.
+      support_indices: (C * support_per_class,) int32 train rows of S.
+      support: (C * support_per_class, d) final H.
+      history: dict of (epochs, ...) arrays, one row per epoch.
+    """
+
+    best_head: heads.LinearHead
+    last_head: heads.LinearHead
+    best_epoch: jnp.ndarray
+    best_score: jnp.ndarray
+    support_indices: jnp.ndarray
+    support: jnp.ndarray
+    history: dict
+
+
+class State(struct.PyTreeNode):
+    """Everything that carries from one epoch to the next (a checkpointable pytree).
+
+    Attributes:
+      head: current head.
+      head_opt_state: head optimizer state (kept across epochs, as the released code).
+      support: (C * support_per_class, d) current H.
+      support0: the initial H0 (for the edit norm).
+      support_indices: (C * support_per_class,) int32 train rows of S.
+      support_labels: (C * support_per_class,) int32.
+      meta_opt_state: meta optimizer state (kept across epochs).
+      best_head, best_score, best_epoch: model selection so far.
+      epoch: () int32, epochs done.
+    """
+
+    head: heads.LinearHead
+    head_opt_state: optax.OptState
+    support: jnp.ndarray
+    support0: jnp.ndarray
+    support_indices: jnp.ndarray
+    support_labels: jnp.ndarray
+    meta_opt_state: optax.OptState
+    best_head: heads.LinearHead
+    best_score: jnp.ndarray
+    best_epoch: jnp.ndarray
+    epoch: jnp.ndarray
+
+
+def _meta_transform(settings: Settings, rates: Rates) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.clip_by_global_norm(rates.meta_grad_clip),
+        optim.make(settings.meta_optimizer, rates.meta_lr),
+    )
+
+
+def _metrics(head, split, settings, data):
+    return evaluate.evaluate_head(
+        head,
+        split,
+        num_classes=settings.num_classes,
+        num_groups=settings.num_groups,
+        train_group_counts=data.train_group_counts,
+    )
+
+
+def _hard_set_groups(groups: jnp.ndarray, num_groups: int) -> jnp.ndarray:
+    if num_groups == 0:
+        return jnp.zeros((0,), jnp.int32)
+    valid = groups >= 0
+    return jax.ops.segment_sum(valid.astype(jnp.int32), jnp.where(valid, groups, 0), num_groups)
+
+
+def init(
+    data: Data,
+    init_head: heads.LinearHead,
+    rates: Rates,
+    key: jax.Array,
+    *,
+    settings: Settings,
+) -> State:
+    """Draws the support set and builds the state before the first epoch (Alg. 1, lines 3-4)."""
+    s = settings
+    support_indices = hard_set.sample_per_class(
+        key, data.train.labels, num_classes=s.num_classes, per_class=s.support_per_class
+    )
+    support0 = data.train.features[support_indices]
+    return State(
+        head=init_head,
+        head_opt_state=optim.make(s.head_optimizer, rates.head_lr).init(init_head),
+        support=support0,
+        support0=support0,
+        support_indices=support_indices,
+        support_labels=data.train.labels[support_indices],
+        meta_opt_state=_meta_transform(s, rates).init(support0),
+        best_head=init_head,
+        best_score=jnp.asarray(-jnp.inf, support0.dtype),
+        best_epoch=jnp.asarray(0, jnp.int32),
+        epoch=jnp.asarray(0, jnp.int32),
+    )
+
+
+def epoch(state: State, data: Data, rates: Rates, *, settings: Settings) -> tuple[State, dict]:
+    """One epoch (Alg. 1, lines 6-14) and model selection. Returns (state, history row)."""
+    s = settings
+    meta_tx = _meta_transform(s, rates)
+    head_tx = optim.make(s.head_optimizer, rates.head_lr)
+    head_grad = jax.grad(losses.head_loss)
+    unroll = dict(inner_steps=s.inner_steps, inner_lr=rates.inner_lr, remat=s.remat)
+    labels = state.support_labels
+
+    val_losses = losses.per_example_cross_entropy(
+        logits=heads.apply(state.head, data.val.features), labels=data.val.labels
+    )
+    q_idx = hard_set.top_k_per_class(
+        val_losses, data.val.labels, num_classes=s.num_classes, per_class=s.hard_set_size
+    )
+    query = (data.val.features[q_idx], data.val.labels[q_idx])
+
+    def meta_step(carry, _):
+        support, opt_state = carry
+        loss, grad = meta.meta_value_and_grad(
+            support, state.head, labels, *query, method=s.meta_gradient, **unroll
+        )
+        updates, opt_state = meta_tx.update(grad, opt_state, support)
+        return (optax.apply_updates(support, updates), opt_state), loss
+
+    (support, meta_opt_state), outer_losses = jax.lax.scan(
+        meta_step, (state.support, state.meta_opt_state), None, length=s.meta_steps
+    )
+    outer_after = meta.outer_loss(support, state.head, labels, *query, **unroll)
+
+    frozen = jax.lax.stop_gradient(support)
+
+    def head_step(carry, _):
+        head, opt_state = carry
+        updates, opt_state = head_tx.update(head_grad(head, frozen, labels), opt_state, head)
+        return (optax.apply_updates(head, updates), opt_state), None
+
+    (head, head_opt_state), _ = jax.lax.scan(
+        head_step, (state.head, state.head_opt_state), None, length=s.inner_steps
+    )
+
+    val_metrics = _metrics(head, data.val, s, data)
+    test_metrics = _metrics(head, data.test, s, data)
+    score = val_metrics[s.selection_metric]
+    better = score >= state.best_score  # ties go to the later epoch
+    new_state = state.replace(
+        head=head,
+        head_opt_state=head_opt_state,
+        support=support,
+        meta_opt_state=meta_opt_state,
+        best_head=jax.tree_util.tree_map(
+            lambda new, old: jnp.where(better, new, old), head, state.best_head
+        ),
+        best_score=jnp.where(better, score, state.best_score),
+        best_epoch=jnp.where(better, state.epoch + 1, state.best_epoch),
+        epoch=state.epoch + 1,
+    )
+    history = {
+        "outer_loss_before": outer_losses[0],
+        "outer_loss_after": outer_after,
+        "edit_norm": jnp.linalg.norm(support - state.support0),
+        "hard_set_group_counts": _hard_set_groups(data.val.groups[q_idx], s.num_groups),
+        "val_selection": score,
+        **{f"val_{k}": v for k, v in val_metrics.items() if jnp.ndim(v) == 0},
+        **{f"test_{k}": v for k, v in test_metrics.items() if jnp.ndim(v) == 0},
+    }
+    return new_state, history
+
+
+def run_epochs(
+    state: State, data: Data, rates: Rates, *, settings: Settings, num_epochs: int
+) -> tuple[State, dict]:
+    """`num_epochs` epochs as one `lax.scan`; history arrays have a leading (num_epochs,) axis."""
+    return jax.lax.scan(
+        lambda st, _: epoch(st, data, rates, settings=settings), state, None, length=num_epochs
+    )
+
+
+def finish(state: State, history: dict) -> Result:
+    return Result(
+        best_head=state.best_head,
+        last_head=state.head,
+        best_epoch=state.best_epoch,
+        best_score=state.best_score,
+        support_indices=state.support_indices,
+        support=state.support,
+        history=history,
+    )
+
+
+def run(
+    data: Data,
+    init_head: heads.LinearHead,
+    rates: Rates,
+    key: jax.Array,
+    *,
+    settings: Settings,
+) -> Result:
+    """One HSFM run for one seed (pure; jit it with `settings` static, or use `run_seeds`)."""
+    state = init(data, init_head, rates, key, settings=settings)
+    state, history = run_epochs(state, data, rates, settings=settings, num_epochs=settings.epochs)
+    return finish(state, history)
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def run_seeds(
+    data: Data,
+    init_head: heads.LinearHead,
+    rates: Rates,
+    keys: jax.Array,
+    *,
+    settings: Settings,
+) -> Result:
+    """`run` vmapped over keys (S,): one compiled program for all seeds. Leading axis S."""
+    return jax.vmap(lambda k: run(data, init_head, rates, k, settings=settings))(keys)
+
+
+def validate(train_labels, val_labels, settings: Settings) -> None:
+    """Checks class sizes at the boundary: support from train, hard set from val."""
+    hard_set.check_class_sizes(
+        train_labels,
+        settings.support_per_class,
+        settings.num_classes,
+        what="train split (support_per_class)",
+    )
+    hard_set.check_class_sizes(
+        val_labels, settings.hard_set_size, settings.num_classes, what="val split (hard_set_size)"
+    )
+    for name in ("support_per_class", "hard_set_size", "inner_steps", "meta_steps", "epochs"):
+        if getattr(settings, name) < 1:
+            raise ValueError(f"hsfm.{name} must be >= 1, got {getattr(settings, name)}")
+    for name in ("meta_optimizer", "head_optimizer"):
+        if getattr(settings, name) not in optim.OPTIMIZERS:
+            raise ValueError(
+                f"hsfm.{name} must be one of {optim.OPTIMIZERS}, got {getattr(settings, name)!r}"
+            )

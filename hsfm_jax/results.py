@@ -1,0 +1,148 @@
+"""Results as data: evaluate rows of heads, aggregate over seeds, render markdown.
+
+A "row" is a method's heads with a leading seed axis (S, C, d). Every row is evaluated by the
+one evaluator (`hsfm_jax.evaluate`) on the same splits, so rows are comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import numpy as np
+
+from hsfm_jax import evaluate, heads
+from hsfm_jax.features import SplitArrays
+
+GROUP_COLUMNS = (
+    ("test", "wga", "test WGA"),
+    ("test", "mean_acc", "test mean acc"),
+    ("test", "train_weighted_acc", "test avg (train-weighted)"),
+    ("val", "wga", "val WGA"),
+)
+CLASS_COLUMNS = (
+    ("test", "mean_acc", "test acc"),
+    ("test", "mean_class_acc", "test mean-class acc"),
+    ("test", "worst_class_acc", "test worst-class acc"),
+    ("val", "mean_acc", "val acc"),
+)
+METRIC_NOTES = {
+    "wga": "worst-group accuracy over groups present in the split",
+    "mean_acc": "accuracy over all examples of the split",
+    "train_weighted_acc": (
+        "group accuracies weighted by train group proportions (the 'Average' of DFR and the "
+        "HSFM paper on Waterbirds)"
+    ),
+    "group_acc": "accuracy of each group (None where the split has none of it)",
+    "class_acc": "accuracy of each class",
+    "category_acc": "pooled accuracy over the groups of each category (meta.json group_categories)",
+}
+
+
+def evaluate_rows(
+    rows: Mapping[str, heads.LinearHead],
+    splits: Mapping[str, SplitArrays],
+    *,
+    num_classes: int,
+    num_groups: int,
+    train_group_counts,
+    group_categories: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, dict[str, dict]]:
+    """Metrics of every row on every split: {row: {split: metrics with leading seed axis}}."""
+
+    def one(head, split):
+        metrics = evaluate.evaluate_head(
+            head,
+            split,
+            num_classes=num_classes,
+            num_groups=num_groups,
+            train_group_counts=train_group_counts,
+        )
+        if group_categories and num_groups:
+            metrics["category_acc"] = {
+                name: _pooled(metrics["group_acc"], metrics["group_count"], ids)
+                for name, ids in group_categories.items()
+            }
+        return metrics
+
+    evaluate_seeds = jax.jit(jax.vmap(one, in_axes=(0, None)))
+    return {
+        name: {split_name: evaluate_seeds(head, split) for split_name, split in splits.items()}
+        for name, head in rows.items()
+    }
+
+
+def _pooled(group_acc, group_count, ids):
+    ids = np.asarray(ids)
+    acc = jax.numpy.nan_to_num(group_acc[ids])
+    return (acc * group_count[ids]).sum() / jax.numpy.maximum(group_count[ids].sum(), 1.0)
+
+
+def summarize(metrics) -> dict:
+    """{metric: {"mean", "std", "per_seed"}} over the leading seed axis; NaN -> None."""
+
+    def one(x):
+        x = np.asarray(x, np.float64)
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(x, axis=0) if np.isfinite(x).any() else np.full(x.shape[1:], np.nan)
+            std = np.nanstd(x, axis=0) if np.isfinite(x).any() else np.full(x.shape[1:], np.nan)
+        return {
+            "mean": evaluate.to_python(mean),
+            "std": evaluate.to_python(std),
+            "per_seed": evaluate.to_python(x),
+        }
+
+    return jax.tree_util.tree_map(one, metrics)
+
+
+def _cell(summary: dict, split: str, metric: str) -> str:
+    entry = summary.get(split, {}).get(metric)
+    if entry is None or entry["mean"] is None:
+        return "-"
+    mean, std = 100 * entry["mean"], 100 * (entry["std"] or 0.0)
+    if len(entry["per_seed"]) > 1:
+        return f"{mean:.1f} ± {std:.1f}"
+    return f"{mean:.1f}"
+
+
+def markdown_table(summaries: Mapping[str, dict], *, num_groups: int) -> str:
+    """A method x metric table (percent, mean ± std over seeds)."""
+    columns = GROUP_COLUMNS if num_groups else CLASS_COLUMNS
+    header = "| method | seeds | " + " | ".join(c[2] for c in columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 2)]
+    for name, summary in summaries.items():
+        seeds = len(summary["test"]["mean_acc"]["per_seed"])
+        cells = [_cell(summary, split, metric) for split, metric, _ in columns]
+        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def group_table(
+    summaries: Mapping[str, dict], names: Sequence[str], *, split: str = "test", key="group_acc"
+) -> str:
+    """Per-group (or per-class with key='class_acc') accuracy of each method, mean over seeds."""
+    header = "| method | " + " | ".join(names) + " |"
+    lines = [header, "|" + "---|" * (len(names) + 1)]
+    for method, summary in summaries.items():
+        means = summary[split][key]["mean"]
+        cells = ["-" if m is None else f"{100 * m:.1f}" for m in means]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def category_table(summaries: Mapping[str, dict], *, split: str = "test") -> str:
+    """Per-category pooled accuracy (Hard-Spurious-ImageNet's Easy/Medium/Hard)."""
+    first = next(iter(summaries.values()))
+    names = list(first[split]["category_acc"])
+    header = "| method | " + " | ".join(names) + " |"
+    lines = [header, "|" + "---|" * (len(names) + 1)]
+    for method, summary in summaries.items():
+        cells = [_format_entry(summary[split]["category_acc"][n]) for n in names]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _format_entry(entry: dict) -> str:
+    if entry["mean"] is None:
+        return "-"
+    return f"{100 * entry['mean']:.1f} ± {100 * (entry['std'] or 0.0):.1f}"
