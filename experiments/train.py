@@ -52,11 +52,14 @@ def prepare_features(config: ml_collections.ConfigDict) -> Path:
     elif config.prepare == "export":
         from feature_export import export  # PyTorch is only needed here
 
-        logging.info("Exporting %s/%s features to %s", config.export.dataset,
-                     config.export.backbone, path)
+        logging.info(
+            "Exporting %s/%s features to %s", config.export.dataset, config.export.backbone, path
+        )
         export.export_from_config(config.export, path)
     else:
-        raise ValueError(f"config.prepare must be '', 'synthetic' or 'export', got {config.prepare!r}")
+        raise ValueError(
+            f"config.prepare must be '', 'synthetic' or 'export', got {config.prepare!r}"
+        )
     return path
 
 
@@ -107,7 +110,9 @@ def fit_erm(config, data_arrays: hsfm.Data, num_classes: int, keys) -> heads.Lin
     return jax.vmap(fit)(keys if c.batch_size else keys[:1])
 
 
-def initial_head(config, data: features_lib.FeatureSet, erm_head, dtype) -> tuple[heads.LinearHead, str]:
+def initial_head(
+    config, data: features_lib.FeatureSet, erm_head, dtype
+) -> tuple[heads.LinearHead, str]:
     """theta_0 of HSFM: the backbone's head.npz or the ERM row's head (first seed)."""
     choice = config.hsfm.init_head
     if choice not in ("auto", "backbone", "erm"):
@@ -162,7 +167,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         if name in CORE_METHODS:
             continue
         start = time.perf_counter()
-        rows.update(jax.block_until_ready(baselines.available()[name].run(data, config[name], keys)))
+        rows.update(
+            jax.block_until_ready(baselines.available()[name].run(data, config[name], keys))
+        )
         timings[f"{name}_s"] = time.perf_counter() - start
 
     if "hsfm" in names:
@@ -170,8 +177,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         hsfm.validate(data.train.labels, data.val.labels, settings)
         init, init_source = initial_head(config, data, erm_heads if need_erm else None, dtype)
         rates = hsfm_rates(config, dtype)
-        logging.info("HSFM: %d seeds vmapped, %s, init from %s", config.num_seeds, settings,
-                     init_source)
+        logging.info(
+            "HSFM: %d seeds vmapped, %s, init from %s", config.num_seeds, settings, init_source
+        )
         start = time.perf_counter()
         out = jax.block_until_ready(hsfm.run_seeds(arrays, init, rates, keys, settings=settings))
         timings["hsfm_s"] = time.perf_counter() - start

@@ -244,6 +244,7 @@ def epoch(state: State, data: Data, rates: Rates, *, settings: Settings) -> tupl
         "outer_loss_after": outer_after,
         "edit_norm": jnp.linalg.norm(support - state.support0),
         "hard_set_group_counts": _hard_set_groups(data.val.groups[q_idx], s.num_groups),
+        "hard_set_indices": q_idx,  # (C * hard_set_size,) val rows of Q, for the analysis plots
         "val_selection": score,
         **{f"val_{k}": v for k, v in val_metrics.items() if jnp.ndim(v) == 0},
         **{f"test_{k}": v for k, v in test_metrics.items() if jnp.ndim(v) == 0},

@@ -15,6 +15,7 @@ which (``synthetic.core_dims`` etc.), so tests can check what a method found.
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import numpy as np
@@ -121,6 +122,15 @@ def generate(
         "seed": seed,
     }
     return splits, info
+
+
+def default_arguments() -> dict:
+    """The keyword arguments of `generate` with their defaults (for configs)."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(generate).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
 
 
 def write(path: str | os.PathLike, **kwargs) -> dict:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from hsfm_jax import synthetic
+
 PLACEHOLDER_DIR = "/path/to/features"
 
 
@@ -56,7 +58,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.features_dir = PLACEHOLDER_DIR
     # How to make features_dir when it has no meta.json: "" (error), "synthetic", "export".
     config.prepare = ""
-    config.synthetic = ml_collections.ConfigDict(dict(seed=0))
+    # Arguments of hsfm_jax.synthetic.generate, used when prepare == "synthetic".
+    config.synthetic = ml_collections.ConfigDict(synthetic.default_arguments())
     config.export = ml_collections.ConfigDict(dict(dataset="", backbone="", kwargs={}))
     config.methods = "erm,hsfm"
     config.num_seeds = 5

@@ -11,21 +11,33 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from hsfm_jax import heads, losses, optim
 
 
-def _objective(head, features, labels, weights, l2):
+def _objective(head, features, labels, weights, l2, l2_bias=False, feature_mask=None):
+    if feature_mask is not None:
+        features = features * feature_mask
     per_example = losses.per_example_cross_entropy(
         logits=heads.apply(head, features), labels=labels
     )
     data_loss = jnp.sum(per_example * weights) / jnp.sum(weights)
-    return data_loss + 0.5 * l2 * jnp.sum(head.weight**2)
+    penalty = jnp.sum(head.weight**2) + (jnp.sum(head.bias**2) if l2_bias else 0.0)
+    return data_loss + 0.5 * l2 * penalty
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("num_classes", "optimizer", "steps", "batch_size", "class_balanced"),
+    static_argnames=(
+        "num_classes",
+        "optimizer",
+        "steps",
+        "batch_size",
+        "class_balanced",
+        "lr_schedule",
+        "l2_bias",
+    ),
 )
 def fit(
     features: jnp.ndarray,
@@ -40,6 +52,10 @@ def fit(
     batch_size: int = 0,
     class_balanced: bool = False,
     init: heads.LinearHead | None = None,
+    lr_schedule: str = "constant",
+    l2_bias: bool = False,
+    sample_weight: jnp.ndarray | None = None,
+    feature_mask: jnp.ndarray | None = None,
 ) -> heads.LinearHead:
     """Trains a linear head.
 
@@ -55,17 +71,35 @@ def fit(
       batch_size: 0 for full batch; else examples drawn per step.
       class_balanced: weight (full batch) or sample (minibatch) classes equally.
       init: starting head; zeros when None.
+      lr_schedule: "constant", or "cosine" (cosine decay to 0 over `steps`, as PyTorch's
+        CosineAnnealingLR with T_max=steps stepped once per step).
+      l2_bias: also penalize the bias (as PyTorch SGD's weight_decay does for all parameters).
+      sample_weight: optional (N,) non-negative weight per example (0 leaves it out); multiplies
+        the class-balancing weight and, in minibatch mode, the sampling probability.
+      feature_mask: optional (d,) 0/1 mask: the head sees `features * feature_mask`, and the
+        returned head has the masked columns zeroed.
 
     Returns:
       The trained `LinearHead` (weight (C, d), bias (C,)).
     """
     n, d = features.shape
     head = heads.zeros(num_classes, d, features.dtype) if init is None else init
-    counts = jnp.bincount(labels, length=num_classes).astype(features.dtype)
-    example_weight = (
-        1.0 / jnp.maximum(counts[labels], 1.0) if class_balanced else jnp.ones((n,), features.dtype)
+    base_weight = (
+        jnp.ones((n,), features.dtype)
+        if sample_weight is None
+        else jnp.asarray(sample_weight, features.dtype)
     )
-    tx = optim.make(optimizer, learning_rate)
+    counts = jnp.zeros((num_classes,), features.dtype).at[labels].add(base_weight)
+    example_weight = (
+        base_weight / jnp.maximum(counts[labels], 1e-12) if class_balanced else base_weight
+    )
+    if lr_schedule == "constant":
+        schedule = learning_rate
+    elif lr_schedule == "cosine":
+        schedule = optax.cosine_decay_schedule(learning_rate, steps)
+    else:
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    tx = optim.make(optimizer, schedule)
     grad_fn = jax.grad(_objective)
 
     def step(carry, step_key):
@@ -73,11 +107,15 @@ def fit(
         if batch_size:
             p = example_weight / jnp.sum(example_weight)
             idx = jax.random.choice(step_key, n, (batch_size,), replace=True, p=p)
-            grads = grad_fn(head, features[idx], labels[idx], jnp.ones((batch_size,)), l2)
+            grads = grad_fn(
+                head, features[idx], labels[idx], jnp.ones((batch_size,)), l2, l2_bias, feature_mask
+            )
         else:
-            grads = grad_fn(head, features, labels, example_weight, l2)
+            grads = grad_fn(head, features, labels, example_weight, l2, l2_bias, feature_mask)
         updates, opt_state = tx.update(grads, opt_state, head)
         return (jax.tree_util.tree_map(jnp.add, head, updates), opt_state), None
 
     (head, _), _ = jax.lax.scan(step, (head, tx.init(head)), jax.random.split(key, steps))
+    if feature_mask is not None:
+        head = head.replace(weight=head.weight * feature_mask)
     return head

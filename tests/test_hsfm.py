@@ -1,0 +1,157 @@
+"""The full HSFM run: seeds vmapped == a Python loop, one trace, Eq. 17, and it beats ERM."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import train
+from experiments.configs import synthetic as synthetic_config
+from hsfm_jax import features, hard_set, heads, hsfm, losses, meta, optim
+from hsfm_jax.baselines import erm
+
+SETTINGS = hsfm.Settings(
+    num_classes=2,
+    num_groups=4,
+    support_per_class=8,
+    hard_set_size=10,
+    inner_steps=3,
+    meta_steps=2,
+    epochs=4,
+)
+
+
+@pytest.fixture(scope="module")
+def problem(small_features_dir):
+    data = features.load(small_features_dir)
+    arrays = train.to_device(data, jnp.float32)
+    head = erm.fit(
+        arrays.train.features,
+        arrays.train.labels,
+        jax.random.key(0),
+        num_classes=2,
+        steps=200,
+        learning_rate=1e-2,
+    )
+    rates = hsfm.make_rates(inner_lr=1e-2, meta_lr=1e-1)
+    return arrays, head, rates
+
+
+def test_vmapped_seeds_equal_python_loop(problem):
+    arrays, head, rates = problem
+    keys = jax.random.split(jax.random.key(1), 3)
+    batched = hsfm.run_seeds(arrays, head, rates, keys, settings=SETTINGS)
+    single = jax.jit(hsfm.run, static_argnames="settings")
+    for i, key in enumerate(keys):
+        one = single(arrays, head, rates, key, settings=SETTINGS)
+        np.testing.assert_array_equal(batched.support_indices[i], one.support_indices)
+        np.testing.assert_array_equal(batched.best_epoch[i], one.best_epoch)
+        chex.assert_trees_all_close(
+            jax.tree_util.tree_map(
+                lambda x, i=i: x[i], (batched.best_head, batched.support, batched.history)
+            ),
+            (one.best_head, one.support, one.history),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
+def test_one_trace_across_seeds_rates_and_epoch_chunks(problem):
+    arrays, head, rates = problem
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def seeds(keys, rates):
+        return jax.vmap(lambda k: hsfm.run(arrays, head, rates, k, settings=SETTINGS))(keys)
+
+    seeds(jax.random.split(jax.random.key(0), 4), rates)
+    seeds(jax.random.split(jax.random.key(5), 4), hsfm.make_rates(inner_lr=2e-2, meta_lr=1.0))
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def chunk(state, rates):
+        return hsfm.run_epochs(state, arrays, rates, settings=SETTINGS, num_epochs=2)
+
+    state = hsfm.init(arrays, head, rates, jax.random.key(0), settings=SETTINGS)
+    for _ in range(3):
+        state, _ = chunk(state, rates)
+    assert int(state.epoch) == 6
+
+
+def test_epoch_chunks_equal_one_scan(problem):
+    arrays, head, rates = problem
+    key = jax.random.key(3)
+    whole = hsfm.run(arrays, head, rates, key, settings=SETTINGS)
+    state = hsfm.init(arrays, head, rates, key, settings=SETTINGS)
+    state, h1 = hsfm.run_epochs(state, arrays, rates, settings=SETTINGS, num_epochs=1)
+    state, h2 = hsfm.run_epochs(state, arrays, rates, settings=SETTINGS, num_epochs=3)
+    chex.assert_trees_all_close(state.best_head, whole.best_head, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.concatenate([h1["val_wga"], h2["val_wga"]]), whole.history["val_wga"]
+    )
+
+
+def test_sgd_meta_step_is_eq17(problem):
+    """One epoch, one meta-step, meta_optimizer='sgd': H1 = H0 - eta * clip(dL_out/dH0)."""
+    arrays, head, _ = problem
+    settings = SETTINGS._replace(meta_steps=1, epochs=1, meta_optimizer="sgd", head_optimizer="sgd")
+    rates = hsfm.make_rates(inner_lr=1e-2, meta_lr=0.3, meta_grad_clip=5e-4)
+    result = hsfm.run(arrays, head, rates, jax.random.key(0), settings=settings)
+    h0 = arrays.train.features[result.support_indices]
+    y = arrays.train.labels[result.support_indices]
+    val_losses = losses.per_example_cross_entropy(
+        logits=heads.apply(head, arrays.val.features), labels=arrays.val.labels
+    )
+    q = hard_set.top_k_per_class(val_losses, arrays.val.labels, num_classes=2, per_class=10)
+    _, g = meta.meta_value_and_grad(
+        h0, head, y, arrays.val.features[q], arrays.val.labels[q], inner_steps=3, inner_lr=1e-2
+    )
+    norm = jnp.linalg.norm(g)
+    assert norm > 5e-4  # the clip is active in this test
+    np.testing.assert_allclose(result.support, h0 - 0.3 * g * 5e-4 / norm, rtol=1e-5, atol=1e-7)
+    # then T sgd head steps on the edited H
+    tx = optim.make("sgd", 1e-2)
+    expected = head
+    for _ in range(3):
+        grads = jax.grad(losses.head_loss)(expected, result.support, y)
+        expected = jax.tree_util.tree_map(
+            lambda p, u: p + u, expected, tx.update(grads, tx.init(expected))[0]
+        )
+    chex.assert_trees_all_close(result.last_head, expected, rtol=1e-5)
+
+
+def test_best_head_selection_ties_go_to_later_epoch(problem):
+    arrays, head, _ = problem
+    # lr 0: nothing changes, every epoch ties; the last epoch must be kept.
+    rates = hsfm.make_rates(inner_lr=0.0, meta_lr=0.0, head_lr=0.0)
+    result = hsfm.run(arrays, head, rates, jax.random.key(0), settings=SETTINGS)
+    assert int(result.best_epoch) == SETTINGS.epochs
+
+
+def test_validate_names_the_class():
+    labels = np.array([0] * 20 + [1] * 5)
+    with pytest.raises(ValueError, match=r"train split \(support_per_class\): class 1 has 5"):
+        hsfm.validate(labels, np.array([0, 1] * 20), SETTINGS)
+    with pytest.raises(ValueError, match=r"val split \(hard_set_size\): class 0 has 3"):
+        hsfm.validate(np.array([0, 1] * 20), np.array([0] * 3 + [1] * 20), SETTINGS)
+    with pytest.raises(ValueError, match="hsfm.meta_optimizer must be one of"):
+        hsfm.validate(
+            np.array([0, 1] * 20), np.array([0, 1] * 20), SETTINGS._replace(meta_optimizer="lbfgs")
+        )
+
+
+def test_hsfm_beats_erm_on_synthetic_with_cli_config(tmp_path):
+    """End to end with the exact config the CLI runs (experiments/configs/synthetic.py)."""
+    config = synthetic_config.get_config()
+    config.features_dir = str(tmp_path / "features")
+    report = train.run(config, tmp_path / "run")
+    erm_wga = report["methods"]["erm"]["test"]["wga"]["mean"]
+    hsfm_wga = report["methods"]["hsfm"]["test"]["wga"]
+    assert len(hsfm_wga["per_seed"]) == config.num_seeds == 5
+    assert hsfm_wga["mean"] > erm_wga + 0.08, (erm_wga, hsfm_wga)
+    assert min(hsfm_wga["per_seed"]) > erm_wga
+    for name in ("config.json", "results.json", "results.md", "support.npz", "history.json"):
+        assert (tmp_path / "run" / name).is_file()
+    support = np.load(tmp_path / "run" / "support.npz")
+    assert support["support"].shape == (5, 32, 32) and support["support_indices"].shape == (5, 32)
