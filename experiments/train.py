@@ -130,7 +130,21 @@ def to_device(data: features_lib.FeatureSet, dtype) -> hsfm.Data:
         val=data.val.to_arrays(dtype),
         test=data.test.to_arrays(dtype),
         train_group_counts=jnp.asarray(data.train_group_counts(), dtype),
+        select=data["select"].to_arrays(dtype) if "select" in data.splits else None,
     )
+
+
+def split_validation(config, data: features_lib.FeatureSet) -> features_lib.FeatureSet:
+    """With `config.val_split.fraction` > 0, val becomes two class-stratified parts.
+
+    `val` keeps the first part (HSFM's hard set, DFR's fitting data); the new `select` split holds
+    the rest and is where every method's model selection and reported val metrics happen.
+    """
+    fraction = config.val_split.fraction
+    if not fraction:
+        return data
+    fit, select = features_lib.split_by_class(data.val, fraction, config.val_split.seed)
+    return features_lib.with_splits(data, val=fit, select=select)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
@@ -142,7 +156,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     jax.config.update("jax_enable_x64", bool(config.float64))
     dtype = jnp.float64 if config.float64 else jnp.float32
 
-    data = features_lib.load(prepare_features(config))
+    data = split_validation(config, features_lib.load(prepare_features(config)))
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     arrays = to_device(data, dtype)
@@ -200,7 +214,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
 
     metrics = results.evaluate_rows(
         rows,
-        {"val": arrays.val, "test": arrays.test},
+        {"val": arrays.selection_split, "test": arrays.test},
         num_classes=data.num_classes,
         num_groups=data.num_groups,
         train_group_counts=arrays.train_group_counts,
@@ -212,6 +226,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         "backbone": data.meta["backbone"],
         "features_dir": str(data.path),
         "num_seeds": config.num_seeds,
+        "val_metrics_on": "select" if arrays.select is not None else "val",
+        "split_sizes": data.meta["splits"],
         "class_names": data.class_names,
         "group_names": data.group_names,
         "metric_notes": results.METRIC_NOTES,

@@ -158,6 +158,36 @@ class FeatureSet:
         return np.bincount(groups[groups >= 0], minlength=self.num_groups)[: self.num_groups]
 
 
+def split_by_class(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Splits rows in two, stratified by class: (first, second), `first` ~ `fraction` of each class.
+
+    Used for protocols that fit on one part of val and select models on the other (HSFM's
+    fine-grained protocol splits val 50/50). Deterministic given `seed`.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    first = []
+    for c in np.unique(split.labels):
+        rows = rng.permutation(np.flatnonzero(split.labels == c))
+        first.append(rows[: int(round(fraction * rows.size))])
+    mask = np.zeros(split.num_examples, bool)
+    mask[np.concatenate(first)] = True
+
+    def take(rows):
+        ids = None if split.ids is None else [split.ids[i] for i in rows]
+        return Split(np.asarray(split.features[rows]), split.labels[rows], split.groups[rows], ids)
+
+    return take(np.flatnonzero(mask)), take(np.flatnonzero(~mask))
+
+
+def with_splits(data: FeatureSet, **splits: Split) -> FeatureSet:
+    """A copy of `data` with splits replaced or added (meta's split sizes updated)."""
+    new = {**data.splits, **splits}
+    meta = {**data.meta, "splits": {name: s.num_examples for name, s in new.items()}}
+    return dataclasses.replace(data, splits=new, meta=meta)
+
+
 # ----------------------------------------------------------------------------- reading
 
 

@@ -69,14 +69,21 @@ class Data(struct.PyTreeNode):
     """All arrays a run reads.
 
     Attributes:
-      train, val, test: `SplitArrays`.
+      train, val, test: `SplitArrays`. The hard set is drawn from `val`.
       train_group_counts: (G,) float, for the train-weighted average accuracy.
+      select: optional `SplitArrays` for model selection (e.g. the other half of a split val, as
+        the fine-grained protocol does); None selects on `val`.
     """
 
     train: SplitArrays
     val: SplitArrays
     test: SplitArrays
     train_group_counts: jnp.ndarray
+    select: SplitArrays | None = None
+
+    @property
+    def selection_split(self) -> SplitArrays:
+        return self.val if self.select is None else self.select
 
 
 class Result(struct.PyTreeNode):
@@ -223,7 +230,7 @@ def epoch(state: State, data: Data, rates: Rates, *, settings: Settings) -> tupl
         head_step, (state.head, state.head_opt_state), None, length=s.inner_steps
     )
 
-    val_metrics = _metrics(head, data.val, s, data)
+    val_metrics = _metrics(head, data.selection_split, s, data)
     test_metrics = _metrics(head, data.test, s, data)
     score = val_metrics[s.selection_metric]
     better = score >= state.best_score  # ties go to the later epoch

@@ -203,3 +203,21 @@ def test_save_is_atomic_per_split(tmp_path, monkeypatch):
     assert (tmp_path / "train").is_dir() and not (tmp_path / "val").exists()
     with pytest.raises(FileNotFoundError, match=r"meta\.json: missing"):
         features.load(tmp_path)
+
+
+def test_split_by_class_is_stratified_disjoint_and_seeded():
+    splits, _ = synthetic.generate(num_train=40, val_per_group=25, test_per_group=2)
+    val = features.Split(
+        splits["val"].features,
+        splits["val"].labels,
+        splits["val"].groups,
+        ids=[str(i) for i in range(100)],
+    )
+    first, second = features.split_by_class(val, 0.5, seed=3)
+    assert first.num_examples == second.num_examples == 50
+    np.testing.assert_array_equal(np.bincount(first.labels), [25, 25])
+    assert not set(first.ids) & set(second.ids) and len(set(first.ids) | set(second.ids)) == 100
+    again, _ = features.split_by_class(val, 0.5, seed=3)
+    assert again.ids == first.ids
+    with pytest.raises(ValueError, match=r"split fraction must be in \(0, 1\)"):
+        features.split_by_class(val, 1.0, seed=0)

@@ -8,7 +8,7 @@ import pytest
 
 from experiments import train
 from experiments.configs import synthetic as synthetic_config
-from hsfm_jax import features, hard_set, heads, hsfm, losses, meta, optim
+from hsfm_jax import evaluate, features, hard_set, heads, hsfm, losses, meta, optim
 from hsfm_jax.baselines import erm
 
 SETTINGS = hsfm.Settings(
@@ -155,3 +155,13 @@ def test_hsfm_beats_erm_on_synthetic_with_cli_config(tmp_path):
         assert (tmp_path / "run" / name).is_file()
     support = np.load(tmp_path / "run" / "support.npz")
     assert support["support"].shape == (5, 32, 32) and support["support_indices"].shape == (5, 32)
+
+
+def test_selection_on_a_separate_split(problem):
+    """With Data.select set, best_score is the selection metric on `select`, not on `val`."""
+    arrays, head, rates = problem
+    data = arrays.replace(select=arrays.test)
+    result = hsfm.run(data, head, rates, jax.random.key(0), settings=SETTINGS)
+    wga = evaluate.evaluate_head(result.best_head, arrays.test, num_classes=2, num_groups=4)["wga"]
+    np.testing.assert_allclose(result.best_score, wga)
+    np.testing.assert_allclose(result.best_score, np.max(result.history["val_wga"]))

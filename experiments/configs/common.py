@@ -61,6 +61,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Arguments of hsfm_jax.synthetic.generate, used when prepare == "synthetic".
     config.synthetic = ml_collections.ConfigDict(synthetic.default_arguments())
     config.export = ml_collections.ConfigDict(dict(dataset="", backbone="", kwargs={}))
+    # fraction > 0: val is split (class-stratified, seeded) into a part for fitting (HSFM's hard
+    # set, DFR) and a part for model selection, as the paper's fine-grained protocol (Sec. 8.2).
+    config.val_split = ml_collections.ConfigDict(dict(fraction=0.0, seed=0))
     config.methods = "erm,hsfm"
     config.num_seeds = 5
     config.seed = 0
