@@ -52,15 +52,25 @@ def prepare_features(config: ml_collections.ConfigDict) -> Path:
     elif config.prepare == "export":
         from feature_export import export  # PyTorch is only needed here
 
-        logging.info(
-            "Exporting %s/%s features to %s", config.export.dataset, config.export.backbone, path
-        )
-        export.export_from_config(config.export, path)
+        logging.info("Exporting features to %s", path)
+        export.run(export.build_parser().parse_args(export_argv(config.export, path)))
     else:
         raise ValueError(
             f"config.prepare must be '', 'synthetic' or 'export', got {config.prepare!r}"
         )
     return path
+
+
+def export_argv(export_config: ml_collections.ConfigDict, path: Path) -> list[str]:
+    """The `python -m feature_export.export` flags that `config.export` describes."""
+    argv = [f"--dataset={export_config.dataset}", f"--backbone={export_config.backbone}"]
+    argv.append(f"--out={path}")
+    for flag in ("data_dir", "weights", "num_threads"):
+        if export_config.get(flag):
+            argv.append(f"--{flag}={export_config[flag]}")
+    argv += [f"--dataset_arg={k}={v!r}" for k, v in export_config.get("dataset_args", {}).items()]
+    argv += [f"--backbone_arg={k}={v!r}" for k, v in export_config.get("backbone_args", {}).items()]
+    return argv + ["--quiet"]
 
 
 def hsfm_settings(config, data: features_lib.FeatureSet) -> hsfm.Settings:
@@ -93,8 +103,16 @@ def hsfm_rates(config, dtype) -> hsfm.Rates:
 
 
 def fit_erm(config, data_arrays: hsfm.Data, num_classes: int, keys) -> heads.LinearHead:
-    """ERM heads (S, C, d): one per key when minibatched, else one deterministic head (1, C, d)."""
+    """ERM heads (S, C, d): one per key when minibatched, else one deterministic head (1, C, d).
+
+    `erm.epochs` > 0 replaces `erm.steps` by epochs * ceil(N_train / batch_size) steps (one step
+    per epoch in full batch), as the paper states head training in epochs (Sec. 8.2).
+    """
     c = config.erm
+    steps = c.steps
+    if c.get("epochs", 0) > 0:
+        num_train = data_arrays.train.labels.shape[0]
+        steps = c.epochs * (-(-num_train // c.batch_size) if c.batch_size else 1)
     fit = lambda key: erm.fit(
         data_arrays.train.features,
         data_arrays.train.labels,
@@ -102,7 +120,7 @@ def fit_erm(config, data_arrays: hsfm.Data, num_classes: int, keys) -> heads.Lin
         num_classes=num_classes,
         optimizer=c.optimizer,
         learning_rate=c.learning_rate,
-        steps=c.steps,
+        steps=steps,
         l2=c.l2,
         batch_size=c.batch_size,
         class_balanced=c.class_balanced,

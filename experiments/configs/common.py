@@ -44,6 +44,7 @@ def erm_config(**overrides) -> ml_collections.ConfigDict:
             optimizer="adam",
             learning_rate=1e-3,
             steps=1000,
+            epochs=0,  # > 0: steps = epochs * ceil(N_train / batch_size) instead of `steps`
             l2=0.0,
             batch_size=0,  # 0: full batch
             class_balanced=False,
@@ -60,7 +61,18 @@ def base_config() -> ml_collections.ConfigDict:
     config.prepare = ""
     # Arguments of hsfm_jax.synthetic.generate, used when prepare == "synthetic".
     config.synthetic = ml_collections.ConfigDict(synthetic.default_arguments())
-    config.export = ml_collections.ConfigDict(dict(dataset="", backbone="", kwargs={}))
+    # Flags of `python -m feature_export.export`, used when prepare == "export".
+    config.export = ml_collections.ConfigDict(
+        dict(
+            dataset="",
+            backbone="",
+            data_dir="",
+            weights="",
+            num_threads=0,
+            dataset_args={},
+            backbone_args={},
+        )
+    )
     # fraction > 0: val is split (class-stratified, seeded) into a part for fitting (HSFM's hard
     # set, DFR) and a part for model selection, as the paper's fine-grained protocol (Sec. 8.2).
     config.val_split = ml_collections.ConfigDict(dict(fraction=0.0, seed=0))

@@ -1,0 +1,38 @@
+r"""The embedded end-to-end default: "digit dominoes" from scikit-learn's shipped digits.
+
+  python -m experiments.main --config=experiments/configs/digit_dominoes.py --workdir=runs/digit_dominoes
+
+Each image stacks a core digit (8 or 9: the label) over a shortcut digit (0 or 1) that agrees
+with the label in 95% of train images and 50% of val/test (feature_export/datasets/
+digit_dominoes.py). A small CNN (feature_export/backbones/digit_cnn.py) is trained with ERM on
+train; its penultimate layer is exported as the features and its last layer as head.npz. Then
+the ERM head, every baseline and HSFM (5 seeds vmapped) run on those features. The export
+happens once, when `features_dir` has no finished export.
+
+HSFM hyperparameters were tuned on val only (see README for the numbers this config gives).
+"""
+
+from experiments.configs import common
+
+
+def get_config():
+    config = common.base_config()
+    config.features_dir = "runs/digit_dominoes_features"
+    config.prepare = "export"
+    config.export.dataset = "digit_dominoes"
+    config.export.backbone = "digit_cnn"
+    config.export.weights = "runs/digit_dominoes_digit_cnn.pt"  # trained once, then reused
+    config.export.num_threads = 1
+    config.methods = "erm,hsfm"
+    config.num_seeds = 5
+    config.erm.learning_rate = 1e-2
+    config.hsfm = common.hsfm_config(
+        support_per_class=16,
+        hard_set_size=32,
+        inner_steps=15,
+        inner_lr=1e-2,
+        meta_lr=1e-1,
+        meta_steps=15,
+        epochs=40,
+    )
+    return config
