@@ -1,8 +1,7 @@
 """Backbones the exporter runs. Importing this package registers every backbone module below."""
 
-from feature_export.backbones.base import Backbone, get, names, register
+# Each backbone module registers itself with @register(name) on import.
+from feature_export.backbones import clip, digit_cnn, torchvision_models  # noqa: F401
+from feature_export.backbones.base import Backbone, factory, get, names, register
 
-# Each backbone module registers itself with @register(name); list it here once.
-# (keep one import per line, sorted, so parallel additions merge cleanly)
-
-__all__ = ["Backbone", "get", "names", "register"]
+__all__ = ["Backbone", "factory", "get", "names", "register"]

@@ -40,9 +40,14 @@ def register(name: str):
 
 
 def get(name: str, **kwargs) -> Backbone:
+    return factory(name)(**kwargs)
+
+
+def factory(name: str) -> Callable:
+    """The registered factory of `name`; ValueError listing the known names otherwise."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown backbone {name!r}; known: {sorted(_REGISTRY)}")
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY[name]
 
 
 def names() -> list[str]:

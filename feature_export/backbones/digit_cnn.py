@@ -15,10 +15,17 @@ network is trained on the dataset's train split and saved there (atomically), so
 reuse it. Without a path the network is trained in memory and not saved. A checkpoint remembers
 the fingerprint of the dataset it was trained on; loading it for a different dataset is an error.
 Training is deterministic given `seed` (same machine and torch build).
+
+Measured with the defaults (digit dominoes 8 vs 9, seed 0; 708 train images, 20 epochs, one
+thread: about 4 s on an idle 2-core CPU), the backbone's own head on the exported features:
+train accuracy 1.000; val mean 0.929, worst-group 0.800; test mean 0.933, worst-group 0.846
+(groups y=8,s=0 1.000, y=8,s=1 0.846, y=9,s=0 0.885, y=9,s=1 1.000): the minority groups,
+where the 0/1 shortcut disagrees with the label, are the worst.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -32,7 +39,9 @@ from feature_export.backbones.base import Backbone, register
 from feature_export.datasets.base import ExportDataset
 
 FEATURE_DIM = 64
-PREPROCESSING = "digit_cnn: PIL RGB at native size -> float tensor in [0, 1] (no resize, no normalization)"
+PREPROCESSING = (
+    "digit_cnn: PIL RGB at native size -> float tensor in [0, 1] (no resize, no normalization)"
+)
 _CHECKPOINT_VERSION = 1
 
 
@@ -140,14 +149,18 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[DigitCNN, dict]:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: digit_cnn weights file missing") from None
     except Exception as e:  # torch raises many types for a corrupt file
-        raise ValueError(f"{path}: not a readable digit_cnn checkpoint ({type(e).__name__})") from None
+        raise ValueError(
+            f"{path}: not a readable digit_cnn checkpoint ({type(e).__name__})"
+        ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{path}: not a digit_cnn checkpoint (no 'state_dict')")
     model = DigitCNN(int(checkpoint["num_classes"]), tuple(checkpoint["image_shape"]))
     missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=False)
     if missing or unexpected:
         key = (missing or unexpected)[0]
-        raise ValueError(f"{path}: state dict does not match digit_cnn (first mismatched key {key!r})")
+        raise ValueError(
+            f"{path}: state dict does not match digit_cnn (first mismatched key {key!r})"
+        )
     return model.eval(), checkpoint
 
 
@@ -225,12 +238,12 @@ def digit_cnn(
     )
 
 
-class _single_thread:
-    """Runs torch on one thread inside the block: reproducible training on any core count."""
-
-    def __enter__(self):
-        self._threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self._threads)
+@contextlib.contextmanager
+def _single_thread():
+    """Runs torch on one thread inside the block: reproducible, and fast for a network this small."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
