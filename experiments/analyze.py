@@ -16,35 +16,47 @@ directory (train and val). Writes to --out (default <workdir>/analysis):
                         group, and the support points before -> after the edit
   neighbours.md         for the most-edited support points, the k nearest val examples before and
                         after the edit, with their groups
-  contact_sheet.png     the same as images, when ids.txt holds image paths that exist
+  contact_sheet.png     the same as images, when ids.txt holds image paths that exist (or the
+                        dataset is digit_dominoes, rebuilt from the config meta.json records)
   analysis.json         every number above
-  report.md             one page linking the plots and stating the numbers
+  report.md             one page linking the plots and stating the numbers (and clip_probe.md /
+                        unclip_grid.png from `feature_export.clip_probe` / `.unclip` if present)
+
+When the run split val (`config.val_split.fraction` > 0), "val" here is the part HSFM's hard set
+came from, rebuilt with the run's own split, so the history's hard-set indices point into it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
 
+import ml_collections
 import numpy as np
 from absl import app, flags
+from PIL import Image, ImageDraw
 
+from experiments import train
 from hsfm_jax import analysis
 from hsfm_jax import features as features_lib
 
 RUN_FILES = ("config.json", "results.json", "history.json", "support.npz")
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run directory (experiments.main --workdir).")
-_OUT = flags.DEFINE_string("out", "", "Output directory; default <workdir>/analysis.")
-_SEED_INDEX = flags.DEFINE_integer("seed_index", 0, "Which seed the PCA and neighbour views show.")
-_POINTS = flags.DEFINE_integer("points_per_class", 2, "Support points per class in the NN table.")
-_NEIGHBOURS = flags.DEFINE_integer("neighbours", 5, "k nearest val examples per support point.")
-_METRIC = flags.DEFINE_enum("metric", "euclidean", ["euclidean", "cosine"], "NN distance.")
-_FEATURES_DIR = flags.DEFINE_string("features_dir", "", "Override the run's features_dir.")
-_IMAGES_ROOT = flags.DEFINE_string(
-    "images_root", "", "Prefix for relative image paths in ids.txt (contact sheet)."
-)
+
+def define_flags() -> None:
+    """The CLI flags, defined only when run as a script (importing this module defines none,
+    so it can share a process with other absl entry points that also have --workdir)."""
+    flags.DEFINE_string("workdir", None, "The run directory (experiments.main --workdir).")
+    flags.DEFINE_string("out", "", "Output directory; default <workdir>/analysis.")
+    flags.DEFINE_integer("seed_index", 0, "Which seed the PCA and neighbour views show.")
+    flags.DEFINE_integer("points_per_class", 2, "Support points per class in the NN table.")
+    flags.DEFINE_integer("neighbours", 5, "k nearest val examples per support point.")
+    flags.DEFINE_enum("metric", "euclidean", ["euclidean", "cosine"], "NN distance.")
+    flags.DEFINE_string("features_dir", "", "Override the run's features_dir.")
+    flags.DEFINE_string("images_root", "", "Prefix for relative image paths in ids.txt.")
+    flags.mark_flags_as_required(["workdir"])
 
 
 # ----------------------------------------------------------------------------- loading
@@ -68,6 +80,9 @@ def load_run(workdir: str | Path, features_dir: str | Path | None = None) -> dic
             f"{path}: the run's feature directory does not exist here; pass --features_dir"
         )
     data = features_lib.load(path, splits=("train", "val"))
+    if config.get("val_split", {}).get("fraction"):
+        # The run's "val" (hard set, history indices) was the first part of the stored val.
+        data = train.split_validation(ml_collections.ConfigDict(config), data)
     seeds = support.shape[0]
     if support.shape != (seeds, support_indices.shape[1], data.feature_dim):
         raise ValueError(
@@ -91,6 +106,8 @@ def load_run(workdir: str | Path, features_dir: str | Path | None = None) -> dic
 
 def _mean_std(values) -> dict:
     values = np.asarray(values, np.float64)
+    if np.isnan(values).all():  # e.g. no spurious direction without groups
+        return {"mean": float("nan"), "std": float("nan")}
     return {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values))}
 
 
@@ -194,11 +211,13 @@ def _plt():
     return plt
 
 
-def _band(ax, agg: dict, key: str, label: str, scale: float = 1.0, **kw):
+def _band(ax, agg: dict, key: str, label: str, scale: float = 1.0, top: float = np.inf, **kw):
+    """Mean line and a ± std band (clipped to [0, top]) of a history field over epochs."""
     mean, std = agg[key]["mean"] * scale, agg[key]["std"] * scale
     epochs = np.arange(1, len(mean) + 1)
     (line,) = ax.plot(epochs, mean, label=label, **kw)
-    ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+    low, high = np.maximum(mean - std, 0.0), np.minimum(mean + std, top)
+    ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, lw=0)
 
 
 def plot_curves(run: dict, path: Path) -> None:
@@ -209,11 +228,11 @@ def plot_curves(run: dict, path: Path) -> None:
     ax = axes[0, 0]
     metric = "wga" if "val_wga" in agg else "mean_acc"
     name = "WGA" if metric == "wga" else "acc"
-    _band(ax, agg, f"val_{metric}", f"val {name}", 100)
-    _band(ax, agg, f"test_{metric}", f"test {name}", 100)
-    _band(ax, agg, "val_mean_acc", "val mean acc", 100, ls="--")
-    _band(ax, agg, "test_mean_acc", "test mean acc", 100, ls="--")
-    ax.set(title="accuracy of the current head (%)", xlabel="epoch")
+    _band(ax, agg, f"val_{metric}", f"val {name}", 100, top=100)
+    _band(ax, agg, f"test_{metric}", f"test {name}", 100, top=100)
+    _band(ax, agg, "val_mean_acc", "val mean acc", 100, top=100, ls="--")
+    _band(ax, agg, "test_mean_acc", "test mean acc", 100, top=100, ls="--")
+    ax.set(title="accuracy of the current head (%)", xlabel="epoch", ylim=(None, 100.5))
     ax.legend(fontsize=7)
     ax = axes[0, 1]
     _band(ax, agg, "outer_loss_before", "before meta-steps")
@@ -445,46 +464,110 @@ def image_paths(split: features_lib.Split, rows, root: Path | None) -> list[Path
     return paths
 
 
+@functools.lru_cache(maxsize=2)
+def _digit_dominoes(config_json: str):
+    from feature_export.datasets.digit_dominoes import DigitDominoes
+
+    config = json.loads(config_json)
+    return DigitDominoes(**{k: v for k, v in config.items() if k != "image_shape"})
+
+
+def _rebuilt_images(data: features_lib.FeatureSet, split: str, rows) -> list | None:
+    """digit_dominoes needs no files: rebuild the split from the config meta.json records.
+
+    Rows are matched by id (ids.txt), and used only when the rebuilt labels and groups of those
+    rows equal the feature directory's, so the images are the ones the features came from.
+    """
+    config = data.meta.get("digit_dominoes")
+    stored = data[split]
+    if data.meta.get("dataset") != "digit_dominoes" or not isinstance(config, dict):
+        return None
+    if stored.ids is None:
+        return None
+    try:
+        arrays = _digit_dominoes(json.dumps(config, sort_keys=True)).split_arrays(split)
+    except (TypeError, ValueError):
+        return None
+    where = {name: i for i, name in enumerate(arrays.ids)}
+    images = []
+    for r in rows:
+        i = where.get(stored.ids[int(r)])
+        if i is None or (arrays.labels[i], arrays.groups[i]) != (
+            stored.labels[r],
+            stored.groups[r],
+        ):
+            return None
+        images.append(Image.fromarray(arrays.images[i]).convert("RGB"))
+    return images
+
+
+def load_images(data: features_lib.FeatureSet, split: str, rows, root: Path | None):
+    """PIL images of `rows` of a split: from ids.txt paths that exist, or rebuilt for
+    digit_dominoes; None when neither is possible."""
+    paths = image_paths(data[split], rows, root)
+    if paths is None:
+        return _rebuilt_images(data, split, rows)
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            out.append(im.convert("RGB"))
+    return out
+
+
+def image_grid(
+    rows: list[list[tuple]], *, cell: int = 64, header: list[str] | None = None
+) -> Image.Image:
+    """A grid of captioned images: rows of (PIL image or None, caption) cells -> one PIL image.
+
+    Images are scaled to fit `cell` x `cell` (nearest neighbour, so small digits stay crisp);
+    captions may have one newline; None cells read "n/a".
+    """
+    caption_h, head_h = 24, (14 if header else 0)
+    columns = max(len(r) for r in rows)
+    out = Image.new("RGB", (columns * cell, head_h + len(rows) * (cell + caption_h)), "white")
+    draw = ImageDraw.Draw(out)
+    for j, name in enumerate(header or []):
+        draw.text((j * cell + 2, 1), name, fill="black")
+    for i, row in enumerate(rows):
+        top = head_h + i * (cell + caption_h)
+        for j, (image, caption) in enumerate(row):
+            draw.multiline_text((j * cell + 2, top + 1), caption, fill="black", spacing=1)
+            if image is None:
+                draw.text((j * cell + cell // 3, top + caption_h + cell // 2), "n/a", fill="grey")
+                continue
+            image = image.convert("RGB")
+            scale = cell / max(image.size)
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.NEAREST)
+            out.paste(image, (j * cell + (cell - size[0]) // 2, top + caption_h))
+    return out
+
+
 def contact_sheet(run: dict, table: list[dict], root: Path | None, path: Path) -> bool:
     """Support image | k before-neighbours | k after-neighbours per row. False if no images."""
     if not table:
         return False
     data = run["data"]
-    sources = image_paths(data.train, [r["train_index"] for r in table], root)
+    sources = load_images(data, "train", [r["train_index"] for r in table], root)
     if sources is None:
         return False
-    before = [image_paths(data.val, r["before"], root) for r in table]
-    after = [image_paths(data.val, r["after"], root) for r in table]
-    if any(p is None for p in before + after):
-        return False
-    from PIL import Image
-
-    plt = _plt()
-    k = len(table[0]["before"])
-    fig, axes = plt.subplots(
-        len(table), 2 * k + 1, figsize=(1.1 * (2 * k + 1), 1.3 * len(table)), dpi=80, squeeze=False
-    )
+    before = [load_images(data, "val", r["before"], root) for r in table]
+    after = [load_images(data, "val", r["after"], root) for r in table]
+    rows = []
     for i, row in enumerate(table):
         cells = [
             (sources[i], f"S {data.class_names[row['label']]}\n{_group_name(data, row['group'])}")
         ]
         cells += [
-            (p, f"before\n{_group_name(data, g)}")
-            for p, g in zip(before[i], row["before_groups"], strict=True)
+            (im, f"before\n{_group_name(data, g)}")
+            for im, g in zip(before[i], row["before_groups"], strict=True)
         ]
         cells += [
-            (p, f"after\n{_group_name(data, g)}")
-            for p, g in zip(after[i], row["after_groups"], strict=True)
+            (im, f"after\n{_group_name(data, g)}")
+            for im, g in zip(after[i], row["after_groups"], strict=True)
         ]
-        for ax, (p, title) in zip(axes[i], cells, strict=True):
-            with Image.open(p) as im:
-                im.thumbnail((96, 96))
-                ax.imshow(np.asarray(im.convert("RGB")))
-            ax.set_title(title, fontsize=6)
-            ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+        rows.append(cells)
+    image_grid(rows).save(path)
     return True
 
 
@@ -505,9 +588,10 @@ def _result_cell(results: dict, method: str, split: str, metric: str) -> str:
 def geometry_markdown(geo: dict, data) -> str:
     lines = [
         "| class | majority group → others | points | cos(mean edit, spurious) | "
-        "cos(mean edit, class) | energy along spurious (mean edit / points) | "
-        "energy along class (mean edit / points) | coherence | rms edit norm |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "cos(mean edit, class) | shift along spurious | shift along class | "
+        "energy along spurious (mean edit / points) | energy along class (mean edit / points) | "
+        "coherence | rms edit norm (/ rms ‖H0‖) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in geo["classes"]:
         maj = e["majority_group"]
@@ -518,9 +602,10 @@ def geometry_markdown(geo: dict, data) -> str:
         )
         lines.append(
             f"| {e['class_name']} | {groups} | {e['num_points']['mean']:.0f} | {_pm(e['cos_spurious'])} | "
-            f"{_pm(e['cos_class'])} | {_pm(e['energy_spurious'])} / {_pm(e['point_energy_spurious'])} | "
+            f"{_pm(e['cos_class'])} | {_pm(e['shift_spurious'])} | {_pm(e['shift_class'])} | "
+            f"{_pm(e['energy_spurious'])} / {_pm(e['point_energy_spurious'])} | "
             f"{_pm(e['energy_class'])} / {_pm(e['point_energy_class'])} | {_pm(e['coherence'])} | "
-            f"{_pm(e['rms_edit_norm'], digits=3)} |"
+            f"{e['rms_edit_norm']['mean']:.3g} ({e['relative_edit_norm']['mean']:.2f}×) |"
         )
     chance = geo["classes"][0]["chance_energy"]["mean"]
     text = "\n".join(lines) + (
@@ -528,7 +613,10 @@ def geometry_markdown(geo: dict, data) -> str:
         "||mean edit||² / mean ||edit||² (1 when every support point of the class moved the same "
         "way). Spurious direction: val mean of the class's other groups minus its majority "
         "(largest in train) group, so a positive cosine means 'toward the minority "
-        "configuration' (paper Fig. 2).\n"
+        "configuration' (paper Fig. 2). Class direction: centre of the class minus the centre of "
+        "the others (negative: toward the other classes). Shift: mean edit projected on the "
+        "unnormalised direction, in units of its length (1 = the whole majority → minority gap, "
+        "or the whole gap between class centres).\n"
     )
     if "energy_by_dims" in geo:
         blocks = geo["energy_by_dims"]
@@ -551,10 +639,13 @@ def findings(geo: dict, neighbours: dict) -> list[str]:
         toward = "toward" if cos > 0 else "away from"
         out.append(
             f"{e['class_name']}: the mean edit points {toward} the minority configuration "
-            f"(cosine {cos:+.2f} ± {e['cos_spurious']['std']:.2f}); the individual edits put "
+            f"(cosine {cos:+.2f} ± {e['cos_spurious']['std']:.2f}, a shift of "
+            f"{e['shift_spurious']['mean']:+.2f} majority → minority gaps; cosine with the class "
+            f"direction {e['cos_class']['mean']:+.2f}); the individual edits put "
             f"{100 * en:.1f}% of their energy on the spurious direction ({en / ch:.1f}× chance) "
             f"and {100 * e['point_energy_class']['mean']:.1f}% on the class direction; "
-            f"coherence {e['coherence']['mean']:.2f}."
+            f"coherence {e['coherence']['mean']:.2f}; rms edit {e['relative_edit_norm']['mean']:.2f}× "
+            "the rms norm of the embeddings it edits."
         )
     if "energy_by_dims" in geo:
         b = geo["energy_by_dims"]
@@ -638,9 +729,15 @@ def render_report(run: dict, summary: dict, files: dict) -> str:
         + (
             f"; images: ![contact sheet]({files['contact_sheet']})"
             if files.get("contact_sheet")
-            else " (no contact sheet: ids.txt absent or not image paths that exist)."
+            else " (no contact sheet: ids.txt absent or not image paths that exist; see --images_root)."
         ),
     ]
+    if files.get("clip_probe") or files.get("unclip_grid"):
+        lines.append("\n## CLIP text probe and unCLIP decoding (feature_export)\n")
+        if files.get("clip_probe"):
+            lines.append(f"[{files['clip_probe']}]({files['clip_probe']})\n")
+        if files.get("unclip_grid"):
+            lines.append(f"![unCLIP]({files['unclip_grid']})")
     return "\n".join(lines) + "\n"
 
 
@@ -686,6 +783,9 @@ def analyze(
     root = Path(images_root) if images_root else None
     if contact_sheet(run, table, root, out / "contact_sheet.png"):
         files["contact_sheet"] = "contact_sheet.png"
+    for key, name in (("clip_probe", "clip_probe.md"), ("unclip_grid", "unclip_grid.png")):
+        if (out / name).is_file():  # written earlier by feature_export.clip_probe / .unclip
+            files[key] = name
     nn = neighbour_summary(run, k=neighbours, metric=metric)
     summary = {
         "workdir": str(workdir),
@@ -700,35 +800,43 @@ def analyze(
         "files": files,
     }
     summary["findings"] = findings(geo, nn)
-    (out / "analysis.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    (out / "analysis.json").write_text(json.dumps(_plain(summary), indent=2, allow_nan=False))
     (out / "report.md").write_text(render_report(run, summary, files))
     return summary
 
 
-def _json_default(value):
+def _plain(value):
+    """JSON-safe copy: numpy scalars to Python, NaN to None (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    FLAGS = flags.FLAGS
     try:
         summary = analyze(
-            _WORKDIR.value,
-            _OUT.value or None,
-            seed_index=_SEED_INDEX.value,
-            points_per_class=_POINTS.value,
-            neighbours=_NEIGHBOURS.value,
-            metric=_METRIC.value,
-            features_dir=_FEATURES_DIR.value or None,
-            images_root=_IMAGES_ROOT.value or None,
+            FLAGS.workdir,
+            FLAGS.out or None,
+            seed_index=FLAGS.seed_index,
+            points_per_class=FLAGS.points_per_class,
+            neighbours=FLAGS.neighbours,
+            metric=FLAGS.metric,
+            features_dir=FLAGS.features_dir or None,
+            images_root=FLAGS.images_root or None,
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    out = Path(_OUT.value or Path(_WORKDIR.value) / "analysis")
+    out = Path(FLAGS.out or Path(FLAGS.workdir) / "analysis")
     print(
         f"Wrote {', '.join(sorted(summary['files'].values()))}, analysis.json, report.md to {out}"
     )
@@ -737,5 +845,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["workdir"])
+    define_flags()
     app.run(main)

@@ -174,7 +174,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     jax.config.update("jax_enable_x64", bool(config.float64))
     dtype = jnp.float64 if config.float64 else jnp.float32
 
-    data = split_validation(config, features_lib.load(prepare_features(config)))
+    extra_splits = [s.strip() for s in config.extra_test_splits.split(",") if s.strip()]
+    data = split_validation(
+        config,
+        features_lib.load(prepare_features(config), splits=(*features_lib.SPLITS, *extra_splits)),
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     arrays = to_device(data, dtype)
@@ -232,7 +236,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
 
     metrics = results.evaluate_rows(
         rows,
-        {"val": arrays.selection_split, "test": arrays.test},
+        {
+            "val": arrays.selection_split,
+            "test": arrays.test,
+            **{name: data[name].to_arrays(dtype) for name in extra_splits},
+        },
         num_classes=data.num_classes,
         num_groups=data.num_groups,
         train_group_counts=arrays.train_group_counts,
@@ -253,18 +261,28 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         "methods": {name: {**summaries[name], **extra.get(name, {})} for name in summaries},
     }
     (workdir / "results.json").write_text(json.dumps(report, indent=2))
-    (workdir / "results.md").write_text(render_markdown(report, summaries, data))
+    (workdir / "results.md").write_text(render_markdown(report, summaries, data, extra_splits))
     return report
 
 
-def render_markdown(report: dict, summaries: dict, data: features_lib.FeatureSet) -> str:
+def render_markdown(
+    report: dict, summaries: dict, data: features_lib.FeatureSet, extra_splits=()
+) -> str:
     title = f"# {report['dataset']} / {report['backbone']}: {report['num_seeds']} seed(s)\n\n"
     text = title + results.markdown_table(summaries, num_groups=data.num_groups) + "\n"
     if data.num_groups:
         text += "\n## Test accuracy per group\n\n"
         text += results.group_table(summaries, data.group_names) + "\n"
-    if data.num_groups and data.meta.get("group_categories"):
-        text += "\n## Test accuracy per category\n\n" + results.category_table(summaries) + "\n"
+    for split in ("test", *extra_splits):
+        if split != "test":
+            text += (
+                f"\n## {split}\n\n"
+                + results.markdown_table(summaries, num_groups=data.num_groups, split=split)
+                + "\n"
+            )
+        if data.num_groups and data.meta.get("group_categories"):
+            text += f"\n## {split}: accuracy per category\n\n"
+            text += results.category_table(summaries, split=split) + "\n"
     text += (
         "\nPercent, mean ± std over seeds. WGA: worst-group accuracy. 'test mean acc': accuracy "
         "over the whole test split. 'avg (train-weighted)': group accuracies weighted by the "

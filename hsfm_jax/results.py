@@ -105,13 +105,17 @@ def _cell(summary: dict, split: str, metric: str) -> str:
     return f"{mean:.1f}"
 
 
-def markdown_table(summaries: Mapping[str, dict], *, num_groups: int) -> str:
-    """A method x metric table (percent, mean ± std over seeds)."""
+def markdown_table(summaries: Mapping[str, dict], *, num_groups: int, split: str = "test") -> str:
+    """A method x metric table (percent, mean ± std over seeds); `split` replaces "test"."""
     columns = GROUP_COLUMNS if num_groups else CLASS_COLUMNS
+    columns = [
+        (split if s == "test" else s, metric, title.replace("test", split))
+        for s, metric, title in columns
+    ]
     header = "| method | seeds | " + " | ".join(c[2] for c in columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 2)]
     for name, summary in summaries.items():
-        seeds = len(summary["test"]["mean_acc"]["per_seed"])
+        seeds = len(summary[split]["mean_acc"]["per_seed"])
         cells = [_cell(summary, split, metric) for split, metric, _ in columns]
         lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -131,13 +135,14 @@ def group_table(
 
 
 def category_table(summaries: Mapping[str, dict], *, split: str = "test") -> str:
-    """Per-category pooled accuracy (Hard-Spurious-ImageNet's Easy/Medium/Hard)."""
+    """Per-category pooled accuracy (Hard-Spurious-ImageNet's Easy/Medium/Hard) and overall."""
     first = next(iter(summaries.values()))
     names = list(first[split]["category_acc"])
-    header = "| method | " + " | ".join(names) + " |"
-    lines = [header, "|" + "---|" * (len(names) + 1)]
+    header = "| method | " + " | ".join(names) + " | overall |"
+    lines = [header, "|" + "---|" * (len(names) + 2)]
     for method, summary in summaries.items():
         cells = [_format_entry(summary[split]["category_acc"][n]) for n in names]
+        cells.append(_format_entry(summary[split]["mean_acc"]))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -76,6 +76,8 @@ def base_config() -> ml_collections.ConfigDict:
     # fraction > 0: val is split (class-stratified, seeded) into a part for fitting (HSFM's hard
     # set, DFR) and a part for model selection, as the paper's fine-grained protocol (Sec. 8.2).
     config.val_split = ml_collections.ConfigDict(dict(fraction=0.0, seed=0))
+    # More splits to evaluate beside val and test (e.g. Hard-Spurious-ImageNet's "test_ar").
+    config.extra_test_splits = ""
     config.methods = "erm,hsfm"
     config.num_seeds = 5
     config.seed = 0
