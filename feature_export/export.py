@@ -141,6 +141,10 @@ def _collate(items):
 # ----------------------------------------------------------------------------- export
 
 
+def _worker_context() -> str | None:
+    return "spawn" if "jax" in sys.modules else None
+
+
 def _chunk_path(work: Path, chunk: int) -> Path:
     return work / f"chunk-{chunk:05d}.npy"
 
@@ -200,6 +204,9 @@ def _export_split(
         num_workers=num_workers,
         collate_fn=_collate,
         pin_memory=device.type == "cuda",
+        # Forking a process that has JAX loaded (the main job exports from inside the runner)
+        # can deadlock; spawned workers start clean.
+        multiprocessing_context=_worker_context() if num_workers else None,
     )
     progress = tqdm(
         total=num_rows,
