@@ -16,12 +16,13 @@ settings are skipped and a running program restarts from its last checkpoint (ev
 --checkpoint_every epochs). Another config in the same --workdir is an error.
 """
 
+import logging as py_logging
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from hsfm_jax import sweep
+from experiments import sweep_runner
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for everything the sweep writes.")
@@ -29,16 +30,24 @@ _SWEEP = flags.DEFINE_string(
     "sweep", "", "Sweep spec, e.g. 'inner_steps=5,10,15 meta_lr=0.1,1 seeds=10'."
 )
 _CHECKPOINT_EVERY = flags.DEFINE_integer(
-    "checkpoint_every", 5, "Epochs between checkpoints of a running program."
+    "checkpoint_every", 10, "Epochs between checkpoints of a running program."
 )
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietOrbax(py_logging.Filter):
+    """Drops orbax's INFO lines (about ten per checkpoint), which bury the progress bar."""
+
+    def filter(self, record: py_logging.LogRecord) -> bool:
+        return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.get_absl_handler().addFilter(_QuietOrbax())
     try:
-        report = sweep.run(
+        report = sweep_runner.run(
             _CONFIG.value,
             _SWEEP.value,
             _WORKDIR.value,
@@ -48,7 +57,7 @@ def main(argv):
         logging.flush()
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    print(sweep.markdown(report))
+    print(sweep_runner.markdown(report))
     logging.info("Sweep of %d settings in %s", len(report["rows"]), _WORKDIR.value)
 
 

@@ -6,6 +6,7 @@ one evaluator (`hsfm_jax.evaluate`) on the same splits, so rows are comparable.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -49,8 +50,26 @@ def evaluate_rows(
     group_categories: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, dict[str, dict]]:
     """Metrics of every row on every split: {row: {split: metrics with leading seed axis}}."""
+    categories = tuple((name, tuple(ids)) for name, ids in (group_categories or {}).items())
+    return {
+        name: {
+            split_name: _evaluate_seeds(
+                head,
+                split,
+                train_group_counts,
+                num_classes=num_classes,
+                num_groups=num_groups,
+                categories=categories if num_groups else (),
+            )
+            for split_name, split in splits.items()
+        }
+        for name, head in rows.items()
+    }
 
-    def one(head, split):
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "num_groups", "categories"))
+def _evaluate_seeds(head, split, train_group_counts, *, num_classes, num_groups, categories):
+    def one(head):
         metrics = evaluate.evaluate_head(
             head,
             split,
@@ -58,18 +77,14 @@ def evaluate_rows(
             num_groups=num_groups,
             train_group_counts=train_group_counts,
         )
-        if group_categories and num_groups:
+        if categories:
             metrics["category_acc"] = {
                 name: _pooled(metrics["group_acc"], metrics["group_count"], ids)
-                for name, ids in group_categories.items()
+                for name, ids in categories
             }
         return metrics
 
-    evaluate_seeds = jax.jit(jax.vmap(one, in_axes=(0, None)))
-    return {
-        name: {split_name: evaluate_seeds(head, split) for split_name, split in splits.items()}
-        for name, head in rows.items()
-    }
+    return jax.vmap(one)(head)
 
 
 def _pooled(group_acc, group_count, ids):
@@ -147,7 +162,12 @@ def category_table(summaries: Mapping[str, dict], *, split: str = "test") -> str
     return "\n".join(lines)
 
 
-def _format_entry(entry: dict) -> str:
-    if entry["mean"] is None:
+def percent(mean: float | None, std: float | None) -> str:
+    """'12.3 ± 0.4' from fractions; '-' when there is no value."""
+    if mean is None:
         return "-"
-    return f"{100 * entry['mean']:.1f} ± {100 * (entry['std'] or 0.0):.1f}"
+    return f"{100 * mean:.1f} ± {100 * (std or 0.0):.1f}"
+
+
+def _format_entry(entry: dict) -> str:
+    return percent(entry["mean"], entry["std"])

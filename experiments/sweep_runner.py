@@ -1,0 +1,672 @@
+r"""Hyperparameter sweeps of HSFM: a grid of settings x seeds, vmapped, sharded, resumable.
+
+The paper tunes Khard, KH, T, the support size and the learning rates per dataset (Tables 11-13,
+Figs. 3-4) and reports mean ± std over seeds. A sweep spec such as
+``'inner_steps=5,10,15 support_per_class=8,16 seeds=10'`` names the grid (its Cartesian product, in
+the order given); ``seeds=N`` sets ``config.num_seeds``. A bare name is a field of
+``config.hsfm``; a dotted name (``erm.learning_rate``) is a path in the config.
+
+How it runs:
+
+- Settings that differ only in `hsfm.Rates` fields (learning rates, clip norm) share one compiled
+  *program*; any other difference (shapes such as T, support size, Khard, or the ERM head) makes
+  another program, compiled once.
+- In a program, every (setting, seed) pair is one *run*; runs form one leading axis (setting-major:
+  run = setting * num_seeds + seed) that `jax.vmap` maps over, rates included. Seed keys are those
+  of `experiments.train.run`, so a setting's seeds reproduce a single experiment with that config.
+- With several devices the runs axis is sharded over a 1-D mesh ``("runs",)`` with
+  `NamedSharding`; it is padded to a multiple of the device count by repeating the last run, whose
+  copies are dropped. Runs are independent, so results do not depend on the device count.
+- A program runs its epochs in chunks of ``checkpoint_every`` (`hsfm.run_epochs`) and saves the
+  vmapped state after each chunk (`checkpointing.ProgramCheckpoints`); each finished setting's
+  results go to ``settings/<index>.json`` atomically; the summary (``sweep.md``, ``sweep.csv``,
+  ``sweep.json``, ``sweep.png``) is rebuilt from those files. A restart with the same command skips
+  finished settings and resumes a program from its last saved epoch. Checkpoints hold the real
+  runs only (no padding), so a resumed sweep may use another device count.
+- Each setting is evaluated like a single experiment: its best heads (val selection, per seed)
+  through `results.evaluate_rows` on the selection split (val, or `select` with
+  ``config.val_split``) and test. The table marks the setting with the best mean val selection
+  metric (val WGA with groups).
+
+Workdir layout::
+
+  sweep_config.json          config + spec + checkpoint_every; a restart must match it
+  settings/<index>.json      one finished setting: overrides, metrics per seed, history
+  checkpoints/program_<i>/   orbax steps (epochs) of the running program; removed when done
+  sweep.md, sweep.csv, sweep.json, sweep.png
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import itertools
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm import tqdm
+
+from experiments import train
+from hsfm_jax import checkpointing, hsfm, results
+from hsfm_jax import features as features_lib
+
+SEEDS_NAME = "seeds"
+# Fields of config.hsfm that only feed `hsfm.Rates`: sweeping them keeps the program.
+RATE_FIELDS = ("inner_lr", "meta_lr", "head_lr", "meta_grad_clip")
+# Top-level config entries a sweep may not vary: they change the data, the seeds or the output.
+FIXED_ENTRIES = (
+    "features_dir",
+    "prepare",
+    "synthetic",
+    "export",
+    "float64",
+    "methods",
+    "num_seeds",
+    "seed",
+    "val_split",
+)
+RECORD_FILE = "sweep_config.json"
+SETTINGS_DIR = "settings"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+class Interrupted(RuntimeError):
+    """Raised by the test hooks `max_settings` / `stop_after_epochs` to simulate a kill."""
+
+
+class Spec(NamedTuple):
+    """A parsed sweep spec.
+
+    Attributes:
+      axes: ((name, values), ...) in the order given; `name` as the user wrote it.
+      num_seeds: from ``seeds=N``, or None to keep ``config.num_seeds``.
+    """
+
+    axes: tuple[tuple[str, tuple], ...]
+    num_seeds: int | None
+
+
+class Program(NamedTuple):
+    """Settings that share one compiled program (they differ at most in `hsfm.Rates`)."""
+
+    index: int
+    settings: hsfm.Settings
+    setting_indices: tuple[int, ...]
+
+
+def config_path(name: str) -> str:
+    """'inner_steps' -> 'hsfm.inner_steps'; dotted names are config paths already."""
+    return name if "." in name else f"hsfm.{name}"
+
+
+def _lookup(config: ml_collections.ConfigDict, path: str):
+    node = config
+    for part in path.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return None, False
+        node = node[part]
+    return node, True
+
+
+def _cast(text: str, like: Any, name: str):
+    try:
+        if isinstance(like, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if isinstance(like, int):
+            return int(text)
+        if isinstance(like, float):
+            return float(text)
+        if isinstance(like, str):
+            return text
+    except ValueError:
+        pass
+    raise ValueError(f"sweep: {name}={text!r} is not a valid {type(like).__name__}")
+
+
+def parse_spec(text: str, config: ml_collections.ConfigDict) -> Spec:
+    """Parses ``'name=v1,v2 other=v3 seeds=N'``, typing each value like the config field."""
+    axes, num_seeds, seen = [], None, set()
+    for token in text.split():
+        name, sep, values = token.partition("=")
+        if not sep or not name or not values:
+            raise ValueError(f"sweep: expected name=v1,v2,... but got {token!r}")
+        if name in seen:
+            raise ValueError(f"sweep: {name!r} is given twice")
+        seen.add(name)
+        if name == SEEDS_NAME:
+            if not values.isdigit() or int(values) < 1:
+                raise ValueError(f"sweep: seeds must be an integer >= 1, got {values!r}")
+            num_seeds = int(values)
+            continue
+        path = config_path(name)
+        if name.split(".")[0] in FIXED_ENTRIES or path.split(".")[0] in FIXED_ENTRIES:
+            raise ValueError(
+                f"sweep: {name!r} cannot be swept (it changes the data, the seeds or the "
+                f"outputs); fixed entries: {list(FIXED_ENTRIES)}"
+            )
+        current, found = _lookup(config, path)
+        if not found:
+            raise ValueError(
+                f"sweep: unknown name {name!r} (config.{path} does not exist); bare names are "
+                f"fields of config.hsfm: {sorted(config.hsfm.keys())}"
+            )
+        if isinstance(current, ml_collections.ConfigDict) or current is None:
+            raise ValueError(f"sweep: config.{path} is not a scalar field")
+        parsed = tuple(_cast(v, current, name) for v in values.split(","))
+        if len(set(parsed)) != len(parsed):
+            raise ValueError(f"sweep: {name} has repeated values {parsed}")
+        axes.append((name, parsed))
+    return Spec(tuple(axes), num_seeds)
+
+
+def grid(spec: Spec) -> list[dict[str, Any]]:
+    """The settings of the spec: one {name: value} dict each, Cartesian product in spec order."""
+    names = [name for name, _ in spec.axes]
+    return [
+        dict(zip(names, values, strict=True))
+        for values in itertools.product(*(v for _, v in spec.axes))
+    ]
+
+
+def apply(config: ml_collections.ConfigDict, overrides: dict[str, Any]):
+    """A copy of `config` with the overrides of one setting."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for name, value in overrides.items():
+        *parents, leaf = config_path(name).split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return config
+
+
+def setting_name(overrides: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "base config"
+
+
+def plan(
+    config: ml_collections.ConfigDict, spec: Spec, data: features_lib.FeatureSet
+) -> tuple[list[dict[str, Any]], list[Program]]:
+    """The settings and the programs that run them (settings equal up to rates share one)."""
+    settings_list = grid(spec)
+    groups: dict[str, list[int]] = {}
+    statics: dict[str, hsfm.Settings] = {}
+    for index, overrides in enumerate(settings_list):
+        setting_config = apply(config, overrides)
+        static = train.hsfm_settings(setting_config, data)
+        hsfm.validate(data.train.labels, data.val.labels, static)
+        rest = setting_config.to_dict()
+        for field in RATE_FIELDS:
+            rest["hsfm"].pop(field)
+        key = json.dumps([repr(static), rest], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(index)
+        statics[key] = static
+    programs = [
+        Program(i, statics[key], tuple(indices)) for i, (key, indices) in enumerate(groups.items())
+    ]
+    return settings_list, programs
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one program: runs axis = (settings of the program) x seeds, vmapped and sharded.
+
+
+def _vmapped_init(data, init_head, rates, keys, *, settings):
+    return jax.vmap(lambda r, k: hsfm.init(data, init_head, r, k, settings=settings))(rates, keys)
+
+
+def _vmapped_epochs(state, data, rates, *, settings, num_epochs):
+    return jax.vmap(
+        lambda st, r: hsfm.run_epochs(st, data, r, settings=settings, num_epochs=num_epochs)
+    )(state, rates)
+
+
+@functools.cache
+def jitted(mesh: Mesh):
+    """(init_runs, run_chunk) jitted with every output on the runs axis of `mesh`.
+
+    Explicit output shardings keep the state sharded between chunks and make a state restored
+    from a checkpoint (put on the same sharding) hit the same compiled program.
+    """
+    runs = NamedSharding(mesh, PartitionSpec("runs"))
+    init_runs = jax.jit(_vmapped_init, static_argnames=("settings",), out_shardings=runs)
+    run_chunk = jax.jit(
+        _vmapped_epochs, static_argnames=("settings", "num_epochs"), out_shardings=runs
+    )
+    return init_runs, run_chunk
+
+
+def _concat_history(history: dict | None, chunk: dict) -> dict:
+    """History arrays are (runs, epochs, ...); chunks append along the epoch axis."""
+    if history is None:
+        return chunk
+    return {k: np.concatenate([history[k], chunk[k]], axis=1) for k in history}
+
+
+class _Context(NamedTuple):
+    config: ml_collections.ConfigDict
+    data: features_lib.FeatureSet
+    arrays: hsfm.Data
+    keys: jax.Array  # (S,)
+    dtype: Any
+    mesh: Mesh
+    erm_heads: dict  # ERM heads by config.erm JSON, fitted once per sweep
+
+
+def _program_inputs(ctx: _Context, settings_list, program: Program):
+    """(init_head, rates (R*S,), keys (R*S,)) of a program's runs, setting-major."""
+    configs = [apply(ctx.config, settings_list[i]) for i in program.setting_indices]
+    num_seeds = ctx.keys.shape[0]
+    # Built on the host: eager jnp indexing would compile a gather per array shape.
+    rates = [jax.device_get(train.hsfm_rates(c, ctx.dtype)) for c in configs]
+    rates = jax.tree_util.tree_map(lambda *xs: np.repeat(np.stack(xs), num_seeds, 0), *rates)
+    keys = _host_keys(ctx.keys)[np.tile(np.arange(num_seeds), len(configs))]
+    config = configs[0]  # the settings of a program agree outside the rates
+    erm_heads = None
+    if config.hsfm.init_head == "erm" or not ctx.data.has_head:
+        erm_key = config.erm.to_json()
+        if erm_key not in ctx.erm_heads:  # programs that differ only outside config.erm share it
+            ctx.erm_heads[erm_key] = train.fit_erm(
+                config, ctx.arrays, ctx.data.num_classes, ctx.keys
+            )
+        erm_heads = ctx.erm_heads[erm_key]
+    init_head, _ = train.initial_head(config, ctx.data, erm_heads, ctx.dtype)
+    return init_head, rates, keys
+
+
+def _host_keys(keys: jax.Array) -> np.ndarray:
+    return np.asarray(jax.random.key_data(keys))
+
+
+def _padded_index(num_runs: int, num_devices: int) -> np.ndarray:
+    padded = -(-num_runs // num_devices) * num_devices
+    return np.minimum(np.arange(padded), num_runs - 1)
+
+
+def _program_dir(workdir: Path, program: Program) -> Path:
+    return workdir / CHECKPOINTS_DIR / f"program_{program.index:03d}"
+
+
+def _run_program(
+    ctx: _Context,
+    settings_list,
+    program: Program,
+    workdir: Path,
+    *,
+    checkpoint_every: int,
+    stop_after_epochs: int | None,
+    on_chunk,
+) -> tuple[dict, int]:
+    """Runs (or resumes) a program: (host arrays of its real runs, epoch it resumed from)."""
+    settings = program.settings
+    init_head, rates, keys = _program_inputs(ctx, settings_list, program)
+    num_runs = keys.shape[0]
+    index = _padded_index(num_runs, ctx.mesh.devices.size)
+    runs = NamedSharding(ctx.mesh, PartitionSpec("runs"))
+    put_runs = lambda tree: jax.tree_util.tree_map(
+        lambda x: jax.device_put(np.asarray(x)[index], runs), tree
+    )
+    real_runs = lambda tree: jax.tree_util.tree_map(lambda x: np.asarray(x)[:num_runs], tree)
+    init_runs, run_chunk = jitted(ctx.mesh)
+    rates_dev = put_runs(rates)
+    keys_dev = jax.random.wrap_key_data(put_runs(keys), impl=jax.random.key_impl(ctx.keys))
+    data_dev, head_dev = jax.device_put(
+        (ctx.arrays, init_head), NamedSharding(ctx.mesh, PartitionSpec())
+    )
+
+    checkpoints = checkpointing.ProgramCheckpoints(_program_dir(workdir, program))
+    try:
+        start = checkpoints.latest_epoch() or 0
+        if start:
+            # Shapes of what was saved: real runs only, `start` epochs of history.
+            abstract_state = jax.eval_shape(
+                functools.partial(_vmapped_init, settings=settings),
+                data_dev,
+                head_dev,
+                rates_dev,
+                keys_dev,
+            )
+            abstract_history = jax.eval_shape(
+                functools.partial(_vmapped_epochs, settings=settings, num_epochs=start),
+                abstract_state,
+                data_dev,
+                rates_dev,
+            )[1]
+            saved = checkpoints.restore(
+                start,
+                jax.tree_util.tree_map(
+                    lambda x: jax.ShapeDtypeStruct((num_runs, *x.shape[1:]), x.dtype),
+                    {"state": abstract_state, "history": abstract_history},
+                ),
+            )
+            state, history = put_runs(saved["state"]), saved["history"]
+            logging.info("Program %d: resumed from epoch %d", program.index, start)
+        else:
+            state = init_runs(data_dev, head_dev, rates_dev, keys_dev, settings=settings)
+            history = None
+
+        done = start
+        while done < settings.epochs:
+            num_epochs = min(checkpoint_every, settings.epochs - done)
+            state, chunk = run_chunk(
+                state, data_dev, rates_dev, settings=settings, num_epochs=num_epochs
+            )
+            history = _concat_history(history, real_runs(chunk))
+            done += num_epochs
+            checkpoints.save(done, {"state": real_runs(state), "history": history})
+            on_chunk(done)
+            if stop_after_epochs is not None and done - start >= stop_after_epochs:
+                raise Interrupted(f"program {program.index} stopped after epoch {done}")
+    finally:
+        checkpoints.close()
+
+    final = real_runs(state)
+    return {"best_head": final.best_head, "best_epoch": final.best_epoch, "history": history}, start
+
+
+def _setting_results(ctx: _Context, settings_list, program: Program, out: dict) -> list[dict]:
+    """Evaluates each setting's best heads (S seeds) with the one evaluator."""
+    num_seeds = ctx.keys.shape[0]
+    per_setting = lambda x, r: x[r * num_seeds : (r + 1) * num_seeds]
+    rows = {
+        str(i): jax.tree_util.tree_map(
+            lambda x, r=r: jnp.asarray(per_setting(x, r)), out["best_head"]
+        )
+        for r, i in enumerate(program.setting_indices)
+    }
+    metrics = results.evaluate_rows(
+        rows,
+        {"val": ctx.arrays.selection_split, "test": ctx.arrays.test},
+        num_classes=ctx.data.num_classes,
+        num_groups=ctx.data.num_groups,
+        train_group_counts=ctx.arrays.train_group_counts,
+        group_categories=ctx.data.meta.get("group_categories"),
+    )
+    records = []
+    for r, i in enumerate(program.setting_indices):
+        records.append(
+            {
+                "index": i,
+                "name": setting_name(settings_list[i]),
+                "overrides": settings_list[i],
+                "program": program.index,
+                "num_seeds": num_seeds,
+                "selection_metric": program.settings.selection_metric,
+                "metrics": results.summarize(metrics[str(i)]),
+                "best_epoch": per_setting(out["best_epoch"], r).tolist(),
+                # Scalar per-epoch diagnostics only, (seeds, epochs) each; the checkpoints
+                # (deleted once done) also held the per-epoch arrays such as hard-set rows.
+                "history": {
+                    k: per_setting(v, r).tolist()
+                    for k, v in out["history"].items()
+                    if np.ndim(v) == 2
+                },
+            }
+        )
+    return records
+
+
+def _setting_file(workdir: Path, index: int) -> Path:
+    return workdir / SETTINGS_DIR / f"{index:03d}.json"
+
+
+def run(
+    config: ml_collections.ConfigDict,
+    sweep: str | Spec,
+    workdir: str | Path,
+    *,
+    checkpoint_every: int = 10,
+    devices: Sequence[jax.Device] | None = None,
+    progress: bool = True,
+    max_settings: int | None = None,
+    stop_after_epochs: int | None = None,
+) -> dict:
+    """Runs (or resumes) a sweep and writes its summary files. Returns the sweep.json report.
+
+    Args:
+      config: the base experiment config (as `experiments.train.run` takes).
+      sweep: a spec string (see `parse_spec`) or a parsed `Spec`.
+      workdir: where everything goes; a restart with the same arguments resumes.
+      checkpoint_every: epochs per chunk; the state is saved after each chunk.
+      devices: devices of the 1-D mesh the runs axis is sharded over (default: all).
+      progress: show a progress bar over settings.
+      max_settings, stop_after_epochs: test hooks that simulate a kill (raise `Interrupted`)
+        once `max_settings` settings have results, or once a program has run
+        `stop_after_epochs` epochs in this call.
+    """
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    spec = parse_spec(sweep, config) if isinstance(sweep, str) else sweep
+    config = ml_collections.ConfigDict(config.to_dict())
+    if spec.num_seeds is not None:
+        config.num_seeds = spec.num_seeds
+    if config.num_seeds < 1:
+        raise ValueError(f"config.num_seeds must be >= 1, got {config.num_seeds}")
+    workdir = Path(workdir)
+    jax.config.update("jax_enable_x64", bool(config.float64))
+    dtype = jnp.float64 if config.float64 else jnp.float32
+
+    data = train.split_validation(config, features_lib.load(train.prepare_features(config)))
+    settings_list, programs = plan(config, spec, data)
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkpointing.check_record(
+        workdir / RECORD_FILE,
+        {
+            "config": json.loads(config.to_json_best_effort()),
+            "sweep": [[name, list(values)] for name, values in spec.axes],
+            "num_seeds": config.num_seeds,
+            "checkpoint_every": checkpoint_every,
+        },
+    )
+    devices = list(jax.devices() if devices is None else devices)
+    ctx = _Context(
+        config=config,
+        data=data,
+        arrays=train.to_device(data, dtype),
+        keys=jax.random.split(jax.random.key(config.seed), config.num_seeds),
+        dtype=dtype,
+        mesh=Mesh(np.asarray(devices), ("runs",)),
+        erm_heads={},
+    )
+    logging.info(
+        "Sweep: %d settings in %d programs x %d seeds on %d device(s)",
+        len(settings_list),
+        len(programs),
+        config.num_seeds,
+        len(devices),
+    )
+
+    finished = lambda: sum(_setting_file(workdir, i).exists() for i in range(len(settings_list)))
+    bar = tqdm(total=len(settings_list), initial=finished(), unit="setting", disable=not progress)
+    timings: dict[str, float] = {}
+    resumed: dict[int, int] = {}
+    try:
+        for program in programs:
+            if all(_setting_file(workdir, i).exists() for i in program.setting_indices):
+                continue
+            bar.set_description(f"program {program.index}")
+            start = time.perf_counter()
+            out, resumed_from = _run_program(
+                ctx,
+                settings_list,
+                program,
+                workdir,
+                checkpoint_every=checkpoint_every,
+                stop_after_epochs=stop_after_epochs,
+                on_chunk=lambda epoch, s=program.settings: bar.set_postfix(
+                    epoch=f"{epoch}/{s.epochs}"
+                ),
+            )
+            for record in _setting_results(ctx, settings_list, program, out):
+                checkpointing.write_json_atomic(_setting_file(workdir, record["index"]), record)
+            checkpointing.remove(_program_dir(workdir, program))
+            timings[f"program_{program.index}"] = time.perf_counter() - start
+            if resumed_from:
+                resumed[program.index] = resumed_from
+            bar.update(len(program.setting_indices))
+            if max_settings is not None and finished() >= max_settings:
+                raise Interrupted(f"stopped after {finished()} settings")
+    finally:
+        bar.close()
+
+    records = [json.loads(_setting_file(workdir, i).read_text()) for i in range(len(settings_list))]
+    report = build_report(records, [name for name, _ in spec.axes], num_groups=data.num_groups)
+    report.update(
+        dataset=data.meta["dataset"],
+        backbone=data.meta["backbone"],
+        val_metrics_on="select" if ctx.arrays.select is not None else "val",
+        devices=len(devices),
+        programs=[list(p.setting_indices) for p in programs],
+        timings_s=timings,
+        resumed_from_epoch={str(k): v for k, v in resumed.items()},
+    )
+    write_outputs(report, workdir)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# The summary: one row per setting, rebuilt from the settings' result files.
+
+
+def table_columns(num_groups: int) -> list[tuple[str, str, str]]:
+    """(split, metric, header) of the table: the val selection metric first, then test."""
+    base = results.GROUP_COLUMNS if num_groups else results.CLASS_COLUMNS
+    return [c for c in base if c[0] == "val"] + [c for c in base if c[0] != "val"]
+
+
+def build_report(records: Sequence[dict], names: Sequence[str], *, num_groups: int) -> dict:
+    """The sweep report from per-setting records (as written to ``settings/<index>.json``).
+
+    Returns a dict with ``names`` (swept names), ``columns``, ``rows`` (one per setting: the
+    overrides, num_seeds, and mean/std of each column metric as fractions) and ``selected`` (the
+    index of the row with the best mean val selection metric; ties go to the first).
+    """
+    cols = table_columns(num_groups)
+    rows = []
+    for record in sorted(records, key=lambda r: r["index"]):
+        row = {
+            "index": record["index"],
+            "setting": record["name"],
+            **{name: record["overrides"][name] for name in names},
+            "num_seeds": record["num_seeds"],
+        }
+        for split, metric, _ in cols:
+            entry = record["metrics"][split][metric]
+            row[f"{split}_{metric}_mean"] = entry["mean"]
+            row[f"{split}_{metric}_std"] = entry["std"]
+        row["selection_metric"] = record["selection_metric"]
+        rows.append(row)
+    scores = [
+        -np.inf if (s := row[f"val_{row['selection_metric']}_mean"]) is None else s for row in rows
+    ]
+    selected = rows[int(np.argmax(scores))]["index"] if rows else None
+    return {
+        "names": list(names),
+        "columns": [{"split": s, "metric": m, "header": h} for s, m, h in cols],
+        "rows": rows,
+        "selected": selected,
+    }
+
+
+def markdown(report: dict) -> str:
+    """The sweep table (percent, mean ± std over seeds), the selected row marked."""
+    names, cols = report["names"], report["columns"]
+    header = ["setting", *names, "seeds", *(c["header"] for c in cols), "selected by val"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in report["rows"]:
+        cells = [str(row["index"]), *(str(row[n]) for n in names), str(row["num_seeds"])]
+        for c in cols:
+            key = f"{c['split']}_{c['metric']}"
+            cells.append(results.percent(row[f"{key}_mean"], row[f"{key}_std"]))
+        cells.append("✓" if row["index"] == report["selected"] else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    chosen = next((r for r in report["rows"] if r["index"] == report["selected"]), None)
+    if chosen is not None:
+        test = next(c for c in cols if c["split"] == "test")
+        key = f"test_{test['metric']}"
+        text += (
+            f"\nVal {chosen['selection_metric']} selects setting {chosen['index']} "
+            f"({chosen['setting']}): {test['header']} "
+            f"{results.percent(chosen[f'{key}_mean'], chosen[f'{key}_std'])}.\n"
+        )
+    return text
+
+
+def to_csv(report: dict) -> str:
+    """One row per setting; metric columns are fractions (mean and std over seeds)."""
+    fields = ["index", "setting", *report["names"], "num_seeds"]
+    for c in report["columns"]:
+        fields += [f"{c['split']}_{c['metric']}_mean", f"{c['split']}_{c['metric']}_std"]
+    fields += ["selection_metric", "selected"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in report["rows"]:
+        writer.writerow({**row, "selected": int(row["index"] == report["selected"])})
+    return buffer.getvalue()
+
+
+def plot(report: dict, path: str | Path) -> None:
+    """Test WGA (mean ± std over seeds) against each swept name, like the paper's Figs. 3-4.
+
+    One panel per swept name; one line per combination of the other swept values.
+    """
+    # The object-oriented API renders with Agg and skips importing pyplot (seconds on a busy CPU).
+    from matplotlib.figure import Figure
+
+    names = report["names"] or ["setting"]
+    test = next(c for c in report["columns"] if c["split"] == "test")
+    key = f"test_{test['metric']}"
+    fig = Figure(figsize=(4.2 * len(names), 3.4))
+    axes = fig.subplots(1, len(names), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        others = [n for n in report["names"] if n != name]
+        values = list(dict.fromkeys(row.get(name, row["index"]) for row in report["rows"]))
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        lines: dict[tuple, list[dict]] = {}
+        for row in report["rows"]:
+            lines.setdefault(tuple(row[n] for n in others), []).append(row)
+        for other_values, rows in lines.items():
+            xs = [row.get(name, row["index"]) for row in rows]
+            xs = xs if numeric else [values.index(x) for x in xs]
+            means = [np.nan if r[f"{key}_mean"] is None else 100 * r[f"{key}_mean"] for r in rows]
+            stds = [100 * (r[f"{key}_std"] or 0.0) for r in rows]
+            label = ", ".join(f"{n}={v}" for n, v in zip(others, other_values, strict=True)) or None
+            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+        spread = numeric and min(values) > 0 and max(values) / min(values)
+        if spread and (
+            spread >= 100 or (spread >= 10 and any(isinstance(v, float) for v in values))
+        ):
+            ax.set_xscale("log")
+            ax.minorticks_off()
+        ax.set_xticks(values if numeric else range(len(values)), [str(v) for v in values])
+        ax.set_xlabel(name)
+        ax.set_ylabel(f"{test['header']} (%)")
+        ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{report.get('dataset', '')} sweep: mean ± std over seeds", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def write_outputs(report: dict, workdir: str | Path) -> None:
+    """sweep.md, sweep.csv, sweep.json and sweep.png in `workdir`."""
+    workdir = Path(workdir)
+    (workdir / "sweep.md").write_text(markdown(report))
+    (workdir / "sweep.csv").write_text(to_csv(report))
+    checkpointing.write_json_atomic(workdir / "sweep.json", report)
+    plot(report, workdir / "sweep.png")

@@ -1,0 +1,113 @@
+"""Checkpoints and atomic result files, so that a killed sweep resumes where it stopped.
+
+- `ProgramCheckpoints`: an orbax `CheckpointManager` over the state of one compiled sweep program
+  (a vmapped `hsfm.State` plus the history so far), one checkpoint per saved epoch. Checkpoints
+  hold host (NumPy) arrays of the real runs only, so a sweep killed on one device count resumes
+  on another.
+- `write_json_atomic`: a finished setting's results appear whole or not at all.
+- `check_record`: a workdir remembers what it was started with; a restart with another config is
+  a clear error instead of a silent mix of two sweeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class ProgramCheckpoints:
+    """Saves and restores a pytree of arrays by epoch under `directory` (orbax, synchronous).
+
+    Saves are synchronous: a chunk of epochs costs far more than its save, and a save that has
+    returned is on disk, which is what resuming after a kill needs. Orbax writes each step to a
+    temporary directory and renames it when complete, so a kill during a save leaves the
+    previous step readable.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 2):
+        self.directory = Path(directory).absolute()
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, enable_async_checkpointing=False, create=True
+            ),
+        )
+
+    def latest_epoch(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, epoch: int, tree: Any) -> None:
+        """Saves `tree` (moved to host first) as the checkpoint of `epoch`."""
+        host = jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+        self._manager.save(epoch, args=ocp.args.StandardSave(host))
+        self._manager.wait_until_finished()
+
+    def restore(self, epoch: int, like: Any) -> Any:
+        """The checkpoint of `epoch` as NumPy arrays, in the structure (and shapes) of `like`."""
+        target = jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), like)
+        return self._manager.restore(epoch, args=ocp.args.StandardRestore(target))
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def remove(directory: str | os.PathLike) -> None:
+    """Deletes the checkpoints under `directory` (once the results they led to are written)."""
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Writes `obj` as JSON to `path` via a temporary file and `os.replace` (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    ) as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(f.name, path)
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def check_record(path: str | os.PathLike, record: dict) -> None:
+    """Writes `record` (JSON data) to `path`, or checks it equals the one already there.
+
+    Raises:
+      ValueError: naming the fields that differ, when `path` holds another record.
+    """
+    path = Path(path)
+    record = json.loads(json.dumps(record))
+    if not path.exists():
+        write_json_atomic(path, record)
+        return
+    saved = json.loads(path.read_text())
+    if saved == record:
+        return
+    old, new = _flatten(saved), _flatten(record)
+    diffs = [
+        f"{k}: {old.get(k, '<missing>')!r} in the workdir, {new.get(k, '<missing>')!r} now"
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k, "<missing>") != new.get(k, "<missing>")
+    ]
+    shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+    raise ValueError(
+        f"{path.parent} already holds a sweep started with a different configuration ({shown}). "
+        "Rerun with the same --config/--sweep flags to resume it, or use a new --workdir."
+    )
