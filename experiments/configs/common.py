@@ -78,7 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.val_split = ml_collections.ConfigDict(dict(fraction=0.0, seed=0))
     # More splits to evaluate beside val and test (e.g. Hard-Spurious-ImageNet's "test_ar").
     config.extra_test_splits = ""
-    config.methods = "erm,hsfm"
+    config.methods = "erm,dfr,neurontune,hsfm"
     config.num_seeds = 5
     config.seed = 0
     config.float64 = False
@@ -93,3 +93,6 @@ def _add_baseline_defaults(config: ml_collections.ConfigDict) -> None:
 
     for name, module in baselines.available().items():
         config[name] = module.default_config()
+        if "erm" in config[name]:
+            # One ERM recipe: a baseline's reference ERM head is the `erm` row's.
+            config[name].erm = config.erm
