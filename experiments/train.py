@@ -282,7 +282,8 @@ def render_markdown(
             )
         if data.num_groups and data.meta.get("group_categories"):
             text += f"\n## {split}: accuracy per category\n\n"
-            text += results.category_table(summaries, split=split) + "\n"
+            names = list(data.meta["group_categories"])
+            text += results.category_table(summaries, names, split=split) + "\n"
     text += (
         "\nPercent, mean ± std over seeds. WGA: worst-group accuracy. 'test mean acc': accuracy "
         "over the whole test split. 'avg (train-weighted)': group accuracies weighted by the "

@@ -149,10 +149,13 @@ def group_table(
     return "\n".join(lines)
 
 
-def category_table(summaries: Mapping[str, dict], *, split: str = "test") -> str:
-    """Per-category pooled accuracy (Hard-Spurious-ImageNet's Easy/Medium/Hard) and overall."""
-    first = next(iter(summaries.values()))
-    names = list(first[split]["category_acc"])
+def category_table(
+    summaries: Mapping[str, dict], names: Sequence[str], *, split: str = "test"
+) -> str:
+    """Per-category pooled accuracy (Hard-Spurious-ImageNet's Easy/Medium/Hard) and overall.
+
+    `names` gives the column order (pytrees sort dict keys, so the summaries cannot).
+    """
     header = "| method | " + " | ".join(names) + " | overall |"
     lines = [header, "|" + "---|" * (len(names) + 2)]
     for method, summary in summaries.items():

@@ -502,3 +502,39 @@ def test_end_to_end_build_export_load(built, tmp_path):
     for split in ("val", "test", "test_ar"):
         assert np.bincount(loaded[split].groups, minlength=12).tolist() == [3 * 2] * 12
     assert loaded.test.ids == ds.index("test").ids
+
+
+@pytest.mark.skipif(not _HAVE_EXPORT, reason="feature_export.export not available")
+def test_experiment_reports_categories_on_test_and_test_ar(built, tmp_path):
+    """build -> export -> experiments.train.run with the HSI config: per-category tables."""
+    import json
+
+    import torch
+
+    from experiments import train
+    from experiments.configs import hard_spurious_imagenet_resnet50 as hsi_config
+    from feature_export import backbones
+    from feature_export.export import export_features
+
+    _, out, _ = built
+    ds = datasets.get("hard_spurious_imagenet", data_dir=str(out))
+    backbone = backbones.get("resnet50", random_init=True, dataset=ds, image_size=16)
+    torch.set_num_threads(1)
+    export_features(ds, backbone, tmp_path / "feat", batch_size=96, show_progress=False)
+    config = hsi_config.get_config()
+    config.features_dir = str(tmp_path / "feat")
+    config.num_seeds = 2
+    config.dfr.variants = ("paper_dfr",)
+    config.dfr.paper.epochs = 20
+    config.hsfm.update(support_per_class=4, hard_set_size=4, epochs=2, meta_steps=2, inner_steps=2)
+    train.run(config, tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(report["methods"]) >= {"erm", "paper_dfr", "hsfm", "hsfm_last"}
+    for split in ("test", "test_ar"):
+        categories = report["methods"]["hsfm"][split]["category_acc"]
+        assert set(categories) == {"Easy", "Medium", "Hard"}
+        assert all(0.0 <= v <= 1.0 for c in categories.values() for v in c["per_seed"])
+    markdown = (tmp_path / "run" / "results.md").read_text()
+    assert "## test: accuracy per category" in markdown
+    assert "## test_ar: accuracy per category" in markdown
+    assert "| method | Easy | Medium | Hard | overall |" in markdown
