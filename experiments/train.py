@@ -88,6 +88,7 @@ def hsfm_settings(config, data: features_lib.FeatureSet) -> hsfm.Settings:
         remat=c.remat,
         meta_gradient=c.meta_gradient,
         selection_metric=evaluate.selection_metric_name(data.num_groups, c.selection_metric),
+        hard_set_fill=c.hard_set_fill,
     )
 
 

@@ -27,15 +27,26 @@ def check_class_sizes(labels: np.ndarray, per_class: int, num_classes: int, *, w
             )
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "per_class"))
+FILL_MODES = ("error", "repeat")
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "per_class", "repeat_small_classes"))
 def top_k_per_class(
-    scores: jnp.ndarray, labels: jnp.ndarray, *, num_classes: int, per_class: int
+    scores: jnp.ndarray,
+    labels: jnp.ndarray,
+    *,
+    num_classes: int,
+    per_class: int,
+    repeat_small_classes: bool = False,
 ) -> jnp.ndarray:
     """Indices of the `per_class` highest scores within each class.
 
-    Every class must have at least `per_class` examples (check with `check_class_sizes`
-    beforehand): this function never fills one class from another only because that check
-    runs first at the boundary.
+    By default every class must have at least `per_class` examples (check with
+    `check_class_sizes` beforehand: that check, at the boundary, is what keeps one class from
+    being filled with another's examples). With `repeat_small_classes`, a class with n < per_class
+    examples contributes all n of them, repeated in rank order (hardest first) to fill its
+    `per_class` slots, so every class keeps the same weight in a mean over the set: top-k with k
+    capped at the class size, class-balanced (for fine-grained sets with tiny val classes).
 
     Args:
       scores: (N,) float, e.g. per-example losses.
@@ -46,8 +57,12 @@ def top_k_per_class(
     """
 
     def one_class(c):
-        masked = jnp.where(labels == c, scores, -jnp.inf)
-        return jax.lax.top_k(masked, per_class)[1]
+        in_class = labels == c
+        masked = jnp.where(in_class, scores, -jnp.inf)
+        order = jax.lax.top_k(masked, min(per_class, scores.shape[0]))[1]
+        if repeat_small_classes:
+            order = order[jnp.arange(per_class) % jnp.maximum(jnp.sum(in_class), 1)]
+        return order
 
     return jax.vmap(one_class)(jnp.arange(num_classes)).reshape(-1).astype(jnp.int32)
 

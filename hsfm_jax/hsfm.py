@@ -49,6 +49,7 @@ class Settings(NamedTuple):
     remat: bool = False
     meta_gradient: str = "autodiff"
     selection_metric: str = "wga"
+    hard_set_fill: str = "error"  # "repeat": classes smaller than Khard give all, repeated
 
 
 class Rates(struct.PyTreeNode):
@@ -202,7 +203,11 @@ def epoch(state: State, data: Data, rates: Rates, *, settings: Settings) -> tupl
         logits=heads.apply(state.head, data.val.features), labels=data.val.labels
     )
     q_idx = hard_set.top_k_per_class(
-        val_losses, data.val.labels, num_classes=s.num_classes, per_class=s.hard_set_size
+        val_losses,
+        data.val.labels,
+        num_classes=s.num_classes,
+        per_class=s.hard_set_size,
+        repeat_small_classes=s.hard_set_fill == "repeat",
     )
     query = (data.val.features[q_idx], data.val.labels[q_idx])
 
@@ -315,8 +320,15 @@ def validate(train_labels, val_labels, settings: Settings) -> None:
         settings.num_classes,
         what="train split (support_per_class)",
     )
+    if settings.hard_set_fill not in hard_set.FILL_MODES:
+        raise ValueError(
+            f"hsfm.hard_set_fill must be one of {hard_set.FILL_MODES}, got {settings.hard_set_fill!r}"
+        )
     hard_set.check_class_sizes(
-        val_labels, settings.hard_set_size, settings.num_classes, what="val split (hard_set_size)"
+        val_labels,
+        settings.hard_set_size if settings.hard_set_fill == "error" else 1,
+        settings.num_classes,
+        what="val split (hard_set_size)",
     )
     for name in ("support_per_class", "hard_set_size", "inner_steps", "meta_steps", "epochs"):
         if getattr(settings, name) < 1:

@@ -11,6 +11,9 @@ In train, ``s == y`` for a fraction ``train_agreement`` of examples (e.g. 95%), 
 leans on the cleaner spurious block; in val and test the groups are balanced (s == y 1/C of the
 time), so that shortcut fails on minority groups. The meta.json records which dimensions are
 which (``synthetic.core_dims`` etc.), so tests can check what a method found.
+
+``with_groups=False`` writes the same features without group labels (groups -1, num_groups 0),
+as the fine-grained datasets have (paper Sec. 5.2): a method then sees only the classes.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def generate(
     core_noise: float = 0.6,
     spurious_scale: float = 1.0,
     spurious_noise: float = 0.2,
+    with_groups: bool = True,
 ) -> tuple[dict[str, features_lib.Split], dict]:
     """Generates train/val/test splits.
 
@@ -110,11 +114,15 @@ def generate(
     splits = {}
     for name, (labels, spurious) in attributes.items():
         feats = _sample_split(rng, labels, spurious, mu_core, mu_spur, **kwargs)
-        groups = labels * num_classes + spurious
+        groups = labels * num_classes + spurious if with_groups else np.full_like(labels, -1)
         splits[name] = features_lib.Split(feats, labels.astype(np.int32), groups.astype(np.int32))
     info = {
         "class_names": [f"class_{c}" for c in range(num_classes)],
-        "group_names": [f"y={y},s={s}" for y in range(num_classes) for s in range(num_classes)],
+        "group_names": (
+            [f"y={y},s={s}" for y in range(num_classes) for s in range(num_classes)]
+            if with_groups
+            else []
+        ),
         "core_dims": list(range(num_core)),
         "spurious_dims": list(range(num_core, num_core + num_spurious)),
         "noise_dims": list(range(num_core + num_spurious, num_core + num_spurious + num_noise)),

@@ -55,3 +55,19 @@ def test_sample_per_class_without_replacement():
     a = hard_set.sample_per_class(jax.random.key(0), labels, num_classes=3, per_class=8)
     b = hard_set.sample_per_class(jax.random.key(1), labels, num_classes=3, per_class=8)
     assert not np.array_equal(a, b)
+
+
+def test_repeat_small_classes_fills_from_the_same_class_only():
+    scores = jnp.array([0.5, 3.0, 2.0, 9.0, 1.0, 7.0, 8.0])
+    labels = jnp.array([0, 0, 0, 1, 1, 1, 1])
+    idx = hard_set.top_k_per_class(
+        scores, labels, num_classes=2, per_class=5, repeat_small_classes=True
+    )
+    # class 0 has 3 examples (hardest first: 1, 2, 0), repeated; class 1 has 4 (3, 6, 5, 4)
+    np.testing.assert_array_equal(idx, [1, 2, 0, 1, 2, 3, 6, 5, 4, 3])
+    full = hard_set.top_k_per_class(
+        scores, labels, num_classes=2, per_class=3, repeat_small_classes=True
+    )
+    np.testing.assert_array_equal(
+        full, hard_set.top_k_per_class(scores, labels, num_classes=2, per_class=3)
+    )

@@ -165,3 +165,15 @@ def test_selection_on_a_separate_split(problem):
     wga = evaluate.evaluate_head(result.best_head, arrays.test, num_classes=2, num_groups=4)["wga"]
     np.testing.assert_allclose(result.best_score, wga)
     np.testing.assert_allclose(result.best_score, np.max(result.history["val_wga"]))
+
+
+def test_hard_set_fill_repeat_allows_small_val_classes(problem):
+    arrays, head, rates = problem
+    labels = np.array([0] * 3 + [1] * 20)
+    settings = SETTINGS._replace(hard_set_fill="repeat")
+    hsfm.validate(np.array([0, 1] * 20), labels, settings)  # no error: class 0 gives all 3
+    with pytest.raises(ValueError, match="hsfm.hard_set_fill must be one of"):
+        hsfm.validate(np.array([0, 1] * 20), labels, SETTINGS._replace(hard_set_fill="pad"))
+    big = SETTINGS._replace(hard_set_fill="repeat", hard_set_size=200)  # > the 40 val per class
+    result = hsfm.run(arrays, head, rates, jax.random.key(0), settings=big)
+    assert np.all(np.asarray(result.history["hard_set_group_counts"]).sum(-1) == 400)

@@ -18,6 +18,9 @@ def hsfm_config(**overrides) -> ml_collections.ConfigDict:
         dict(
             support_per_class=16,  # support set size per class
             hard_set_size=64,  # Khard, per class
+            # "error": a val class with fewer than Khard examples is an error; "repeat": it gives
+            # all of them, repeated hardest-first to fill its Khard slots (fine-grained sets).
+            hard_set_fill="error",
             inner_steps=15,  # T: inner SGD steps, and head steps per epoch
             inner_lr=5e-5,  # alpha ("inner learning rate"); also the head's lr
             head_lr=-1.0,  # < 0: same as inner_lr (paper, Sec. 8.1)
