@@ -285,10 +285,19 @@ def render_markdown(
             text += f"\n## {split}: accuracy per category\n\n"
             names = list(data.meta["group_categories"])
             text += results.category_table(summaries, names, split=split) + "\n"
+    if data.num_groups:
+        text += (
+            "\nPercent, mean ± std over seeds. WGA: worst-group accuracy. 'test mean acc': "
+            "accuracy over the whole test split. 'avg (train-weighted)': group accuracies weighted "
+            "by the train group proportions (DFR / HSFM 'Average')."
+        )
+    else:
+        text += (
+            "\nPercent, mean ± std over seeds. No group labels: accuracy, mean per-class and "
+            "worst-class accuracy."
+        )
     text += (
-        "\nPercent, mean ± std over seeds. WGA: worst-group accuracy. 'test mean acc': accuracy "
-        "over the whole test split. 'avg (train-weighted)': group accuracies weighted by the "
-        "train group proportions (DFR / HSFM 'Average'). hsfm: head with the best val "
+        f" Val metrics are on the {report['val_metrics_on']} split. hsfm: head with the best val "
         "selection score; hsfm_last: head after the last epoch.\n"
     )
     timing = ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in report["timings_s"].items())
