@@ -180,6 +180,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         config,
         features_lib.load(prepare_features(config), splits=(*features_lib.SPLITS, *extra_splits)),
     )
+    if "hsfm" in names:  # fail before any method runs
+        settings = hsfm_settings(config, data)
+        hsfm.validate(data.train.labels, data.val.labels, settings)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     arrays = to_device(data, dtype)
@@ -210,8 +213,6 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         timings[f"{name}_s"] = time.perf_counter() - start
 
     if "hsfm" in names:
-        settings = hsfm_settings(config, data)
-        hsfm.validate(data.train.labels, data.val.labels, settings)
         init, init_source = initial_head(config, data, erm_heads if need_erm else None, dtype)
         rates = hsfm_rates(config, dtype)
         logging.info(

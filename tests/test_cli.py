@@ -13,6 +13,7 @@ from hsfm_jax import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
+    "--config.methods=erm,hsfm",  # the baselines have their own tests
     "--config.num_seeds=2",
     "--config.hsfm.epochs=3",
     "--config.erm.steps=100",
