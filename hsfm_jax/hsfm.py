@@ -47,7 +47,7 @@ class Settings(NamedTuple):
     meta_optimizer: str = "adam"
     head_optimizer: str = "adam"
     remat: bool = False
-    meta_gradient: str = "autodiff"
+    meta_gradient: str = "auto"  # hsfm_jax.meta.META_GRADIENTS; "auto" picks by problem size
     selection_metric: str = "wga"
     hard_set_fill: str = "error"  # "repeat": classes smaller than Khard give all, repeated
 
@@ -222,7 +222,9 @@ def epoch(state: State, data: Data, rates: Rates, *, settings: Settings) -> tupl
     (support, meta_opt_state), outer_losses = jax.lax.scan(
         meta_step, (state.support, state.meta_opt_state), None, length=s.meta_steps
     )
-    outer_after = meta.outer_loss(support, state.head, labels, *query, **unroll)
+    outer_after = meta.outer_loss(
+        support, state.head, labels, *query, method=s.meta_gradient, **unroll
+    )
 
     frozen = jax.lax.stop_gradient(support)
 

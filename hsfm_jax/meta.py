@@ -1,8 +1,42 @@
 """Inner unroll and meta-gradient with respect to the support embeddings (paper Eqs. 12-17).
 
 The inner loop is T plain gradient-descent steps of the linear head on the (learnable) support
-embeddings H, as a `lax.scan`; the outer loss is the mean cross-entropy of the adapted head on the
-hard set Q; the meta-gradient is `jax.grad` of the outer loss with respect to H, through the unroll.
+embeddings H (Eq. 13); the outer loss is the mean cross-entropy of the adapted head on the hard
+set Q (Eq. 16); the meta-gradient is its gradient with respect to H, through the unroll.
+
+Three exact ways to compute that gradient, selected by `method` (all equal at float64, see
+tests/test_meta_variants.py), plus "auto":
+
+- "autodiff": `jax.grad` through the `lax.scan` of the unroll (`remat` wraps each step in
+  `jax.checkpoint`). The reference the others are tested against.
+- "vjp": a hand-written backward pass (`jax.custom_vjp`). The forward pass keeps W^(t) and the
+  softmax P^(t) of each step; the backward pass reads H twice per step (H dW^T and dZ^T H) and
+  never touches dL/dH inside the loop: dL/dH is the sum over steps of rank-C terms
+  (-alpha G_t dW_{t+1} + dZ_t W_t), assembled at the end by one (S, 2TC) @ (2TC, d) matmul.
+  Autodiff instead read-modify-writes the (S, d) gradient twice per step.
+- "gram": the closed-form unroll. After t steps W^(t) = W^(0) + A_t H with A_t (C, S), so
+  the logits on the support are H W^(0)T + K A_t^T + b_t with K = H H^T (S, S). The loop runs
+  on (S, S) and (S, C) arrays, without d (autodiff handles it); the d-sized work is one pass
+  H [H; W^(0)]^T for K and H W^(0)T, W^(T) = W^(0) + A_T H once at the end for the hard-set
+  logits, and in the hand-written backward pass dW_T = dZ_Q^T Q, dA_T = dW_T H^T and dL/dH in
+  one (S, S + 2C) @ (S + 2C, d) matmul. 2 S^2 d + 5 S C d + 3 T S^2 C multiply-adds against
+  the direct unroll's 6 T S C d: a win when S is small next to 3 T C and d (Waterbirds/ResNet:
+  S = 32), a loss when S is large (CelebA: S = 2048 makes K cost S^2 d).
+- "auto": `choose_method`: "gram" when it needs no more flops (`flops`) than the direct
+  unroll, or at most 2x as many on small problems (< 1 GFLOP, overhead-bound); else "vjp".
+  The rule matches every size benchmarks/meta_gradient.py measured on CPU.
+
+float32 and the "sgd" meta-optimizer: the meta-gradient reaches H through
+alpha * (softmax - onehot) / |S| in every inner step, so its entries are O(alpha / |S|) of H.
+With the paper's CelebA/ResNet settings (Table 11: alpha = 5e-5, |S| = 2048, T = 10, outer
+lr eta = 0.1) a plain SGD step eta * g is ~1e-9 of |h| for the median entry (~1e-5 for the
+largest), far below float32's half-ulp (6e-8): in float32 ~99% of the entries of H do not move
+at all (h + u == h), so "sgd" silently does (almost) nothing. Adam (the released code's
+meta-optimizer, our default) divides by the gradient's RMS, takes steps of ~eta, and is not
+affected. For "sgd" at such settings either run in float64 (`config.float64 = True`; the steps
+are then kept, though still ~1e-9 relative, as in the paper's Eq. 17 with these rates) or
+rescale the meta lr by |S| / alpha (eta' = eta * |S| / alpha makes the step O(eta) relative
+and visible in float32). tests/test_meta_variants.py shows all three.
 """
 
 from __future__ import annotations
@@ -14,7 +48,11 @@ import jax.numpy as jnp
 
 from hsfm_jax import heads, losses
 
-META_GRADIENTS = ("autodiff",)
+META_GRADIENTS = ("autodiff", "vjp", "gram", "auto")
+
+# "auto" (`choose_method`): below _SMALL_FLOPS, "gram" may do up to _GRAM_MAX_RATIO x the flops.
+_GRAM_MAX_RATIO = 2.0
+_SMALL_FLOPS = 1e9
 
 
 def inner_unroll(
@@ -51,6 +89,263 @@ def inner_unroll(
     return adapted
 
 
+def _autodiff_outer_loss(support, head, support_labels, query, query_labels, inner_lr, *, T, remat):
+    adapted = inner_unroll(
+        head, support, support_labels, inner_steps=T, inner_lr=inner_lr, remat=remat
+    )
+    return losses.head_loss(adapted, query, query_labels)
+
+
+# ------------------------------------------------------------------ "vjp": hand-written backward
+
+
+def _softmax_grad_coeff(logits, onehot, n):
+    """(softmax(logits), (softmax - onehot) / n): P and the CE gradient w.r.t. the logits."""
+    p = jax.nn.softmax(logits, axis=-1)
+    return p, (p - onehot) / n
+
+
+def _vjp_forward(H, W0, b0, Y, alpha, T, remat):
+    """Unroll keeping what the backward pass needs: W_t (T, C, d) and P_t (T, S, C)."""
+    S = H.shape[0]
+
+    def step(carry, _):
+        W, b = carry
+        P, G = _softmax_grad_coeff(H @ W.T + b, Y, S)
+        return (W - alpha * (G.T @ H), b - alpha * G.sum(0)), (W, P)
+
+    if remat:
+        step = jax.checkpoint(step)
+    (WT, bT), (Ws, Ps) = jax.lax.scan(step, (W0, b0), None, length=T)
+    return WT, bT, Ws, Ps
+
+
+def _outer_ce(Q, WT, bT, YQ):
+    logits = Q @ WT.T + bT
+    return -jnp.mean(jnp.sum(YQ * jax.nn.log_softmax(logits, axis=-1), axis=-1)), logits
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _vjp_outer_loss(H, W0, b0, Y, Q, YQ, T, remat, alpha):
+    WT, bT, _, _ = _vjp_forward(H, W0, b0, Y, alpha, T, remat)
+    return _outer_ce(Q, WT, bT, YQ)[0]
+
+
+def _vjp_fwd(H, W0, b0, Y, Q, YQ, T, remat, alpha):
+    WT, bT, Ws, Ps = _vjp_forward(H, W0, b0, Y, alpha, T, remat)
+    loss, logits_q = _outer_ce(Q, WT, bT, YQ)
+    return loss, (H, Y, Q, YQ, alpha, WT, Ws, Ps, logits_q)
+
+
+def _vjp_bwd(T, remat, res, g):
+    H, Y, Q, YQ, alpha, WT, Ws, Ps, logits_q = res
+    S, nq = H.shape[0], Q.shape[0]
+    _, dZq = _softmax_grad_coeff(logits_q, YQ, nq)
+    dZq = g * dZq
+    dW, db = dZq.T @ Q, dZq.sum(0)  # cotangent of (W_T, b_T)
+    dQ = dZq @ WT
+
+    def step(carry, xs):
+        dW, db, dalpha = carry  # cotangent of (W_{t+1}, b_{t+1})
+        W, P = xs
+        G = (P - Y) / S
+        # W_{t+1} = W_t - alpha G^T H,  b_{t+1} = b_t - alpha 1^T G
+        U = H @ dW.T  # (S, C): one read of H
+        dG = -alpha * (U + db)
+        dalpha = dalpha - jnp.sum(G * U) - jnp.dot(db, G.sum(0))
+        # G = (softmax(Z) - Y) / S
+        dZ = P * (dG - jnp.sum(dG * P, axis=-1, keepdims=True)) / S
+        # Z = H W_t^T + b_t; the dH terms (-alpha G dW_{t+1} + dZ W_t) are assembled after the loop
+        new = (dW + dZ.T @ H, db + dZ.sum(0), dalpha)  # dZ^T H: the second read of H
+        return new, (-alpha * G, dW, dZ)
+
+    if remat:
+        step = jax.checkpoint(step)
+    zero = jnp.zeros((), H.dtype)
+    (dW0, db0, dalpha), (aG, dWs, dZs) = jax.lax.scan(step, (dW, db, zero), (Ws, Ps), reverse=True)
+    # dH = sum_t (-alpha G_t) dW_{t+1} + dZ_t W_t: one (S, 2TC) @ (2TC, d) matmul.
+    C, d = Ws.shape[1], Ws.shape[2]
+    left = jnp.concatenate([aG, dZs], axis=0).transpose(1, 0, 2).reshape(S, 2 * T * C)
+    right = jnp.concatenate([dWs, Ws], axis=0).reshape(2 * T * C, d)
+    dH = left @ right
+    return dH, dW0, db0, None, dQ, None, dalpha.astype(jnp.result_type(alpha))
+
+
+_vjp_outer_loss.defvjp(_vjp_fwd, _vjp_bwd)
+
+
+def _onehot(labels, num_classes, dtype):
+    return jax.nn.one_hot(labels, num_classes, dtype=dtype)
+
+
+def _vjp_entry(support, head, support_labels, query, query_labels, inner_lr, *, T, remat):
+    C = head.weight.shape[0]
+    dtype = support.dtype
+    alpha = jnp.asarray(inner_lr, dtype)
+    return _vjp_outer_loss(
+        support,
+        head.weight,
+        head.bias,
+        _onehot(support_labels, C, dtype),
+        query,
+        _onehot(query_labels, C, dtype),
+        T,
+        remat,
+        alpha,
+    )
+
+
+# --------------------------------------------------------------- "gram": closed-form unroll
+
+
+def _gram_unroll(K, Z0, b0, Y, alpha, T, remat):
+    """The inner loop on Gram matrices: (A_T (C, S), b_T (C,)) from K (S, S), Z0 = H W_0^T (S, C).
+
+    W_t = W_0 + A_t H, so H W_t^T = Z0 + K A_t^T, and A_{t+1} = A_t - alpha G_t^T.
+    """
+    S, C = Z0.shape
+
+    def step(carry, _):
+        A, b = carry  # (C, S), (C,)
+        _, G = _softmax_grad_coeff(Z0 + K @ A.T + b, Y, S)
+        return (A - alpha * G.T, b - alpha * G.sum(0)), None
+
+    if remat:
+        step = jax.checkpoint(step)
+    (AT, bT), _ = jax.lax.scan(step, (jnp.zeros((C, S), Z0.dtype), b0), None, length=T)
+    return AT, bT
+
+
+def _gram_forward(H, W0, b0, Y, Q, YQ, T, remat, alpha):
+    C = W0.shape[0]
+    KZ = H @ jnp.concatenate([H, W0]).T  # (S, S + C): K and Z0 in one pass over H
+    K, Z0 = KZ[:, :-C], KZ[:, -C:]
+    AT, bT = _gram_unroll(K, Z0, b0, Y, alpha, T, remat)
+    WT = W0 + AT @ H  # W_T, formed once: cheaper than M = Q H^T whenever C < |Q| S / (S + |Q|)
+    loss, logits_q = _outer_ce(Q, WT, bT, YQ)
+    return loss, (K, Z0, AT, WT, logits_q)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _gram_outer_loss_core(H, W0, b0, Y, Q, YQ, T, remat, alpha):
+    return _gram_forward(H, W0, b0, Y, Q, YQ, T, remat, alpha)[0]
+
+
+def _gram_fwd(H, W0, b0, Y, Q, YQ, T, remat, alpha):
+    loss, (K, Z0, AT, WT, logits_q) = _gram_forward(H, W0, b0, Y, Q, YQ, T, remat, alpha)
+    return loss, (H, W0, b0, Y, Q, YQ, alpha, K, Z0, AT, WT, logits_q)
+
+
+def _gram_bwd(T, remat, res, g):
+    """d-sized work: dW_T = dZ_Q^T Q, dA_T = dW_T H^T, and dH in one (S, S + 2C) @ (S + 2C, d)."""
+    H, W0, b0, Y, Q, YQ, alpha, K, Z0, AT, WT, logits_q = res
+    _, dZq = _softmax_grad_coeff(logits_q, YQ, Q.shape[0])
+    dZq = g * dZq
+    dWT, dbT = dZq.T @ Q, dZq.sum(0)
+    dQ = dZq @ WT
+    dAT = dWT @ H.T  # (C, S)
+    # The (S, S)-sized loop is cheap: autodiff it (recomputing its forward pass).
+    _, loop_vjp = jax.vjp(
+        lambda k, z, b, a: _gram_unroll(k, z, b, Y, a, T, remat), K, Z0, b0, alpha
+    )
+    dK, dZ0, db0, dalpha = loop_vjp((dAT, dbT))
+    # dH = (dK + dK^T) H + dZ0 W_0 + A_T^T dW_T, and dW_0 = dW_T + dZ0^T H.
+    left = jnp.concatenate([dK + dK.T, dZ0, AT.T], axis=1)
+    dH = left @ jnp.concatenate([H, W0, dWT])
+    dW0 = dWT + dZ0.T @ H
+    return dH, dW0, db0, None, dQ, None, dalpha
+
+
+_gram_outer_loss_core.defvjp(_gram_fwd, _gram_bwd)
+
+
+def _gram_outer_loss(support, head, support_labels, query, query_labels, inner_lr, *, T, remat):
+    """The closed-form unroll on K = H H^T (module docstring), with a hand-written d-sized VJP."""
+    C = head.weight.shape[0]
+    dtype = support.dtype
+    return _gram_outer_loss_core(
+        support,
+        head.weight,
+        head.bias,
+        _onehot(support_labels, C, dtype),
+        query,
+        _onehot(query_labels, C, dtype),
+        T,
+        remat,
+        jnp.asarray(inner_lr, dtype),
+    )
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def flops(
+    method: str, *, support_size: int, query_size: int, num_classes: int, dim: int, inner_steps: int
+) -> float:
+    """Multiply-adds x 2 of one value-and-meta-gradient by `method` (matmuls only).
+
+    "autodiff" and "vjp" do the same matmuls: per step 2 S C d forward (H W^T, G^T H) and
+    2 S C d backward, plus 2 T S C d for the dH terms. "gram" forms K and its backward
+    (2 S^2 d), H W_0^T and W_T (5 S C d with their backward), and its loop costs 3 T S^2 C.
+    Both add 2 |Q| C d for the hard-set logits and dW_T.
+    """
+    S, Qn, C, d, T = support_size, query_size, num_classes, dim, inner_steps
+    outer = 2 * Qn * C * d  # Q W_T^T, and dW_T = dZ^T Q
+    if method in ("autodiff", "vjp"):
+        return 2.0 * (6 * T * S * C * d + outer)
+    if method == "gram":
+        # K and (dK + dK^T) H; H W_0^T, W_T = W_0 + A_T H and their backward; the (S, S) loop.
+        return 2.0 * (2 * S * S * d + 5 * S * C * d + 3 * T * S * S * C + outer)
+    raise ValueError(f"no flop count for {method!r}")
+
+
+def choose_method(
+    *, support_size: int, query_size: int, num_classes: int, dim: int, inner_steps: int
+) -> str:
+    """The rule behind "auto", from what benchmarks/meta_gradient.py measured on CPU.
+
+    "gram" if its flops are at most those of the direct unroll ("vjp"), or at most
+    `_GRAM_MAX_RATIO` (2) times as many while the direct unroll is under `_SMALL_FLOPS` (1e9):
+    small problems are bound by per-kernel overhead, and the Gram loop runs fewer, larger
+    kernels (measured: 1.8x faster at 1.5x the flops, S = 128; 2.4x slower at 4.5x, the ViT
+    size). Large problems are compute-bound and the flop count decides (fine-grained: "gram"
+    at 1.17x the flops was 1.5x slower). Else "vjp".
+    """
+    sizes = dict(
+        support_size=support_size,
+        query_size=query_size,
+        num_classes=num_classes,
+        dim=dim,
+        inner_steps=inner_steps,
+    )
+    direct, gram = flops("vjp", **sizes), flops("gram", **sizes)
+    if gram <= direct or (direct < _SMALL_FLOPS and gram <= _GRAM_MAX_RATIO * direct):
+        return "gram"
+    return "vjp"
+
+
+def resolve_method(method: str, support: jnp.ndarray, query: jnp.ndarray, head, inner_steps: int):
+    """`method`, with "auto" replaced by `choose_method` for these shapes."""
+    if method not in META_GRADIENTS:
+        raise ValueError(f"meta_gradient must be one of {META_GRADIENTS}, got {method!r}")
+    if method != "auto":
+        return method
+    return choose_method(
+        support_size=support.shape[-2],
+        query_size=query.shape[-2],
+        num_classes=head.weight.shape[-2],
+        dim=support.shape[-1],
+        inner_steps=inner_steps,
+    )
+
+
+_IMPLEMENTATIONS = {
+    "autodiff": _autodiff_outer_loss,
+    "vjp": _vjp_entry,
+    "gram": _gram_outer_loss,
+}
+
+
 def outer_loss(
     support: jnp.ndarray,
     head: heads.LinearHead,
@@ -61,20 +356,28 @@ def outer_loss(
     inner_steps: int,
     inner_lr: float | jnp.ndarray,
     remat: bool = False,
+    method: str = "autodiff",
 ) -> jnp.ndarray:
     """L_out(H; Q) (Eq. 16): CE on the hard set of the head adapted on (H, y_S).
 
+    Every `method` gives the same value and (under `jax.grad`) the same gradient with respect
+    to support, head, query and inner_lr; they differ in speed and memory.
+
     Args:
       support: (S, d) H, the argument the meta-gradient is taken with respect to.
-      head: (W^(0), b^(0)).
-      support_labels: (S,).
+      head: (W^(0), b^(0)), weight (C, d), bias (C,).
+      support_labels: (S,) int.
       query: (Q, d) hard-set features.
-      query_labels: (Q,).
+      query_labels: (Q,) int.
+      inner_steps: T.
+      inner_lr: alpha.
+      remat: `jax.checkpoint` each step of the loop (long T).
+      method: one of META_GRADIENTS.
     """
-    adapted = inner_unroll(
-        head, support, support_labels, inner_steps=inner_steps, inner_lr=inner_lr, remat=remat
+    method = resolve_method(method, support, query, head, inner_steps)
+    return _IMPLEMENTATIONS[method](
+        support, head, support_labels, query, query_labels, inner_lr, T=inner_steps, remat=remat
     )
-    return losses.head_loss(adapted, query, query_labels)
 
 
 @functools.partial(jax.jit, static_argnames=("inner_steps", "remat", "method"))
@@ -90,16 +393,12 @@ def meta_value_and_grad(
     remat: bool = False,
     method: str = "autodiff",
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """(L_out, dL_out/dH): the outer loss and its meta-gradient (S, d) w.r.t. the support."""
-    if method not in META_GRADIENTS:
-        raise ValueError(f"meta_gradient must be one of {META_GRADIENTS}, got {method!r}")
-    return jax.value_and_grad(outer_loss)(
-        support,
-        head,
-        support_labels,
-        query,
-        query_labels,
-        inner_steps=inner_steps,
-        inner_lr=inner_lr,
-        remat=remat,
-    )
+    """(L_out, dL_out/dH): the outer loss and its meta-gradient (S, d) w.r.t. the support.
+
+    Shapes as in `outer_loss`; `method` picks the algorithm (module docstring).
+    """
+    return jax.value_and_grad(
+        functools.partial(
+            outer_loss, inner_steps=inner_steps, remat=remat, method=method, inner_lr=inner_lr
+        )
+    )(support, head, support_labels, query, query_labels)

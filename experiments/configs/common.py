@@ -32,7 +32,7 @@ def hsfm_config(**overrides) -> ml_collections.ConfigDict:
             head_optimizer="adam",  # "adam" (released code) or "sgd"
             init_head="auto",  # "auto": head.npz if present else the ERM row; "backbone"; "erm"
             remat=False,  # jax.checkpoint each inner step (long unrolls)
-            meta_gradient="autodiff",
+            meta_gradient="auto",  # "autodiff", "vjp", "gram" or "auto" (hsfm_jax.meta)
             selection_metric="auto",  # "auto": val WGA with groups, val accuracy without
         )
     )
