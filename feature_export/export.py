@@ -52,6 +52,7 @@ from feature_export import backbones, datasets
 from feature_export.backbones.base import Backbone
 from feature_export.datasets.base import ExportDataset
 from hsfm_jax import features as feature_format
+from hsfm_jax.atomic import atomic_write
 
 FINGERPRINT_KEY = "fingerprint"
 _PARTIAL_PREFIX = ".partial-"
@@ -150,10 +151,8 @@ def _chunk_path(work: Path, chunk: int) -> Path:
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}-", suffix=".npy", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
+    with atomic_write(path) as f:
         np.save(f, array)
-    os.replace(tmp, path)
 
 
 def _prepare_work_dir(out_dir: Path, split: str, fingerprint: str, chunk_size: int) -> Path:

@@ -31,7 +31,6 @@ import inspect
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +48,7 @@ from feature_export.backbones.torchvision_models import (
     image_transform,
 )
 from feature_export.datasets.base import ExportDataset
+from hsfm_jax.atomic import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 _DFR = "DFR (Kirichenko et al., ICLR 2023) README base-model command"
@@ -142,17 +142,12 @@ class _Split(torch.utils.data.Dataset):
 
 
 def _save_atomic(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        if path.suffix == ".json":
-            Path(tmp).write_text(json.dumps(obj, indent=2))
-        else:
-            torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    if path.suffix == ".json":
+        with atomic_write(path, "w") as f:
+            json.dump(obj, f, indent=2)
+    else:
+        with atomic_write(path) as f:
+            torch.save(obj, f)
 
 
 def _make_optimizer(params, config: dict) -> torch.optim.Optimizer:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from hsfm_jax.atomic import atomic_write
 
 
 class ProgramCheckpoints:
@@ -66,15 +67,10 @@ def remove(directory: str | os.PathLike) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Writes `obj` as JSON to `path` via a temporary file and `os.replace` (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as f:
+    with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(f.name, path)
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

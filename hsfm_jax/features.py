@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from hsfm_jax.atomic import atomic_write
+
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 META_FILE = "meta.json"
@@ -390,11 +392,8 @@ def write_split(
 
 def write_head(path: str | os.PathLike, weight: np.ndarray, bias: np.ndarray) -> None:
     """Writes head.npz (weight (C, d), bias (C,)) atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-head-", suffix=".npz", dir=path)
-    with os.fdopen(fd, "wb") as f:
+    with atomic_write(Path(path) / HEAD_FILE) as f:
         np.savez(f, weight=np.asarray(weight, np.float32), bias=np.asarray(bias, np.float32))
-    os.replace(tmp, path / HEAD_FILE)
 
 
 def make_meta(
@@ -426,12 +425,8 @@ def make_meta(
 
 def write_meta(path: str | os.PathLike, meta: dict) -> None:
     """Writes meta.json atomically. Write it last: a directory without it never loads."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-meta-", suffix=".json", dir=path)
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(Path(path) / META_FILE, "w") as f:
         json.dump(meta, f, indent=2)
-    os.replace(tmp, path / META_FILE)
 
 
 def save(

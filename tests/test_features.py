@@ -221,3 +221,16 @@ def test_split_by_class_is_stratified_disjoint_and_seeded():
     assert again.ids == first.ids
     with pytest.raises(ValueError, match=r"split fraction must be in \(0, 1\)"):
         features.split_by_class(val, 1.0, seed=0)
+
+
+def test_atomic_write_keeps_the_old_file_on_error(tmp_path):
+    from hsfm_jax.atomic import atomic_write
+
+    target = tmp_path / "sub" / "out.json"
+    with atomic_write(target, "w") as f:
+        f.write("old")
+    with pytest.raises(RuntimeError), atomic_write(target, "w") as f:
+        f.write("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.json"]

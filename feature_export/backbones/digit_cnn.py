@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ from torch import nn
 
 from feature_export.backbones.base import Backbone, register
 from feature_export.datasets.base import ExportDataset
+from hsfm_jax.atomic import atomic_write
 
 FEATURE_DIM = 64
 PREPROCESSING = (
@@ -124,10 +124,7 @@ def weights_id(model: nn.Module) -> str:
 
 def save_checkpoint(path: str | os.PathLike, model: DigitCNN, **info) -> None:
     """Writes the weights atomically (temp file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
+    with atomic_write(path) as f:
         torch.save(
             {
                 "version": _CHECKPOINT_VERSION,
@@ -138,7 +135,6 @@ def save_checkpoint(path: str | os.PathLike, model: DigitCNN, **info) -> None:
             },
             f,
         )
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[DigitCNN, dict]:

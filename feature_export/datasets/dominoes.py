@@ -26,13 +26,13 @@ import gzip
 import os
 import pickle
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from feature_export.datasets.base import ExportDataset, SplitIndex, register
+from hsfm_jax.atomic import atomic_write
 
 SPLITS = ("train", "val", "test")
 CIFAR_CAR, CIFAR_TRUCK = 1, 9
@@ -274,10 +274,8 @@ def build_dominoes(
     for split, (c, cl, m, ml, balanced) in parts.items():
         images, y, env = _make_split(c, cl, m, ml, rng, spurious_fraction, balanced)
         for key, array in (("X", images), ("y", y), ("env", env)):
-            fd, tmp = tempfile.mkstemp(prefix=f".tmp-{key}_{split}-", suffix=".npy", dir=out_dir)
-            with os.fdopen(fd, "wb") as f:
+            with atomic_write(out_dir / f"{key}_{split}.npy") as f:
                 np.save(f, array)
-            os.replace(tmp, out_dir / f"{key}_{split}.npy")
         sizes[split] = int(y.size)
     return sizes
 

@@ -72,6 +72,7 @@ from feature_export.hsi import (
 )
 from feature_export.hsi.annotations import Annotation, Box, ImageNetLayout
 from feature_export.hsi.manifest import CONFIG_FILE, MANIFEST_FILE, write_manifest
+from hsfm_jax.atomic import atomic_write
 
 SPLITS = ("train", "val", "test")
 # variant -> (corner rule, resize rule)
@@ -522,10 +523,8 @@ def _check_or_write_config(out_dir: Path, record: dict) -> None:
                 "use a new --out or delete it"
             )
         return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".tmp-{CONFIG_FILE}"
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)
+    with atomic_write(path, "w") as f:
+        json.dump(record, f, indent=2)
 
 
 def build(

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from feature_export.hsi import OBJECT_SIZES, PLACEMENTS, category, group_id
+from hsfm_jax.atomic import atomic_write
 
 MANIFEST_FILE = "manifest.csv"
 CONFIG_FILE = "build_config.json"
@@ -41,14 +42,11 @@ _IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 
 def write_manifest(rows: Iterable[Mapping], path: str | os.PathLike) -> None:
     """Writes the manifest atomically (a temp file renamed into place)."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow(row)
-    os.replace(tmp, path)
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict[str, str]]:

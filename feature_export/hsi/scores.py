@@ -33,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from feature_export.hsi.annotations import IMAGENET_SPLITS, Annotation, ImageNetLayout
+from hsfm_jax.atomic import atomic_write
 
 CSV_COLUMNS = (
     "wnid",
@@ -100,10 +101,7 @@ def compute_scores(
 
 
 def write_csv(scores: Sequence[ClassScore], path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
         for s in scores:
@@ -118,7 +116,6 @@ def write_csv(scores: Sequence[ClassScore], path: str | os.PathLike) -> None:
                     s.num_objects,
                 ]
             )
-    os.replace(tmp, path)
 
 
 def read_csv(path: str | os.PathLike) -> list[ClassScore]:
