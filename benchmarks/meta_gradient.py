@@ -647,7 +647,7 @@ def main(argv=None) -> dict:
             args.device,
             epochs,
             seeds,
-            repeats=1 if args.quick else 3,
+            repeats=1 if args.quick else 5,
             budget=budget * 30,
         )
         with jax.enable_x64(True):

@@ -100,7 +100,25 @@ def evaluate_head(
     train_group_counts: jnp.ndarray | None = None,
 ) -> dict[str, jnp.ndarray]:
     """Metrics of a linear head on a split (see `accuracy_metrics`)."""
-    correct = heads.predict(head, split.features) == split.labels
+    return evaluate_logits(
+        heads.apply(head, split.features),
+        split,
+        num_classes=num_classes,
+        num_groups=num_groups,
+        train_group_counts=train_group_counts,
+    )
+
+
+def evaluate_logits(
+    logits: jnp.ndarray,
+    split: SplitArrays,
+    *,
+    num_classes: int,
+    num_groups: int,
+    train_group_counts: jnp.ndarray | None = None,
+) -> dict[str, jnp.ndarray]:
+    """Metrics from a split's logits (N, C), already computed (see `accuracy_metrics`)."""
+    correct = jnp.argmax(logits, axis=-1).astype(jnp.int32) == split.labels
     return accuracy_metrics(
         correct,
         split.labels,

@@ -92,6 +92,43 @@ def test_epoch_chunks_equal_one_scan(problem):
     )
 
 
+def test_carried_val_logits_are_the_current_heads(problem):
+    """The hard set of the next epoch is drawn from val logits of the head the epoch ended with."""
+    arrays, head, rates = problem
+    state = hsfm.init(arrays, head, rates, jax.random.key(2), settings=SETTINGS)
+    np.testing.assert_allclose(state.val_logits, heads.apply(head, arrays.val.features))
+    state, _ = hsfm.run_epochs(state, arrays, rates, settings=SETTINGS, num_epochs=2)
+    np.testing.assert_allclose(
+        state.val_logits, heads.apply(state.head, arrays.val.features), rtol=1e-6, atol=1e-6
+    )
+
+
+def test_deferred_test_history_equals_per_epoch_evaluation(problem, monkeypatch):
+    """Test metrics of every epoch's head from one matmul after the scan == one per epoch."""
+    arrays, head, rates = problem
+    key = jax.random.key(4)
+    assert hsfm._defer_test(arrays, SETTINGS, SETTINGS.epochs)
+    deferred = hsfm.run(arrays, head, rates, key, settings=SETTINGS)
+    monkeypatch.setattr(hsfm, "_DEFERRED_TEST_BYTES", 0)
+    assert not hsfm._defer_test(arrays, SETTINGS, SETTINGS.epochs)
+    per_epoch = hsfm.run(arrays, head, rates, key, settings=SETTINGS)
+    assert sorted(deferred.history) == sorted(per_epoch.history)
+    test_keys = [k for k in deferred.history if k.startswith("test_")]
+    assert {"test_wga", "test_mean_acc", "test_worst_class_acc"} <= set(test_keys)
+    for k in test_keys:
+        assert deferred.history[k].shape == (SETTINGS.epochs,), k
+        np.testing.assert_allclose(deferred.history[k], per_epoch.history[k], err_msg=k)
+    last = evaluate.evaluate_head(
+        deferred.last_head,
+        arrays.test,
+        num_classes=2,
+        num_groups=4,
+        train_group_counts=arrays.train_group_counts,
+    )
+    np.testing.assert_allclose(deferred.history["test_wga"][-1], last["wga"])
+    np.testing.assert_allclose(deferred.history["test_mean_acc"][-1], last["mean_acc"])
+
+
 def test_sgd_meta_step_is_eq17(problem):
     """One epoch, one meta-step, meta_optimizer='sgd': H1 = H0 - eta * clip(dL_out/dH0)."""
     arrays, head, _ = problem
