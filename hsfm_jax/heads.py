@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from hsfm_jax import linalg
+
 
 class LinearHead(struct.PyTreeNode):
     """A linear head.
@@ -34,7 +36,7 @@ class LinearHead(struct.PyTreeNode):
 
 def apply(head: LinearHead, features: jnp.ndarray) -> jnp.ndarray:
     """Logits (N, C) of `features` (N, d)."""
-    return features @ head.weight.T + head.bias
+    return linalg.matmul_nt(features, head.weight) + head.bias
 
 
 def zeros(num_classes: int, feature_dim: int, dtype=jnp.float32) -> LinearHead:
