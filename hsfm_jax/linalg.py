@@ -29,6 +29,15 @@ def matmul_nt(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
     return jnp.stack([x @ w[c] for c in range(C)], axis=-1)
 
 
+def low_rank(u: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
+    """u (N, C) @ v (C, d) -> (N, d): for small C, C broadcast outer products that XLA fuses with
+    the elementwise work around them (a dot would be a kernel of its own)."""
+    C = u.shape[-1]
+    if C > _PER_CLASS_MAX_C:
+        return u @ v
+    return sum(u[:, c : c + 1] * v[c] for c in range(C))
+
+
 def matmul_tn(g: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
     """g (N, C)^T @ x (N, d) -> (C, d), e.g. a head's weight gradient from per-row coefficients."""
     C = g.shape[-1]

@@ -19,6 +19,7 @@ def test_equal_to_matmul(N, C):
     assert linalg._per_class(x, C) == (N * d <= linalg._PER_CLASS_MAX_ENTRIES and C <= 4)
     np.testing.assert_allclose(linalg.matmul_nt(x, w), x @ w.T, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(linalg.matmul_tn(g, x), g.T @ x, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(linalg.low_rank(g, w), g @ w, rtol=1e-5, atol=1e-3)
 
 
 def test_vmap_and_grad():
