@@ -5,12 +5,13 @@ A head with C classes turns the (N, d) feature and gradient products into ``x @ 
 matrix-vector products than as one (N, d) x (d, C) matmul while x is small enough to stay in
 cache (measured on the 2-core CPU of this project, d = 2048: ``g.T @ x`` 2.5x faster at N = 32,
 1.7x at N = 512; ``x @ w.T`` 1.7x at N = 32, equal at N = 512), and slower past about a million
-entries (N = 1199: 1.2x slower), so that is where the per-class form stops. Same values up to the
-order of the float sums.
+entries (N = 1199: 1.2x slower), so that is where the per-class form stops. Measured on XLA:CPU
+only, so other backends keep the plain matmul. Same values up to the order of the float sums.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 _PER_CLASS_MAX_C = 4
@@ -18,7 +19,11 @@ _PER_CLASS_MAX_ENTRIES = 2**20
 
 
 def _per_class(x: jnp.ndarray, num_classes: int) -> bool:
-    return num_classes <= _PER_CLASS_MAX_C and x.shape[-2] * x.shape[-1] <= _PER_CLASS_MAX_ENTRIES
+    return (
+        jax.default_backend() == "cpu"
+        and num_classes <= _PER_CLASS_MAX_C
+        and x.shape[-2] * x.shape[-1] <= _PER_CLASS_MAX_ENTRIES
+    )
 
 
 def matmul_nt(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
