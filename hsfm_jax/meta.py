@@ -371,9 +371,10 @@ def choose_method(
     "gram" if its flops are at most those of the direct unroll ("vjp"), or at most
     `_GRAM_MAX_RATIO` (2) times as many while the direct unroll is under `_SMALL_FLOPS` (1e9):
     small problems are bound by per-kernel overhead, and the Gram loop runs fewer, larger
-    kernels (measured: 1.8x faster at 1.5x the flops, S = 128; 2.4x slower at 4.5x, the ViT
-    size). Large problems are compute-bound and the flop count decides (fine-grained: "gram"
-    at 1.17x the flops was 1.5x slower). Else "vjp".
+    kernels (benchmarks/results/cpu.json: 1.2x faster at 1.5x the flops, S = 128; a tie at
+    1.2x, T = 5; 2.4x slower at 3.2x, T = 1; at 4.5x, the ViT size, 2.4x slower when last
+    timed). Large problems are compute-bound and the flop count decides (fine-grained: "gram"
+    at 1.17x the flops is 1.2x slower). Else "vjp".
     """
     sizes = dict(
         support_size=support_size,
