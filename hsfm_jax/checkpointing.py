@@ -37,6 +37,7 @@ class ProgramCheckpoints:
         self.directory = Path(directory).absolute()
         self._manager = ocp.CheckpointManager(
             self.directory,
+            item_handlers=ocp.StandardCheckpointHandler(),  # so a new process can read metadata
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep, enable_async_checkpointing=False, create=True
             ),
@@ -52,7 +53,20 @@ class ProgramCheckpoints:
         self._manager.wait_until_finished()
 
     def restore(self, epoch: int, like: Any) -> Any:
-        """The checkpoint of `epoch` as NumPy arrays, in the structure (and shapes) of `like`."""
+        """The checkpoint of `epoch` as NumPy arrays, in the structure (and shapes) of `like`.
+
+        Raises ValueError naming the arrays that differ when the checkpoint holds another
+        layout (e.g. written by a version of hsfm_jax whose run state had other fields).
+        """
+        saved, wanted = _leaf_names(self._manager.item_metadata(epoch)), _leaf_names(like)
+        if saved != wanted:
+            missing = ", ".join("/".join(n) for n in sorted(wanted - saved)[:3]) or "none"
+            extra = ", ".join("/".join(n) for n in sorted(saved - wanted)[:3]) or "none"
+            raise ValueError(
+                f"checkpoint {self.directory / str(epoch)} does not hold this version's run state "
+                f"(missing: {missing}; not expected: {extra}); it was written by another version "
+                f"of hsfm_jax: delete {self.directory} to run this program from its start"
+            )
         target = jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), like)
         return self._manager.restore(epoch, args=ocp.args.StandardRestore(target))
 
@@ -107,3 +121,11 @@ def check_record(path: str | os.PathLike, record: dict) -> None:
         f"{path.parent} already holds a sweep started with a different configuration ({shown}). "
         "Rerun with the same --config/--sweep flags to resume it, or use a new --workdir."
     )
+
+
+def _leaf_names(tree: Any) -> set[tuple[str, ...]]:
+    """Paths of a pytree's leaves as tuples of names (dict keys, attribute names, indices)."""
+    return {
+        tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+        for path, _ in jax.tree_util.tree_leaves_with_path(tree)
+    }

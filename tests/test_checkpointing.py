@@ -1,0 +1,30 @@
+"""ProgramCheckpoints: round trip, and a clear error for a checkpoint of another state layout."""
+
+import numpy as np
+import pytest
+
+from hsfm_jax import checkpointing, heads
+
+
+def _tree(with_logits: bool):
+    state = {"head": heads.LinearHead(np.ones((2, 3)), np.zeros(2)), "support": np.ones((4, 3))}
+    if with_logits:
+        state["val_logits"] = np.zeros((5, 2))
+    return {"state": state, "history": {"val_wga": np.arange(3.0)}}
+
+
+def test_round_trip(tmp_path):
+    checkpoints = checkpointing.ProgramCheckpoints(tmp_path / "ckpt")
+    tree = _tree(with_logits=True)
+    checkpoints.save(3, tree)
+    restored = checkpointing.ProgramCheckpoints(tmp_path / "ckpt").restore(3, tree)  # as on resume
+    np.testing.assert_array_equal(restored["state"]["head"].weight, tree["state"]["head"].weight)
+    np.testing.assert_array_equal(restored["history"]["val_wga"], tree["history"]["val_wga"])
+
+
+def test_other_layout_is_named(tmp_path):
+    checkpoints = checkpointing.ProgramCheckpoints(tmp_path / "ckpt")
+    checkpoints.save(3, _tree(with_logits=False))  # as written before State had val_logits
+    resumed = checkpointing.ProgramCheckpoints(tmp_path / "ckpt")
+    with pytest.raises(ValueError, match=r"missing: state/val_logits; not expected: none.*delete"):
+        resumed.restore(3, _tree(with_logits=True))
