@@ -273,8 +273,9 @@ def epoch(state: State, data: Data, rates: Rates, *, settings: Settings) -> tupl
     return new_state, history
 
 
-def _scalars(prefix: str, metrics: dict) -> dict:
-    return {f"{prefix}_{k}": v for k, v in metrics.items() if jnp.ndim(v) == 0}
+def _scalars(prefix: str, metrics: dict, epoch_axes: int = 0) -> dict:
+    """The per-epoch scalar metrics, prefixed (arrays with `epoch_axes` leading epoch axes)."""
+    return {f"{prefix}_{k}": v for k, v in metrics.items() if jnp.ndim(v) == epoch_axes}
 
 
 # Test metrics feed nothing back into training, so a chunk of epochs can record its heads and
@@ -297,7 +298,7 @@ def _test_history(epoch_heads: heads.LinearHead, data: Data, settings: Settings)
     logits = data.test.features @ epoch_heads.weight.reshape(E * C, d).T  # (N, E C)
     logits = logits.reshape(-1, E, C).transpose(1, 0, 2) + epoch_heads.bias[:, None, :]
     metrics = jax.vmap(lambda z: _metrics(z, data.test, settings, data))(logits)
-    return {f"test_{k}": v for k, v in metrics.items() if jnp.ndim(v) == 1}
+    return _scalars("test", metrics, epoch_axes=1)
 
 
 def run_epochs(
