@@ -1,1 +1,1 @@
-"""Benchmarks of hsfm_jax against a PyTorch reference of the released HSFM recipe (issue 8)."""
+"""Benchmarks of hsfm_jax against a PyTorch reference of the released HSFM recipe."""

@@ -43,6 +43,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from experiments.configs import finegrained, paper
+from hsfm_jax import hsfm_method, meta_cost
+
 
 class Problem(NamedTuple):
     """One meta-gradient size: C classes, d dims, S = C * support_per_class, |Q| = C * k, T."""
@@ -63,12 +66,25 @@ class Problem(NamedTuple):
         return self.num_classes * self.query_per_class
 
 
-# Paper configs: Table 11 (ResNet-50, d = 2048), Table 12 (ViT-B, d = 768), Sec. 8.2.
+# Paper configs: Table 11 (ResNet-50, d = 2048), Table 12 (ViT-B, d = 768), Sec. 8.2 (C = 200),
+# read from experiments/configs (paper.py, finegrained.py).
+def _paper_problem(name: str, num_classes: int, dim: int, values: dict) -> Problem:
+    return Problem(
+        name,
+        num_classes,
+        dim,
+        values["support_per_class"],
+        values["hard_set_size"],
+        values["inner_steps"],
+    )
+
+
+_TABLE = {key: values for key, (_, values) in paper.HYPERPARAMETERS.items()}
 PAPER_SIZES = (
-    Problem("waterbirds_resnet", 2, 2048, 16, 64, 15),
-    Problem("waterbirds_vit", 2, 768, 128, 32, 10),
-    Problem("celeba_resnet", 2, 2048, 1024, 256, 10),
-    Problem("finegrained_resnet", 200, 2048, 16, 64, 15),
+    _paper_problem("waterbirds_resnet", 2, 2048, _TABLE[("waterbirds", "resnet50")]),
+    _paper_problem("waterbirds_vit", 2, 768, _TABLE[("waterbirds", "vit_b16")]),
+    _paper_problem("celeba_resnet", 2, 2048, _TABLE[("celeba", "resnet50")]),
+    _paper_problem("finegrained_resnet", 200, 2048, finegrained.PAPER),
 )
 T_SWEEP = tuple(Problem(f"sweep_T{t}", 2, 2048, 16, 64, t) for t in (1, 5, 30, 60))
 SUPPORT_SWEEP = tuple(Problem(f"sweep_S{s}", 2, 2048, s, 64, 15) for s in (64, 256))
@@ -80,15 +96,9 @@ INNER_LR = 5e-5  # Table 11; the timing does not depend on it
 # Whole run, Waterbirds size (train/val/test as the dataset; ResNet-50 features; Table 11).
 WATERBIRDS = dict(num_train=4795, num_val=1199, num_test=5794, dim=2048, num_classes=2, groups=4)
 TABLE11_WATERBIRDS = dict(
-    support_per_class=16,
-    hard_set_size=64,
-    inner_steps=15,
-    meta_steps=15,
-    epochs=40,
-    inner_lr=5e-5,
-    meta_lr=1.0,
-    head_lr=5e-5,
-    clip=10.0,
+    _TABLE[("waterbirds", "resnet50")],
+    head_lr=_TABLE[("waterbirds", "resnet50")]["inner_lr"],  # the head's lr is alpha (Sec. 8.1)
+    clip=hsfm_method.default_config().meta_grad_clip,
 )
 
 
@@ -205,7 +215,6 @@ def make_problem(p: Problem, dtype, seed: int = 0):
 
 
 def lower_bound(p: Problem, machine: dict, itemsize: int = 4) -> dict:
-    from hsfm_jax import meta
 
     sizes = dict(
         support_size=p.support_size,
@@ -214,7 +223,7 @@ def lower_bound(p: Problem, machine: dict, itemsize: int = 4) -> dict:
         dim=p.dim,
         inner_steps=p.inner_steps,
     )
-    flops = min(meta.flops(m, **sizes) for m in ("vjp", "gram"))
+    flops = min(meta_cost.flops(m, **sizes) for m in ("vjp", "gram"))
     h_bytes = itemsize * p.support_size * p.dim
     bytes_ = 2 * h_bytes + itemsize * (p.query_size + p.num_classes) * p.dim
     compute = flops / machine["matmul_flops_per_s"]
@@ -227,8 +236,8 @@ def lower_bound(p: Problem, machine: dict, itemsize: int = 4) -> dict:
         bound_s=max(compute, memory),
         bound_by="compute" if compute >= memory else "memory",
         streaming_s=2 * p.inner_steps * h_bytes / machine["bandwidth_bytes_per_s"],
-        method_flops={m: meta.flops(m, **sizes) for m in ("vjp", "gram")},
-        auto=meta.choose_method(**sizes),
+        method_flops={m: meta_cost.flops(m, **sizes) for m in ("vjp", "gram")},
+        auto=meta_cost.choose_method(**sizes),
     )
 
 

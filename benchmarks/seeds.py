@@ -17,8 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import train
-from hsfm_jax import features, hsfm
+from hsfm_jax import hsfm, hsfm_method, inputs, methods
 
 
 def _load_config(path: str):
@@ -36,12 +35,13 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     config = _load_config(args.config)
-    data = features.load(train.prepare_features(config))
-    arrays = train.to_device(data, jnp.float32)
-    settings = train.hsfm_settings(config, data)
-    rates = train.hsfm_rates(config, jnp.float32)
-    erm_heads = train.fit_erm(config, arrays, data.num_classes, jax.random.split(jax.random.key(0)))
-    init, _ = train.initial_head(config, data, erm_heads, jnp.float32)
+    data = inputs.load(config)
+    hsfm_config = methods.method_config(config, "hsfm")
+    arrays = hsfm_method.device_data(data, jnp.float32)
+    settings = hsfm_method.settings(hsfm_config, data)
+    rates = hsfm_method.rates(hsfm_config, jnp.float32)
+    keys = jax.random.split(jax.random.key(0))
+    init = hsfm_method.initial_head(hsfm_config, data, arrays.train, keys, dtype=jnp.float32)
 
     def timed(keys):
         start = time.perf_counter()

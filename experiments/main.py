@@ -1,4 +1,4 @@
-r"""Runs one experiment: ERM head, HSFM and baselines on a feature directory.
+r"""Runs one experiment: the configured methods on a feature directory, one results table.
 
   python -m experiments.main --config=experiments/configs/waterbirds_resnet50.py \
       --config.features_dir=/data/wb_r50 --workdir=runs/wb --config.num_seeds=5
@@ -7,12 +7,12 @@ Writes config.json, results.json and results.md (and HSFM's support.npz, history
 --workdir. Bad input (missing files, malformed features, bad config) is a one-line error.
 """
 
-import sys
+from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import train
+from experiments import cli, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for everything the run writes.")
@@ -22,15 +22,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
-        report = train.run(_CONFIG.value, _WORKDIR.value)
-    except (FileNotFoundError, ValueError) as e:
-        logging.flush()
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print((train.Path(_WORKDIR.value) / "results.md").read_text())
+    report = cli.guarded(lambda: train.run(_CONFIG.value, _WORKDIR.value))
+    print((Path(_WORKDIR.value) / "results.md").read_text())
     logging.info("Results of %d method rows in %s", len(report["methods"]), _WORKDIR.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -17,12 +17,13 @@ settings are skipped and a running program restarts from its last checkpoint (ev
 """
 
 import logging as py_logging
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import sweep_runner
+from experiments import cli
+from hsfm_jax import tables
+from hsfm_jax.sweep import execute
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for everything the sweep writes.")
@@ -46,20 +47,17 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietOrbax())
-    try:
-        report = sweep_runner.run(
+    report = cli.guarded(
+        lambda: execute.run(
             _CONFIG.value,
             _SWEEP.value,
             _WORKDIR.value,
             checkpoint_every=_CHECKPOINT_EVERY.value,
         )
-    except (FileNotFoundError, ValueError) as e:
-        logging.flush()
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(sweep_runner.markdown(report))
+    )
+    print(tables.sweep_markdown(report))
     logging.info("Sweep of %d settings in %s", len(report["rows"]), _WORKDIR.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -142,10 +142,6 @@ def _collate(items):
 # ----------------------------------------------------------------------------- export
 
 
-def _worker_context() -> str | None:
-    return "spawn" if "jax" in sys.modules else None
-
-
 def _chunk_path(work: Path, chunk: int) -> Path:
     return work / f"chunk-{chunk:05d}.npy"
 
@@ -183,6 +179,7 @@ def _export_split(
     dtype: np.dtype,
     show_progress: bool,
     on_chunk: Callable[[str, int], None] | None,
+    multiprocessing_context: str | None,
 ) -> None:
     """Computes the chunks of `split` missing from `work`."""
     num_chunks = -(-num_rows // chunk_size)
@@ -203,9 +200,7 @@ def _export_split(
         num_workers=num_workers,
         collate_fn=_collate,
         pin_memory=device.type == "cuda",
-        # Forking a process that has JAX loaded (the main job exports from inside the runner)
-        # can deadlock; spawned workers start clean.
-        multiprocessing_context=_worker_context() if num_workers else None,
+        multiprocessing_context=multiprocessing_context if num_workers else None,
     )
     progress = tqdm(
         total=num_rows,
@@ -271,6 +266,7 @@ def export_features(
     force: bool = False,
     num_threads: int | None = None,
     on_chunk: Callable[[str, int], None] | None = None,
+    multiprocessing_context: str | None = None,
 ) -> dict:
     """Exports every split of `dataset` through `backbone` into `out_dir`; returns meta.json.
 
@@ -292,6 +288,9 @@ def export_features(
         setting. 1 is much faster for small networks on a busy or small machine.
       on_chunk: called as on_chunk(split, chunk_index) after each chunk is saved (for tests and
         progress hooks; an exception there interrupts the export like a kill would).
+      multiprocessing_context: of the DataLoader workers (default: fork). The exporter runs in
+        its own process (`hsfm_jax.inputs` starts it as a subprocess); a caller that has other
+        threads running, such as JAX's, passes "spawn".
 
     Raises:
       ValueError / FileNotFoundError: bad input (the message names the file, split and row).
@@ -349,6 +348,7 @@ def export_features(
             chunk_size=chunk_size,
             show_progress=show_progress,
             on_chunk=on_chunk,
+            multiprocessing_context=multiprocessing_context,
         )
     finally:
         torch.set_num_threads(previous_threads)
@@ -369,6 +369,7 @@ def _export(
     chunk_size: int,
     show_progress: bool,
     on_chunk: Callable[[str, int], None] | None,
+    multiprocessing_context: str | None,
 ) -> dict:
     torch_device = torch.device(device)
     module = backbone.module.to(torch_device).eval()
@@ -390,6 +391,7 @@ def _export(
             dtype=np.dtype(_DTYPES[dtype]),
             show_progress=show_progress,
             on_chunk=on_chunk,
+            multiprocessing_context=multiprocessing_context,
         )
         features = _assemble(work, len(index.ids), chunk_size, backbone.feature_dim, _DTYPES[dtype])
         feature_format.write_split(out_dir, split, features, index.labels, index.groups, index.ids)

@@ -9,7 +9,7 @@ For a run on CLIP image features exported by `feature_export.backbones.clip` (th
 `encode_image` embeddings, which is what SD unCLIP conditions on), it picks support points (the
 most-edited ones per class, or --support_rows), decodes H_0 and H_final of each with diffusers'
 `StableUnCLIPImg2ImgPipeline(image_embeds=...)`, and writes `unclip_grid.png`: one row per point,
-columns original image (when `experiments.analyze.load_images` finds it) | unCLIP(H_0) | unCLIP(H_final).
+columns original image (when `feature_export.images.load_images` finds it) | unCLIP(H_0) | unCLIP(H_final).
 The two decodes of a point share their diffusion noise (same generator seed), so the difference
 between them comes from the edit alone.
 
@@ -151,7 +151,7 @@ def decode_pairs(
 
 def grid(rows: Sequence[dict], *, cell: int = 192) -> Image.Image:
     """Rows of {"source": PIL or None, "decoded": PIL, "edited": PIL, "caption": str} -> one image."""
-    from experiments.analyze import image_grid
+    from feature_export.images import image_grid
 
     cells = [
         [(row.get("source"), row["caption"]), (row["decoded"], ""), (row["edited"], "")]
@@ -215,7 +215,7 @@ def render(
     **pipe_kwargs,
 ) -> dict:
     """Selects, scales, decodes and writes unclip_grid.png + unclip.json to `out`."""
-    from experiments.analyze import load_images
+    from feature_export.images import load_images
 
     data = run["data"]
     expected = embedding_dim(pipe)

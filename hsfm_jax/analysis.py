@@ -362,3 +362,8 @@ def select_support_points(
         rows = np.flatnonzero(support_labels == c)
         chosen.extend(rows[np.argsort(-norms[rows], kind="stable")[:per_class]])
     return np.asarray(chosen, np.int64)
+
+
+def group_name(data, g: int) -> str:
+    """The name of group `g` of a `FeatureSet`, "?" for an unknown group."""
+    return data.group_names[g] if 0 <= g < data.num_groups else "?"

@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
@@ -87,6 +88,12 @@ class Split:
             labels=jnp.asarray(self.labels, dtype=jnp.int32),
             groups=jnp.asarray(self.groups, dtype=jnp.int32),
         )
+
+
+def float_dtype():
+    """The float dtype methods compute in: float64 when `jax_enable_x64` is on (the config's
+    `float64` switch), else float32."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
 
 
 class SplitArrays(struct.PyTreeNode):
@@ -188,6 +195,24 @@ def with_splits(data: FeatureSet, **splits: Split) -> FeatureSet:
     new = {**data.splits, **splits}
     meta = {**data.meta, "splits": {name: s.num_examples for name, s in new.items()}}
     return dataclasses.replace(data, splits=new, meta=meta)
+
+
+def split_validation(data: FeatureSet, fraction: float, seed: int) -> FeatureSet:
+    """With `fraction` > 0, val becomes two class-stratified parts (`split_by_class`).
+
+    `val` keeps the first part (HSFM's hard set, DFR's fitting data); the new `select` split holds
+    the rest and is where every method's model selection and reported val metrics happen.
+    """
+    if not fraction:
+        return data
+    fit, select = split_by_class(data.val, fraction, seed)
+    for name, part in (("fitting", fit), ("selection", select)):
+        if part.num_examples == 0:
+            raise ValueError(
+                f"val_split.fraction={fraction} leaves the {name} part of {data.path}/val "
+                f"({data.val.num_examples} examples) empty"
+            )
+    return with_splits(data, val=fit, select=select)
 
 
 # ----------------------------------------------------------------------------- reading

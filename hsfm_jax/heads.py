@@ -6,7 +6,6 @@ holds it; on XLA:CPU this layout was measured much faster inside unrolled loops 
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
@@ -54,7 +53,3 @@ def from_numpy(weight: np.ndarray, bias: np.ndarray, dtype=jnp.float32) -> Linea
 def predict(head: LinearHead, features: jnp.ndarray) -> jnp.ndarray:
     """Predicted classes (N,) int32."""
     return jnp.argmax(apply(head, features), axis=-1).astype(jnp.int32)
-
-
-def cast(head: LinearHead, dtype) -> LinearHead:
-    return jax.tree_util.tree_map(lambda x: x.astype(dtype), head)

@@ -280,9 +280,9 @@ def _scalars(prefix: str, metrics: dict, epoch_axes: int = 0) -> dict:
 
 # Test metrics feed nothing back into training, so a chunk of epochs can record its heads and
 # evaluate them all after the scan with one (N_test, d) @ (d, E C) matmul: the test features are
-# read once per chunk instead of once per epoch (memory-bound for small C: on the Waterbirds
-# size this is ~1.9 ms of a ~9 ms epoch on a 2-core CPU). Done when the chunk's heads and
-# logits take at most this many bytes (per seed); else each epoch evaluates its own head.
+# read once per chunk instead of once per epoch (the pass is memory-bound for small C). Done
+# when the chunk's heads and logits take at most this many bytes (per seed); else each epoch
+# evaluates its own head.
 _DEFERRED_TEST_BYTES = 64 * 2**20
 
 
@@ -363,31 +363,3 @@ def run_seeds(
 ) -> Result:
     """`run` vmapped over keys (S,): one compiled program for all seeds. Leading axis S."""
     return jax.vmap(lambda k: run(data, init_head, rates, k, settings=settings))(keys)
-
-
-def validate(train_labels, val_labels, settings: Settings) -> None:
-    """Checks class sizes at the boundary: support from train, hard set from val."""
-    hard_set.check_class_sizes(
-        train_labels,
-        settings.support_per_class,
-        settings.num_classes,
-        what="train split (support_per_class)",
-    )
-    if settings.hard_set_fill not in hard_set.FILL_MODES:
-        raise ValueError(
-            f"hsfm.hard_set_fill must be one of {hard_set.FILL_MODES}, got {settings.hard_set_fill!r}"
-        )
-    hard_set.check_class_sizes(
-        val_labels,
-        settings.hard_set_size if settings.hard_set_fill == "error" else 1,
-        settings.num_classes,
-        what="val split (hard_set_size)",
-    )
-    for name in ("support_per_class", "hard_set_size", "inner_steps", "meta_steps", "epochs"):
-        if getattr(settings, name) < 1:
-            raise ValueError(f"hsfm.{name} must be >= 1, got {getattr(settings, name)}")
-    for name in ("meta_optimizer", "head_optimizer"):
-        if getattr(settings, name) not in optim.OPTIMIZERS:
-            raise ValueError(
-                f"hsfm.{name} must be one of {optim.OPTIMIZERS}, got {getattr(settings, name)!r}"
-            )

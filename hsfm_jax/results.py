@@ -1,4 +1,4 @@
-"""Results as data: evaluate rows of heads, aggregate over seeds, render markdown.
+"""Results as data: evaluate rows of heads, aggregate over seeds (`tables` renders them).
 
 A "row" is a method's heads with a leading seed axis (S, C, d). Every row is evaluated by the
 one evaluator (`hsfm_jax.evaluate`) on the same splits, so rows are comparable.
@@ -108,69 +108,3 @@ def summarize(metrics) -> dict:
         }
 
     return jax.tree_util.tree_map(one, metrics)
-
-
-def _cell(summary: dict, split: str, metric: str) -> str:
-    entry = summary.get(split, {}).get(metric)
-    if entry is None or entry["mean"] is None:
-        return "-"
-    mean, std = 100 * entry["mean"], 100 * (entry["std"] or 0.0)
-    if len(entry["per_seed"]) > 1:
-        return f"{mean:.1f} ± {std:.1f}"
-    return f"{mean:.1f}"
-
-
-def markdown_table(summaries: Mapping[str, dict], *, num_groups: int, split: str = "test") -> str:
-    """A method x metric table (percent, mean ± std over seeds); `split` replaces "test"."""
-    columns = GROUP_COLUMNS if num_groups else CLASS_COLUMNS
-    columns = [
-        (split if s == "test" else s, metric, title.replace("test", split))
-        for s, metric, title in columns
-    ]
-    header = "| method | seeds | " + " | ".join(c[2] for c in columns) + " |"
-    lines = [header, "|" + "---|" * (len(columns) + 2)]
-    for name, summary in summaries.items():
-        seeds = len(summary[split]["mean_acc"]["per_seed"])
-        cells = [_cell(summary, split, metric) for split, metric, _ in columns]
-        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def group_table(
-    summaries: Mapping[str, dict], names: Sequence[str], *, split: str = "test", key="group_acc"
-) -> str:
-    """Per-group (or per-class with key='class_acc') accuracy of each method, mean over seeds."""
-    header = "| method | " + " | ".join(names) + " |"
-    lines = [header, "|" + "---|" * (len(names) + 1)]
-    for method, summary in summaries.items():
-        means = summary[split][key]["mean"]
-        cells = ["-" if m is None else f"{100 * m:.1f}" for m in means]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def category_table(
-    summaries: Mapping[str, dict], names: Sequence[str], *, split: str = "test"
-) -> str:
-    """Per-category pooled accuracy (Hard-Spurious-ImageNet's Easy/Medium/Hard) and overall.
-
-    `names` gives the column order (pytrees sort dict keys, so the summaries cannot).
-    """
-    header = "| method | " + " | ".join(names) + " | overall |"
-    lines = [header, "|" + "---|" * (len(names) + 2)]
-    for method, summary in summaries.items():
-        cells = [_format_entry(summary[split]["category_acc"][n]) for n in names]
-        cells.append(_format_entry(summary[split]["mean_acc"]))
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def percent(mean: float | None, std: float | None) -> str:
-    """'12.3 ± 0.4' from fractions; '-' when there is no value."""
-    if mean is None:
-        return "-"
-    return f"{100 * mean:.1f} ± {100 * (std or 0.0):.1f}"
-
-
-def _format_entry(entry: dict) -> str:
-    return percent(entry["mean"], entry["std"])

@@ -1,4 +1,4 @@
-"""Run history, edit geometry and `experiments.analyze` end to end (issue 9)."""
+"""Run history, edit geometry and `experiments.analyze` end to end."""
 
 import json
 import subprocess
@@ -10,6 +10,7 @@ from PIL import Image
 
 from experiments import analyze, train
 from experiments.configs import synthetic as synthetic_config
+from feature_export import images as image_files
 from hsfm_jax import analysis, synthetic
 from hsfm_jax import features as features_lib
 
@@ -230,8 +231,8 @@ def test_analyze_end_to_end_writes_every_file(synthetic_run, tmp_path):
     assert len(table) == 2 and len(table[0]["after_groups"]) == 3
     # Without the images root the ids are not paths that exist: no contact sheet.
     data = features_lib.load(synthetic_run[1], splits=("val",))
-    assert analyze.image_paths(data.val, [0, 1], None) is None
-    assert analyze.image_paths(data.val, [0, 1], images) == [
+    assert image_files.image_paths(data.val, [0, 1], None) is None
+    assert image_files.image_paths(data.val, [0, 1], images) == [
         images / "val_0.png",
         images / "val_1.png",
     ]
@@ -324,7 +325,7 @@ def test_digit_dominoes_images_are_rebuilt_from_meta(tmp_path):
         **dataset.describe(),
     )
     data = features_lib.load(tmp_path, splits=("train", "val"))
-    images = analyze.load_images(data, "val", [0, 5], None)
+    images = image_files.load_images(data, "val", [0, 5], None)
     expected = dataset.split_arrays("val").images
     np.testing.assert_array_equal(np.asarray(images[1])[..., 0], expected[5])
     tampered = features_lib.with_splits(
@@ -333,7 +334,7 @@ def test_digit_dominoes_images_are_rebuilt_from_meta(tmp_path):
             data.val.features, 1 - data.val.labels, data.val.groups, data.val.ids
         ),
     )
-    assert analyze.load_images(tampered, "val", [0], None) is None  # rows must match
+    assert image_files.load_images(tampered, "val", [0], None) is None  # rows must match
 
 
 def test_load_run_rebuilds_the_runs_val_split(synthetic_run, tmp_path):

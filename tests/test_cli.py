@@ -113,7 +113,7 @@ def test_class_too_small_for_hard_set(features_dir, tmp_path):
         *SMALL[:3],
     )
     _assert_one_line_error(
-        proc, "val split (hard_set_size): class 0 has 20 examples, fewer than the 500"
+        proc, "val: hsfm.hard_set_size: class 0 has 20 examples, fewer than the 500"
     )
 
 
@@ -121,7 +121,7 @@ def test_unknown_method(features_dir, tmp_path):
     proc = _main(
         "--config=experiments/configs/synthetic.py",
         f"--config.features_dir={features_dir}",
-        "--config.methods=erm,jtt",
+        "--config.methods=erm,foo",
         f"--workdir={tmp_path / 'run'}",
     )
-    _assert_one_line_error(proc, "config.methods: unknown method(s) ['jtt']")
+    _assert_one_line_error(proc, "methods: unknown method(s) ['foo']")

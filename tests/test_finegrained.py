@@ -20,6 +20,7 @@ from experiments import train
 from experiments.configs import common, finegrained
 from hsfm_jax import features as features_lib
 from hsfm_jax import hsfm, synthetic
+from hsfm_jax.baselines import erm as erm_lib
 
 CONFIGS = {
     f"{name}_resnet50{suffix}": (dataset, features)
@@ -76,7 +77,7 @@ def test_builder_values_are_the_papers_text():
         assert config.val_split.fraction == 0.5
         assert config.val_split.seed == 0
         # Chosen where Sec. 8.2 is silent (Table 11, Waterbirds / ResNet-50 column).
-        assert (h.meta_steps, h.inner_lr, h.head_lr) == (15, 5e-5, -1.0)
+        assert (h.meta_steps, h.inner_lr, h.head_lr) == (15, 5e-5, None)
         assert h.selection_metric == "auto"
         assert h.meta_gradient == "auto"
         assert config.paper["meta_batch_size_unused"] == 256
@@ -141,9 +142,7 @@ def test_erm_epochs_sets_the_number_of_steps():
     keys = jax.random.split(jax.random.key(0), 2)
 
     def heads_with(**erm):
-        config = common.base_config()
-        config.erm = common.erm_config(**erm)
-        return train.fit_erm(config, data, 3, keys)
+        return erm_lib.fit_heads(data.train, common.erm_config(**erm), keys, num_classes=3)
 
     # 3 epochs of ceil(100 / 32) = 4 minibatches; full batch: one step per epoch.
     by_epochs = heads_with(epochs=3, batch_size=32, steps=1)
@@ -191,7 +190,7 @@ def test_many_classes_without_groups_end_to_end(tmp_path):
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["val_split"] == {"fraction": 0.5, "seed": 0}
     methods = report["methods"]
-    assert methods["hsfm"]["selection_metric"] == "mean_acc"
+    assert methods["hsfm"]["resolved"]["selection_metric"] == "mean_acc"
     for row in ("erm", "hsfm", "hsfm_last"):
         test = methods[row]["test"]
         assert "wga" not in test and "group_acc" not in test
@@ -221,7 +220,7 @@ def test_selection_by_worst_class_accuracy(tmp_path):
     config.hsfm.update(selection_metric="worst_class_acc", hard_set_size=8, epochs=4)
     config.erm.epochs = 5
     report = train.run(config, tmp_path / "run")
-    assert report["methods"]["hsfm"]["selection_metric"] == "worst_class_acc"
+    assert report["methods"]["hsfm"]["resolved"]["selection_metric"] == "worst_class_acc"
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     worst = np.asarray(history["val_worst_class_acc"][0])
     np.testing.assert_array_equal(np.asarray(history["val_selection"][0]), worst)

@@ -1,5 +1,7 @@
 """The full HSFM run: seeds vmapped == a Python loop, one trace, Eq. 17, and it beats ERM."""
 
+from pathlib import Path
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -8,7 +10,7 @@ import pytest
 
 from experiments import train
 from experiments.configs import synthetic as synthetic_config
-from hsfm_jax import evaluate, features, hard_set, heads, hsfm, losses, meta, optim
+from hsfm_jax import evaluate, features, hard_set, heads, hsfm, hsfm_method, losses, meta, optim
 from hsfm_jax.baselines import erm
 
 SETTINGS = hsfm.Settings(
@@ -25,7 +27,7 @@ SETTINGS = hsfm.Settings(
 @pytest.fixture(scope="module")
 def problem(small_features_dir):
     data = features.load(small_features_dir)
-    arrays = train.to_device(data, jnp.float32)
+    arrays = hsfm_method.device_data(data, jnp.float32)
     head = erm.fit(
         arrays.train.features,
         arrays.train.labels,
@@ -166,15 +168,31 @@ def test_best_head_selection_ties_go_to_later_epoch(problem):
     assert int(result.best_epoch) == SETTINGS.epochs
 
 
-def test_validate_names_the_class():
-    labels = np.array([0] * 20 + [1] * 5)
-    with pytest.raises(ValueError, match=r"train split \(support_per_class\): class 1 has 5"):
-        hsfm.validate(labels, np.array([0, 1] * 20), SETTINGS)
-    with pytest.raises(ValueError, match=r"val split \(hard_set_size\): class 0 has 3"):
-        hsfm.validate(np.array([0, 1] * 20), np.array([0] * 3 + [1] * 20), SETTINGS)
+def _feature_set(train_labels, val_labels, num_groups=4):
+    def split(labels):
+        labels = np.asarray(labels)
+        n = labels.size
+        return features.Split(np.zeros((n, 3), np.float32), labels, labels % max(num_groups, 1))
+
+    meta = dict(num_classes=2, num_groups=num_groups, feature_dim=3)
+    splits = {"train": split(train_labels), "val": split(val_labels), "test": split([0, 1])}
+    return features.FeatureSet(path=Path("mem"), meta=meta, splits=splits)
+
+
+def _hsfm_config(**overrides):
+    config = hsfm_method.default_config()
+    config.update(dict(support_per_class=8, hard_set_size=10, **overrides))
+    return config
+
+
+def test_check_names_the_class():
+    with pytest.raises(ValueError, match=r"train: hsfm.support_per_class: class 1 has 5"):
+        hsfm_method.check(_hsfm_config(), _feature_set([0] * 20 + [1] * 5, [0, 1] * 20))
+    with pytest.raises(ValueError, match=r"val: hsfm.hard_set_size: class 0 has 3"):
+        hsfm_method.check(_hsfm_config(), _feature_set([0, 1] * 20, [0] * 3 + [1] * 20))
     with pytest.raises(ValueError, match="hsfm.meta_optimizer must be one of"):
-        hsfm.validate(
-            np.array([0, 1] * 20), np.array([0, 1] * 20), SETTINGS._replace(meta_optimizer="lbfgs")
+        hsfm_method.check(
+            _hsfm_config(meta_optimizer="lbfgs"), _feature_set([0, 1] * 20, [0, 1] * 20)
         )
 
 
@@ -207,10 +225,10 @@ def test_selection_on_a_separate_split(problem):
 def test_hard_set_fill_repeat_allows_small_val_classes(problem):
     arrays, head, rates = problem
     labels = np.array([0] * 3 + [1] * 20)
-    settings = SETTINGS._replace(hard_set_fill="repeat")
-    hsfm.validate(np.array([0, 1] * 20), labels, settings)  # no error: class 0 gives all 3
+    small_val = _feature_set([0, 1] * 20, labels)
+    hsfm_method.check(_hsfm_config(hard_set_fill="repeat"), small_val)  # class 0 gives all 3
     with pytest.raises(ValueError, match="hsfm.hard_set_fill must be one of"):
-        hsfm.validate(np.array([0, 1] * 20), labels, SETTINGS._replace(hard_set_fill="pad"))
+        hsfm_method.check(_hsfm_config(hard_set_fill="pad"), small_val)
     big = SETTINGS._replace(hard_set_fill="repeat", hard_set_size=200)  # > the 40 val per class
     result = hsfm.run(arrays, head, rates, jax.random.key(0), settings=big)
     assert np.all(np.asarray(result.history["hard_set_group_counts"]).sum(-1) == 400)

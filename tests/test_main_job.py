@@ -1,6 +1,7 @@
 """The README's main job (digit dominoes), end to end on the same code path, small settings."""
 
 import json
+from pathlib import Path
 
 from experiments import train
 from experiments.configs import digit_dominoes
@@ -32,6 +33,14 @@ def test_digit_dominoes_main_job(tmp_path):
     assert expected <= set(report["methods"])
     assert report["dataset"] == "digit_dominoes" and report["backbone"] == "digit_cnn"
     assert "| hsfm | 2 |" in (tmp_path / "run" / "results.md").read_text()
+    # every row, per seed, as before the method-contract refactor (the export runs in a
+    # subprocess now; the CNN's training and every method are unchanged)
+    reference = Path(__file__).parent / "data" / "digit_dominoes_reference.json"
+    for row, splits in json.loads(reference.read_text())["rows"].items():
+        for split, metrics in splits.items():
+            for metric, per_seed in metrics.items():
+                got = report["methods"][row][split][metric]["per_seed"]
+                assert got == per_seed, (row, split, metric)
     # a second run reuses the export (same fingerprint) and the trained weights
     meta = json.loads((tmp_path / "features" / "meta.json").read_text())
     train.run(config, tmp_path / "run2")

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hsfm_jax import heads, meta
+from hsfm_jax import heads, meta, meta_cost
 
 VARIANTS = ("vjp", "gram", "auto")
 
@@ -159,7 +159,7 @@ def test_vmapped_over_seeds():
     ],
 )
 def test_auto_rule(sizes, expected):
-    assert meta.choose_method(**sizes) == expected
+    assert meta_cost.choose_method(**sizes) == expected
 
 
 def test_unknown_method_names_the_choices():

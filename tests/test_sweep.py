@@ -15,10 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import sweep_runner, train
 from experiments.configs import synthetic as synthetic_config
 from hsfm_jax import features as features_lib
-from hsfm_jax import hsfm, synthetic
+from hsfm_jax import hsfm, hsfm_method, methods, synthetic, tables
+from hsfm_jax.sweep import execute as sweep_execute
+from hsfm_jax.sweep import plan as sweep_plan
+from hsfm_jax.sweep import report as sweep_report
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = "inner_steps=2,3 meta_lr=0.1,0.3,0.5 seeds=3"
@@ -53,7 +55,7 @@ def features_dir(tmp_path_factory):
 def reference(features_dir, tmp_path_factory):
     """An uninterrupted sweep: (workdir, report)."""
     workdir = tmp_path_factory.mktemp("reference")
-    report = sweep_runner.run(
+    report = sweep_execute.run(
         tiny_config(features_dir),
         SPEC,
         workdir,
@@ -69,7 +71,7 @@ def read_settings(workdir):
 
 def test_parse_spec_types_values_like_the_config():
     config = synthetic_config.get_config()
-    spec = sweep_runner.parse_spec(
+    spec = sweep_plan.parse_spec(
         "inner_steps=5,10 meta_lr=1e-2,1 erm.learning_rate=0.1 seeds=4", config
     )
     assert spec.num_seeds == 4
@@ -79,9 +81,9 @@ def test_parse_spec_types_values_like_the_config():
         ("erm.learning_rate", (0.1,)),
     )
     assert [type(v) for v in spec.axes[1][1]] == [float, float]
-    assert len(sweep_runner.grid(spec)) == 4
+    assert len(sweep_plan.grid(spec)) == 4
     assert (
-        sweep_runner.apply(config, {"erm.learning_rate": 0.5, "inner_steps": 3}).erm.learning_rate
+        sweep_plan.apply(config, {"erm.learning_rate": 0.5, "inner_steps": 3}).erm.learning_rate
         == 0.5
     )
     for bad, message in [
@@ -93,13 +95,13 @@ def test_parse_spec_types_values_like_the_config():
         ("meta_lr=1,1", "repeated values"),
     ]:
         with pytest.raises(ValueError, match=message):
-            sweep_runner.parse_spec(bad, config)
+            sweep_plan.parse_spec(bad, config)
 
 
 def test_rates_share_a_program_and_shapes_do_not(features_dir):
     config = tiny_config(features_dir)
     data = features_lib.load(features_dir)
-    settings, programs = sweep_runner.plan(config, sweep_runner.parse_spec(SPEC, config), data)
+    settings, programs = sweep_plan.plan(config, sweep_plan.parse_spec(SPEC, config), data)
     assert len(settings) == 6
     assert [p.setting_indices for p in programs] == [(0, 1, 2), (3, 4, 5)]
     assert [p.settings.inner_steps for p in programs] == [2, 3]
@@ -128,9 +130,9 @@ def test_config_mismatch_in_workdir_is_an_error(reference, features_dir):
     config = tiny_config(features_dir)
     config.hsfm.hard_set_size = 3
     with pytest.raises(ValueError, match=r"different configuration \(config.hsfm.hard_set_size"):
-        sweep_runner.run(config, SPEC, workdir, checkpoint_every=CHECKPOINT_EVERY, progress=False)
+        sweep_execute.run(config, SPEC, workdir, checkpoint_every=CHECKPOINT_EVERY, progress=False)
     with pytest.raises(ValueError, match="different configuration.*sweep"):
-        sweep_runner.run(
+        sweep_execute.run(
             tiny_config(features_dir),
             "inner_steps=2 meta_lr=0.1,0.3,0.5 seeds=3",
             workdir,
@@ -141,7 +143,7 @@ def test_config_mismatch_in_workdir_is_an_error(reference, features_dir):
 
 def test_kill_and_resume_gives_the_uninterrupted_table(reference, features_dir, tmp_path):
     ref_dir, ref_report = reference
-    run = lambda **hooks: sweep_runner.run(
+    run = lambda **hooks: sweep_execute.run(
         tiny_config(features_dir),
         SPEC,
         tmp_path,
@@ -149,10 +151,10 @@ def test_kill_and_resume_gives_the_uninterrupted_table(reference, features_dir, 
         progress=False,
         **hooks,
     )
-    with pytest.raises(sweep_runner.Interrupted):
+    with pytest.raises(sweep_execute.Interrupted):
         run(max_settings=1)  # killed after the first program (settings 0-2)
     assert len(read_settings(tmp_path)) == 3
-    with pytest.raises(sweep_runner.Interrupted):
+    with pytest.raises(sweep_execute.Interrupted):
         run(stop_after_epochs=2)  # killed inside the second program, after epoch 2
     assert len(read_settings(tmp_path)) == 3
     assert (tmp_path / "checkpoints" / "program_001" / "2").is_dir()
@@ -166,7 +168,7 @@ def test_kill_and_resume_gives_the_uninterrupted_table(reference, features_dir, 
         assert (tmp_path / name).read_text() == (ref_dir / name).read_text()
     # Resuming reused the compiled programs: one chunk program per shape setting.
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("runs",))
-    assert sweep_runner.jitted(mesh)[1]._cache_size() == 2
+    assert sweep_execute.jitted(mesh)[1]._cache_size() == 2
 
 
 def test_vmapped_rates_equal_separate_runs(reference, features_dir):
@@ -174,15 +176,15 @@ def test_vmapped_rates_equal_separate_runs(reference, features_dir):
     ref_dir, _ = reference
     config = tiny_config(features_dir)
     data = features_lib.load(features_dir)
-    arrays = train.to_device(data, jnp.float32)
+    arrays = hsfm_method.device_data(data, jnp.float32)
     keys = jax.random.split(jax.random.key(config.seed), 3)
-    erm_heads = train.fit_erm(config, arrays, data.num_classes, keys)
-    init_head, _ = train.initial_head(config, data, erm_heads, jnp.float32)
-    settings = train.hsfm_settings(config, data)
+    hsfm_config = methods.method_config(config, "hsfm")
+    init_head = hsfm_method.initial_head(hsfm_config, data, arrays.train, keys)
+    settings = hsfm_method.settings(hsfm_config, data)
     for record in read_settings(ref_dir)[:3]:  # inner_steps=2: one program, three rates
-        config.hsfm.meta_lr = record["overrides"]["meta_lr"]
+        hsfm_config.meta_lr = record["overrides"]["meta_lr"]
         out = hsfm.run_seeds(
-            arrays, init_head, train.hsfm_rates(config, jnp.float32), keys, settings=settings
+            arrays, init_head, hsfm_method.rates(hsfm_config, jnp.float32), keys, settings=settings
         )
         assert record["best_epoch"] == np.asarray(out.best_epoch).tolist()
         for name in ("outer_loss_before", "outer_loss_after", "edit_norm", "val_wga", "test_wga"):
@@ -261,10 +263,10 @@ def test_table_builder_on_a_fixture(tmp_path):
         _record(0, 0.1, [0.8, 0.8], [0.7, 0.5]),  # the best val WGA
         _record(2, 10.0, [0.2, 0.4], [0.9, 0.9]),
     ]
-    report = sweep_runner.build_report(records, ["meta_lr"], num_groups=4)
+    report = sweep_report.build_report(records, ["meta_lr"], num_groups=4)
     assert report["selected"] == 0
     assert [r["index"] for r in report["rows"]] == [0, 1, 2]
-    assert sweep_runner.markdown(report) == (
+    assert tables.sweep_markdown(report) == (
         "| setting | meta_lr | seeds | val WGA | test WGA | test mean acc "
         "| test avg (train-weighted) | selected by val |\n"
         "|---|---|---|---|---|---|---|---|\n"
@@ -273,7 +275,7 @@ def test_table_builder_on_a_fixture(tmp_path):
         "| 2 | 10.0 | 2 | 30.0 ± 10.0 | 90.0 ± 0.0 | 85.0 ± 5.0 | 95.0 ± 0.0 |  |\n"
         "\nVal wga selects setting 0 (meta_lr=0.1): test WGA 60.0 ± 10.0.\n"
     )
-    lines = sweep_runner.to_csv(report).splitlines()
+    lines = tables.sweep_csv(report).splitlines()
     assert lines[0] == (
         "index,setting,meta_lr,num_seeds,val_wga_mean,val_wga_std,test_wga_mean,test_wga_std,"
         "test_mean_acc_mean,test_mean_acc_std,test_train_weighted_acc_mean,"
@@ -281,5 +283,5 @@ def test_table_builder_on_a_fixture(tmp_path):
     )
     assert lines[1].startswith("0,meta_lr=0.1,0.1,2,0.8,0.0,0.6")
     assert lines[1].endswith(",wga,1") and lines[2].endswith(",wga,0")
-    sweep_runner.plot(report, tmp_path / "sweep.png")
+    sweep_report.plot(report, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 1000

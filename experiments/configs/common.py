@@ -1,65 +1,33 @@
 """The base experiment config: every field a run reads, with defaults.
 
-Dataset configs start from `base_config()` and override what the paper's tables give.
+Dataset configs start from `base_config()` and override what the paper's tables give. Each
+method's fields (`config.<method>`) are its module's `default_config()` (`hsfm_jax.methods`).
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from hsfm_jax import synthetic
-
-PLACEHOLDER_DIR = "/path/to/features"
+from hsfm_jax import inputs, methods, synthetic
 
 
 def hsfm_config(**overrides) -> ml_collections.ConfigDict:
-    """HSFM hyperparameters (paper Alg. 1; names as in the paper's Tables 11-13)."""
-    config = ml_collections.ConfigDict(
-        dict(
-            support_per_class=16,  # support set size per class
-            hard_set_size=64,  # Khard, per class
-            # "error": a val class with fewer than Khard examples is an error; "repeat": it gives
-            # all of them, repeated hardest-first to fill its Khard slots (fine-grained sets).
-            hard_set_fill="error",
-            inner_steps=15,  # T: inner SGD steps, and head steps per epoch
-            inner_lr=5e-5,  # alpha ("inner learning rate"); also the head's lr
-            head_lr=-1.0,  # < 0: same as inner_lr (paper, Sec. 8.1)
-            meta_lr=1.0,  # eta ("outer learning rate")
-            meta_steps=15,  # KH
-            epochs=40,
-            meta_grad_clip=10.0,  # global-norm clip of the meta-gradient (released code)
-            meta_optimizer="adam",  # "adam" (released code) or "sgd" (paper Eq. 17)
-            head_optimizer="adam",  # "adam" (released code) or "sgd"
-            init_head="auto",  # "auto": head.npz if present else the ERM row; "backbone"; "erm"
-            remat=False,  # jax.checkpoint each inner step (long unrolls)
-            meta_gradient="auto",  # "autodiff", "vjp", "gram" or "auto" (hsfm_jax.meta)
-            selection_metric="auto",  # "auto": val WGA with groups, val accuracy without
-        )
-    )
+    """HSFM hyperparameters (`hsfm_jax.hsfm_method.default_config`) with `overrides`."""
+    config = methods.default_configs()["hsfm"]
     config.update(overrides)
     return config
 
 
 def erm_config(**overrides) -> ml_collections.ConfigDict:
-    """ERM linear head on train features."""
-    config = ml_collections.ConfigDict(
-        dict(
-            optimizer="adam",
-            learning_rate=1e-3,
-            steps=1000,
-            epochs=0,  # > 0: steps = epochs * ceil(N_train / batch_size) instead of `steps`
-            l2=0.0,
-            batch_size=0,  # 0: full batch
-            class_balanced=False,
-        )
-    )
+    """The ERM head recipe (`hsfm_jax.baselines.erm.default_config`) with `overrides`."""
+    config = methods.default_configs()["erm"]
     config.update(overrides)
     return config
 
 
 def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.features_dir = PLACEHOLDER_DIR
+    config.features_dir = inputs.PLACEHOLDER_PREFIX + "/features"
     # How to make features_dir when it has no meta.json: "" (error), "synthetic", "export".
     config.prepare = ""
     # Arguments of hsfm_jax.synthetic.generate, used when prepare == "synthetic".
@@ -85,17 +53,6 @@ def base_config() -> ml_collections.ConfigDict:
     config.num_seeds = 5
     config.seed = 0
     config.float64 = False
-    config.erm = erm_config()
-    config.hsfm = hsfm_config()
-    _add_baseline_defaults(config)
+    for name, method_config in methods.default_configs().items():
+        config[name] = method_config
     return config
-
-
-def _add_baseline_defaults(config: ml_collections.ConfigDict) -> None:
-    from hsfm_jax import baselines
-
-    for name, module in baselines.available().items():
-        config[name] = module.default_config()
-        if "erm" in config[name]:
-            # One ERM recipe: a baseline's reference ERM head is the `erm` row's.
-            config[name].erm = config.erm

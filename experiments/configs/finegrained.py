@@ -138,7 +138,7 @@ def finegrained_config(dataset: str, features: str) -> ml_collections.ConfigDict
         hard_set_size=PAPER["hard_set_size"],
         inner_steps=PAPER["inner_steps"],
         inner_lr=CHOSEN["inner_lr"],
-        head_lr=-1.0,  # = inner_lr (Sec. 8.1)
+        head_lr=None,  # = inner_lr (Sec. 8.1)
         meta_lr=PAPER["meta_learning_rate"],
         meta_steps=CHOSEN["meta_steps"],
         epochs=PAPER["meta_iterations"],

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hsfm_jax import evaluate, heads
+from hsfm_jax import checks, evaluate, heads
 from hsfm_jax.baselines import erm
 from hsfm_jax.features import FeatureSet
 
@@ -639,3 +639,27 @@ def run(
             balance=bool(paper.balance),
         )
     return rows
+
+
+def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
+    """Raises ValueError naming the first bad field; returns the resolved selection metric."""
+    checks.subset_of(config, "dfr", "variants", VARIANTS)
+    checks.all_positive(config, "dfr", "c_grid")
+    checks.at_least(config, "dfr", "num_retrains", 1)
+    checks.at_least(config, "dfr", "tr_num_retrains", 1)
+    checks.one_of(config, "dfr", "standardize", (False, True))
+    checks.one_of(config, "dfr", "balance", ("auto", "groups", "classes"))
+    checks.positive(config.solver, "dfr.solver", "tol")
+    checks.at_least(config.solver, "dfr.solver", "max_iters", 1)
+    checks.at_least(config.solver, "dfr.solver", "check_every", 1)
+    checks.at_least(config.paper, "dfr.paper", "epochs", 1)
+    checks.positive(config.paper, "dfr.paper", "learning_rate")
+    checks.non_negative(config.paper, "dfr.paper", "l2")
+    selection_metric = checks.selection_metric(config, "dfr", data.num_groups)
+    if config.balance == "groups" or (config.balance == "auto" and data.num_groups > 0):
+        for split in (data.train, data.val):
+            if not split.has_groups:
+                raise ValueError(
+                    f"dfr: balance='groups' needs group labels on train and val ({data.path})"
+                )
+    return {"selection_metric": selection_metric}

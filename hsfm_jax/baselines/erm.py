@@ -3,6 +3,9 @@
 `fit` trains a linear head with cross-entropy (+ optional L2 on the weight) with an optax
 optimizer, full batch or minibatch (optionally class-balanced sampling). It is one jitted
 `lax.scan`, a pure function of (data, key), so it vmaps over seeds.
+
+As a method (`hsfm_jax.methods`): `default_config`, `check`, `run` give the "erm" row, and
+`fit_heads` is the recipe other methods start from (HSFM's initial head without head.npz).
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
-from hsfm_jax import heads, losses, optim
+from hsfm_jax import checks, heads, losses, optim
+from hsfm_jax.features import FeatureSet, SplitArrays, float_dtype
 
 
 def _objective(head, features, labels, weights, l2, l2_bias=False, feature_mask=None):
@@ -119,3 +124,68 @@ def fit(
     if feature_mask is not None:
         head = head.replace(weight=head.weight * feature_mask)
     return head
+
+
+# ------------------------------------------------------------------------- the method contract
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """ERM linear head on train features."""
+    return ml_collections.ConfigDict(
+        dict(
+            optimizer="adam",
+            learning_rate=1e-3,
+            steps=1000,
+            epochs=0,  # > 0: steps = epochs * ceil(N_train / batch_size) instead of `steps`
+            l2=0.0,
+            batch_size=0,  # 0: full batch
+            class_balanced=False,
+        )
+    )
+
+
+def check(config: ml_collections.ConfigDict, data: FeatureSet, prefix: str = "erm") -> dict:
+    """Raises ValueError naming the first bad field of an ERM config; nothing to resolve."""
+    checks.one_of(config, prefix, "optimizer", optim.OPTIMIZERS)
+    checks.positive(config, prefix, "learning_rate")
+    checks.at_least(config, prefix, "epochs", 0)
+    checks.at_least(config, prefix, "steps", 0 if config.epochs > 0 else 1)
+    checks.non_negative(config, prefix, "l2")
+    checks.at_least(config, prefix, "batch_size", 0)
+    del data
+    return {}
+
+
+def num_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
+    """`config.steps`, or `epochs * ceil(N_train / batch_size)` (one step per epoch in full batch)
+    when `config.epochs` > 0, as the paper states head training in epochs (Sec. 8.2)."""
+    if config.get("epochs", 0) > 0:
+        return config.epochs * (-(-num_train // config.batch_size) if config.batch_size else 1)
+    return config.steps
+
+
+def fit_heads(
+    train: SplitArrays, config: ml_collections.ConfigDict, keys: jax.Array, *, num_classes: int
+) -> heads.LinearHead:
+    """ERM heads (S, C, d): one per key when minibatched, else one deterministic head (1, C, d)."""
+    one = lambda key: fit(
+        train.features,
+        train.labels,
+        key,
+        num_classes=num_classes,
+        optimizer=config.optimizer,
+        learning_rate=config.learning_rate,
+        steps=num_steps(config, train.labels.shape[0]),
+        l2=config.l2,
+        batch_size=config.batch_size,
+        class_balanced=config.class_balanced,
+    )
+    return jax.vmap(one)(keys if config.batch_size else keys[:1])
+
+
+def run(
+    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
+) -> dict[str, heads.LinearHead]:
+    """{"erm": heads (S, C, d)}, or one head (1, C, d) in full batch (deterministic)."""
+    train = data.train.to_arrays(float_dtype())
+    return {"erm": fit_heads(train, config, keys, num_classes=data.num_classes)}

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hsfm_jax import evaluate, heads
+from hsfm_jax import checks, evaluate, heads, optim
 from hsfm_jax.baselines import erm
 from hsfm_jax.features import FeatureSet
 
@@ -359,21 +359,30 @@ def reference_head(data: FeatureSet, config: ml_collections.ConfigDict) -> heads
     )
 
 
+def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
+    """Raises ValueError naming the first bad field; returns the resolved selection metric."""
+    checks.all_finite(config, "neurontune", "thresholds")
+    checks.one_of(config, "neurontune", "activation", ACTIVATIONS)
+    checks.one_of(config, "neurontune", "tune_split", TUNE_SPLITS)
+    checks.one_of(config, "neurontune", "init", ("current", "zeros"))
+    checks.one_of(config, "neurontune", "optimizer", optim.OPTIMIZERS)
+    checks.positive(config, "neurontune", "learning_rate")
+    for name in ("batch_size", "batches_per_epoch", "epochs"):
+        checks.at_least(config, "neurontune", name, 1)
+    checks.non_negative(config, "neurontune", "l2")
+    if not data.has_head:  # the current head is an ERM head on train
+        checks.one_of(config.erm, "erm", "optimizer", optim.OPTIMIZERS)
+        checks.positive(config.erm, "erm", "learning_rate")
+        checks.at_least(config.erm, "erm", "steps", 1)
+        checks.non_negative(config.erm, "erm", "l2")
+    return {"selection_metric": checks.selection_metric(config, "neurontune", data.num_groups)}
+
+
 def run_with_info(
     data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
 ) -> tuple[dict[str, heads.LinearHead], dict]:
     """`run`, plus the full output of `tune` (biased dims, deltas, histories) for inspection."""
-    if config.activation not in ACTIVATIONS:
-        raise ValueError(
-            f"neurontune: activation must be one of {ACTIVATIONS}, got {config.activation!r}"
-        )
-    if config.tune_split not in TUNE_SPLITS:
-        raise ValueError(
-            f"neurontune: tune_split must be one of {TUNE_SPLITS}, got {config.tune_split!r}"
-        )
-    if config.init not in ("current", "zeros"):
-        raise ValueError(f"neurontune: init must be 'current' or 'zeros', got {config.init!r}")
-    metric = evaluate.selection_metric_name(data.num_groups, config.selection_metric)
+    metric = check(config, data)["selection_metric"]
     reference = reference_head(data, config)
     val = data.val.to_arrays()
     values, rows = class_sorted_activations(
@@ -384,8 +393,8 @@ def run_with_info(
     if config.tune_split == "train":
         train = data.train.to_arrays()
         train_x, train_y = train.features, train.labels
-    else:  # unused; small placeholders keep the signature fixed
-        train_x, train_y = val.features[:1], val.labels[:1]
+    else:  # D_Tune is half of val: train is not read
+        train_x, train_y = None, None
     out = tune(
         keys,
         jnp.asarray(config.thresholds, jnp.float32),

@@ -1,4 +1,4 @@
-r"""Hyperparameter sweeps of HSFM: a grid of settings x seeds, vmapped, sharded, resumable.
+r"""Running a sweep of HSFM: a grid of settings x seeds, vmapped, sharded, resumable.
 
 The paper tunes Khard, KH, T, the support size and the learning rates per dataset (Tables 11-13,
 Figs. 3-4) and reports mean ± std over seeds. A sweep spec such as
@@ -38,10 +38,7 @@ Workdir layout::
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
-import itertools
 import json
 import time
 from collections.abc import Sequence
@@ -56,25 +53,12 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from experiments import train
-from hsfm_jax import checkpointing, hsfm, results
+from hsfm_jax import checkpointing, hsfm, hsfm_method, inputs, methods, results
 from hsfm_jax import features as features_lib
+from hsfm_jax.baselines import erm
+from hsfm_jax.sweep import report as report_lib
+from hsfm_jax.sweep.plan import Program, Spec, apply, parse_spec, plan, setting_name
 
-SEEDS_NAME = "seeds"
-# Fields of config.hsfm that only feed `hsfm.Rates`: sweeping them keeps the program.
-RATE_FIELDS = ("inner_lr", "meta_lr", "head_lr", "meta_grad_clip")
-# Top-level config entries a sweep may not vary: they change the data, the seeds or the output.
-FIXED_ENTRIES = (
-    "features_dir",
-    "prepare",
-    "synthetic",
-    "export",
-    "float64",
-    "methods",
-    "num_seeds",
-    "seed",
-    "val_split",
-)
 RECORD_FILE = "sweep_config.json"
 SETTINGS_DIR = "settings"
 CHECKPOINTS_DIR = "checkpoints"
@@ -82,141 +66,6 @@ CHECKPOINTS_DIR = "checkpoints"
 
 class Interrupted(RuntimeError):
     """Raised by the test hooks `max_settings` / `stop_after_epochs` to simulate a kill."""
-
-
-class Spec(NamedTuple):
-    """A parsed sweep spec.
-
-    Attributes:
-      axes: ((name, values), ...) in the order given; `name` as the user wrote it.
-      num_seeds: from ``seeds=N``, or None to keep ``config.num_seeds``.
-    """
-
-    axes: tuple[tuple[str, tuple], ...]
-    num_seeds: int | None
-
-
-class Program(NamedTuple):
-    """Settings that share one compiled program (they differ at most in `hsfm.Rates`)."""
-
-    index: int
-    settings: hsfm.Settings
-    setting_indices: tuple[int, ...]
-
-
-def config_path(name: str) -> str:
-    """'inner_steps' -> 'hsfm.inner_steps'; dotted names are config paths already."""
-    return name if "." in name else f"hsfm.{name}"
-
-
-def _lookup(config: ml_collections.ConfigDict, path: str):
-    node = config
-    for part in path.split("."):
-        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            return None, False
-        node = node[part]
-    return node, True
-
-
-def _cast(text: str, like: Any, name: str):
-    try:
-        if isinstance(like, bool):
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError
-            return text.lower() in ("true", "1")
-        if isinstance(like, int):
-            return int(text)
-        if isinstance(like, float):
-            return float(text)
-        if isinstance(like, str):
-            return text
-    except ValueError:
-        pass
-    raise ValueError(f"sweep: {name}={text!r} is not a valid {type(like).__name__}")
-
-
-def parse_spec(text: str, config: ml_collections.ConfigDict) -> Spec:
-    """Parses ``'name=v1,v2 other=v3 seeds=N'``, typing each value like the config field."""
-    axes, num_seeds, seen = [], None, set()
-    for token in text.split():
-        name, sep, values = token.partition("=")
-        if not sep or not name or not values:
-            raise ValueError(f"sweep: expected name=v1,v2,... but got {token!r}")
-        if name in seen:
-            raise ValueError(f"sweep: {name!r} is given twice")
-        seen.add(name)
-        if name == SEEDS_NAME:
-            if not values.isdigit() or int(values) < 1:
-                raise ValueError(f"sweep: seeds must be an integer >= 1, got {values!r}")
-            num_seeds = int(values)
-            continue
-        path = config_path(name)
-        if name.split(".")[0] in FIXED_ENTRIES or path.split(".")[0] in FIXED_ENTRIES:
-            raise ValueError(
-                f"sweep: {name!r} cannot be swept (it changes the data, the seeds or the "
-                f"outputs); fixed entries: {list(FIXED_ENTRIES)}"
-            )
-        current, found = _lookup(config, path)
-        if not found:
-            raise ValueError(
-                f"sweep: unknown name {name!r} (config.{path} does not exist); bare names are "
-                f"fields of config.hsfm: {sorted(config.hsfm.keys())}"
-            )
-        if isinstance(current, ml_collections.ConfigDict) or current is None:
-            raise ValueError(f"sweep: config.{path} is not a scalar field")
-        parsed = tuple(_cast(v, current, name) for v in values.split(","))
-        if len(set(parsed)) != len(parsed):
-            raise ValueError(f"sweep: {name} has repeated values {parsed}")
-        axes.append((name, parsed))
-    return Spec(tuple(axes), num_seeds)
-
-
-def grid(spec: Spec) -> list[dict[str, Any]]:
-    """The settings of the spec: one {name: value} dict each, Cartesian product in spec order."""
-    names = [name for name, _ in spec.axes]
-    return [
-        dict(zip(names, values, strict=True))
-        for values in itertools.product(*(v for _, v in spec.axes))
-    ]
-
-
-def apply(config: ml_collections.ConfigDict, overrides: dict[str, Any]):
-    """A copy of `config` with the overrides of one setting."""
-    config = ml_collections.ConfigDict(config.to_dict())
-    for name, value in overrides.items():
-        *parents, leaf = config_path(name).split(".")
-        node = config
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    return config
-
-
-def setting_name(overrides: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "base config"
-
-
-def plan(
-    config: ml_collections.ConfigDict, spec: Spec, data: features_lib.FeatureSet
-) -> tuple[list[dict[str, Any]], list[Program]]:
-    """The settings and the programs that run them (settings equal up to rates share one)."""
-    settings_list = grid(spec)
-    groups: dict[str, list[int]] = {}
-    statics: dict[str, hsfm.Settings] = {}
-    for index, overrides in enumerate(settings_list):
-        setting_config = apply(config, overrides)
-        static = train.hsfm_settings(setting_config, data)
-        hsfm.validate(data.train.labels, data.val.labels, static)
-        rest = setting_config.to_dict()
-        for field in RATE_FIELDS:
-            rest["hsfm"].pop(field)
-        key = json.dumps([repr(static), rest], sort_keys=True, default=str)
-        groups.setdefault(key, []).append(index)
-        statics[key] = static
-    programs = [
-        Program(i, statics[key], tuple(indices)) for i, (key, indices) in enumerate(groups.items())
-    ]
-    return settings_list, programs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,19 +119,22 @@ def _program_inputs(ctx: _Context, settings_list, program: Program):
     configs = [apply(ctx.config, settings_list[i]) for i in program.setting_indices]
     num_seeds = ctx.keys.shape[0]
     # Built on the host: eager jnp indexing would compile a gather per array shape.
-    rates = [jax.device_get(train.hsfm_rates(c, ctx.dtype)) for c in configs]
+    hsfm_configs = [methods.method_config(c, "hsfm") for c in configs]
+    rates = [jax.device_get(hsfm_method.rates(c, ctx.dtype)) for c in hsfm_configs]
     rates = jax.tree_util.tree_map(lambda *xs: np.repeat(np.stack(xs), num_seeds, 0), *rates)
     keys = _host_keys(ctx.keys)[np.tile(np.arange(num_seeds), len(configs))]
-    config = configs[0]  # the settings of a program agree outside the rates
+    config = hsfm_configs[0]  # the settings of a program agree outside the rates
     erm_heads = None
-    if config.hsfm.init_head == "erm" or not ctx.data.has_head:
+    if hsfm_method.check(config, ctx.data)["init_head"] == "erm":
         erm_key = config.erm.to_json()
         if erm_key not in ctx.erm_heads:  # programs that differ only outside config.erm share it
-            ctx.erm_heads[erm_key] = train.fit_erm(
-                config, ctx.arrays, ctx.data.num_classes, ctx.keys
+            ctx.erm_heads[erm_key] = erm.fit_heads(
+                ctx.arrays.train, config.erm, ctx.keys, num_classes=ctx.data.num_classes
             )
         erm_heads = ctx.erm_heads[erm_key]
-    init_head, _ = train.initial_head(config, ctx.data, erm_heads, ctx.dtype)
+    init_head = hsfm_method.initial_head(
+        config, ctx.data, ctx.arrays.train, ctx.keys, dtype=ctx.dtype, erm_heads=erm_heads
+    )
     return init_head, rates, keys
 
 
@@ -458,7 +310,7 @@ def run(
     jax.config.update("jax_enable_x64", bool(config.float64))
     dtype = jnp.float64 if config.float64 else jnp.float32
 
-    data = train.split_validation(config, features_lib.load(train.prepare_features(config)))
+    data = inputs.load(config)
     settings_list, programs = plan(config, spec, data)
     workdir.mkdir(parents=True, exist_ok=True)
     checkpointing.check_record(
@@ -474,7 +326,7 @@ def run(
     ctx = _Context(
         config=config,
         data=data,
-        arrays=train.to_device(data, dtype),
+        arrays=hsfm_method.device_data(data, dtype),
         keys=jax.random.split(jax.random.key(config.seed), config.num_seeds),
         dtype=dtype,
         mesh=Mesh(np.asarray(devices), ("runs",)),
@@ -522,7 +374,9 @@ def run(
         bar.close()
 
     records = [json.loads(_setting_file(workdir, i).read_text()) for i in range(len(settings_list))]
-    report = build_report(records, [name for name, _ in spec.axes], num_groups=data.num_groups)
+    report = report_lib.build_report(
+        records, [name for name, _ in spec.axes], num_groups=data.num_groups
+    )
     report.update(
         dataset=data.meta["dataset"],
         backbone=data.meta["backbone"],
@@ -532,141 +386,5 @@ def run(
         timings_s=timings,
         resumed_from_epoch={str(k): v for k, v in resumed.items()},
     )
-    write_outputs(report, workdir)
+    report_lib.write_outputs(report, workdir)
     return report
-
-
-# ---------------------------------------------------------------------------------------------
-# The summary: one row per setting, rebuilt from the settings' result files.
-
-
-def table_columns(num_groups: int) -> list[tuple[str, str, str]]:
-    """(split, metric, header) of the table: the val selection metric first, then test."""
-    base = results.GROUP_COLUMNS if num_groups else results.CLASS_COLUMNS
-    return [c for c in base if c[0] == "val"] + [c for c in base if c[0] != "val"]
-
-
-def build_report(records: Sequence[dict], names: Sequence[str], *, num_groups: int) -> dict:
-    """The sweep report from per-setting records (as written to ``settings/<index>.json``).
-
-    Returns a dict with ``names`` (swept names), ``columns``, ``rows`` (one per setting: the
-    overrides, num_seeds, and mean/std of each column metric as fractions) and ``selected`` (the
-    index of the row with the best mean val selection metric; ties go to the first).
-    """
-    cols = table_columns(num_groups)
-    rows = []
-    for record in sorted(records, key=lambda r: r["index"]):
-        row = {
-            "index": record["index"],
-            "setting": record["name"],
-            **{name: record["overrides"][name] for name in names},
-            "num_seeds": record["num_seeds"],
-        }
-        for split, metric, _ in cols:
-            entry = record["metrics"][split][metric]
-            row[f"{split}_{metric}_mean"] = entry["mean"]
-            row[f"{split}_{metric}_std"] = entry["std"]
-        row["selection_metric"] = record["selection_metric"]
-        rows.append(row)
-    scores = [
-        -np.inf if (s := row[f"val_{row['selection_metric']}_mean"]) is None else s for row in rows
-    ]
-    selected = rows[int(np.argmax(scores))]["index"] if rows else None
-    return {
-        "names": list(names),
-        "columns": [{"split": s, "metric": m, "header": h} for s, m, h in cols],
-        "rows": rows,
-        "selected": selected,
-    }
-
-
-def markdown(report: dict) -> str:
-    """The sweep table (percent, mean ± std over seeds), the selected row marked."""
-    names, cols = report["names"], report["columns"]
-    header = ["setting", *names, "seeds", *(c["header"] for c in cols), "selected by val"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in report["rows"]:
-        cells = [str(row["index"]), *(str(row[n]) for n in names), str(row["num_seeds"])]
-        for c in cols:
-            key = f"{c['split']}_{c['metric']}"
-            cells.append(results.percent(row[f"{key}_mean"], row[f"{key}_std"]))
-        cells.append("✓" if row["index"] == report["selected"] else "")
-        lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    chosen = next((r for r in report["rows"] if r["index"] == report["selected"]), None)
-    if chosen is not None:
-        test = next(c for c in cols if c["split"] == "test")
-        key = f"test_{test['metric']}"
-        text += (
-            f"\nVal {chosen['selection_metric']} selects setting {chosen['index']} "
-            f"({chosen['setting']}): {test['header']} "
-            f"{results.percent(chosen[f'{key}_mean'], chosen[f'{key}_std'])}.\n"
-        )
-    return text
-
-
-def to_csv(report: dict) -> str:
-    """One row per setting; metric columns are fractions (mean and std over seeds)."""
-    fields = ["index", "setting", *report["names"], "num_seeds"]
-    for c in report["columns"]:
-        fields += [f"{c['split']}_{c['metric']}_mean", f"{c['split']}_{c['metric']}_std"]
-    fields += ["selection_metric", "selected"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for row in report["rows"]:
-        writer.writerow({**row, "selected": int(row["index"] == report["selected"])})
-    return buffer.getvalue()
-
-
-def plot(report: dict, path: str | Path) -> None:
-    """Test WGA (mean ± std over seeds) against each swept name, like the paper's Figs. 3-4.
-
-    One panel per swept name; one line per combination of the other swept values.
-    """
-    # The object-oriented API renders with Agg and skips importing pyplot (seconds on a busy CPU).
-    from matplotlib.figure import Figure
-
-    names = report["names"] or ["setting"]
-    test = next(c for c in report["columns"] if c["split"] == "test")
-    key = f"test_{test['metric']}"
-    fig = Figure(figsize=(4.2 * len(names), 3.4))
-    axes = fig.subplots(1, len(names), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        others = [n for n in report["names"] if n != name]
-        values = list(dict.fromkeys(row.get(name, row["index"]) for row in report["rows"]))
-        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-        lines: dict[tuple, list[dict]] = {}
-        for row in report["rows"]:
-            lines.setdefault(tuple(row[n] for n in others), []).append(row)
-        for other_values, rows in lines.items():
-            xs = [row.get(name, row["index"]) for row in rows]
-            xs = xs if numeric else [values.index(x) for x in xs]
-            means = [np.nan if r[f"{key}_mean"] is None else 100 * r[f"{key}_mean"] for r in rows]
-            stds = [100 * (r[f"{key}_std"] or 0.0) for r in rows]
-            label = ", ".join(f"{n}={v}" for n, v in zip(others, other_values, strict=True)) or None
-            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
-        spread = numeric and min(values) > 0 and max(values) / min(values)
-        if spread and (
-            spread >= 100 or (spread >= 10 and any(isinstance(v, float) for v in values))
-        ):
-            ax.set_xscale("log")
-            ax.minorticks_off()
-        ax.set_xticks(values if numeric else range(len(values)), [str(v) for v in values])
-        ax.set_xlabel(name)
-        ax.set_ylabel(f"{test['header']} (%)")
-        ax.grid(alpha=0.3)
-        if len(lines) > 1:
-            ax.legend(fontsize=7)
-    fig.suptitle(f"{report.get('dataset', '')} sweep: mean ± std over seeds", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def write_outputs(report: dict, workdir: str | Path) -> None:
-    """sweep.md, sweep.csv, sweep.json and sweep.png in `workdir`."""
-    workdir = Path(workdir)
-    (workdir / "sweep.md").write_text(markdown(report))
-    (workdir / "sweep.csv").write_text(to_csv(report))
-    checkpointing.write_json_atomic(workdir / "sweep.json", report)
-    plot(report, workdir / "sweep.png")

@@ -1,0 +1,176 @@
+r"""Images behind feature rows, for the analysis views: the files named in ids.txt, or the
+rebuilt digit_dominoes images; captioned grids and the support / nearest-neighbour contact sheet.
+
+  python -m feature_export.images --features_dir=DIR --val_fraction=F --val_seed=S \
+      --table=neighbours.json --out=contact_sheet.png [--images_root=ROOT]
+
+(`experiments.analyze` runs this as a subprocess; exit code 2 means no images could be found.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from hsfm_jax import analysis
+from hsfm_jax import features as features_lib
+
+
+def image_paths(split: features_lib.Split, rows, root: Path | None) -> list[Path] | None:
+    """Paths of the images of `rows` when ids.txt holds paths that exist, else None."""
+    if split.ids is None:
+        return None
+    paths = []
+    for r in rows:
+        p = Path(split.ids[int(r)])
+        if not p.is_absolute() and root is not None:
+            p = root / p
+        if not p.is_file():
+            return None
+        paths.append(p)
+    return paths
+
+
+@functools.lru_cache(maxsize=2)
+def _digit_dominoes(config_json: str):
+    from feature_export.datasets.digit_dominoes import DigitDominoes
+
+    config = json.loads(config_json)
+    return DigitDominoes(**{k: v for k, v in config.items() if k != "image_shape"})
+
+
+def _rebuilt_images(data: features_lib.FeatureSet, split: str, rows) -> list | None:
+    """digit_dominoes needs no files: rebuild the split from the config meta.json records.
+
+    Rows are matched by id (ids.txt), and used only when the rebuilt labels and groups of those
+    rows equal the feature directory's, so the images are the ones the features came from.
+    """
+    config = data.meta.get("digit_dominoes")
+    stored = data[split]
+    if data.meta.get("dataset") != "digit_dominoes" or not isinstance(config, dict):
+        return None
+    if stored.ids is None:
+        return None
+    try:
+        arrays = _digit_dominoes(json.dumps(config, sort_keys=True)).split_arrays(split)
+    except (TypeError, ValueError):
+        return None
+    where = {name: i for i, name in enumerate(arrays.ids)}
+    images = []
+    for r in rows:
+        i = where.get(stored.ids[int(r)])
+        if i is None or (arrays.labels[i], arrays.groups[i]) != (
+            stored.labels[r],
+            stored.groups[r],
+        ):
+            return None
+        images.append(Image.fromarray(arrays.images[i]).convert("RGB"))
+    return images
+
+
+def load_images(data: features_lib.FeatureSet, split: str, rows, root: Path | None):
+    """PIL images of `rows` of a split: from ids.txt paths that exist, or rebuilt for
+    digit_dominoes; None when neither is possible."""
+    paths = image_paths(data[split], rows, root)
+    if paths is None:
+        return _rebuilt_images(data, split, rows)
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            out.append(im.convert("RGB"))
+    return out
+
+
+def image_grid(
+    rows: list[list[tuple]], *, cell: int = 64, header: list[str] | None = None
+) -> Image.Image:
+    """A grid of captioned images: rows of (PIL image or None, caption) cells -> one PIL image.
+
+    Images are scaled to fit `cell` x `cell` (nearest neighbour, so small digits stay crisp);
+    captions may have one newline; None cells read "n/a".
+    """
+    caption_h, head_h = 24, (14 if header else 0)
+    columns = max(len(r) for r in rows)
+    out = Image.new("RGB", (columns * cell, head_h + len(rows) * (cell + caption_h)), "white")
+    draw = ImageDraw.Draw(out)
+    for j, name in enumerate(header or []):
+        draw.text((j * cell + 2, 1), name, fill="black")
+    for i, row in enumerate(rows):
+        top = head_h + i * (cell + caption_h)
+        for j, (image, caption) in enumerate(row):
+            draw.multiline_text((j * cell + 2, top + 1), caption, fill="black", spacing=1)
+            if image is None:
+                draw.text((j * cell + cell // 3, top + caption_h + cell // 2), "n/a", fill="grey")
+                continue
+            image = image.convert("RGB")
+            scale = cell / max(image.size)
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.NEAREST)
+            out.paste(image, (j * cell + (cell - size[0]) // 2, top + caption_h))
+    return out
+
+
+def contact_sheet(
+    data: features_lib.FeatureSet, table: list[dict], root: Path | None, path: Path
+) -> bool:
+    """Support image | k before-neighbours | k after-neighbours per row. False if no images.
+
+    `table` is the neighbour table of `experiments.analyze` (train_index, label, group, before,
+    before_groups, after, after_groups per support point).
+    """
+    if not table:
+        return False
+    sources = load_images(data, "train", [r["train_index"] for r in table], root)
+    if sources is None:
+        return False
+    before = [load_images(data, "val", r["before"], root) for r in table]
+    after = [load_images(data, "val", r["after"], root) for r in table]
+    rows = []
+    for i, row in enumerate(table):
+        cells = [
+            (
+                sources[i],
+                f"S {data.class_names[row['label']]}\n{analysis.group_name(data, row['group'])}",
+            )
+        ]
+        cells += [
+            (im, f"before\n{analysis.group_name(data, g)}")
+            for im, g in zip(before[i], row["before_groups"], strict=True)
+        ]
+        cells += [
+            (im, f"after\n{analysis.group_name(data, g)}")
+            for im, g in zip(after[i], row["after_groups"], strict=True)
+        ]
+        rows.append(cells)
+    image_grid(rows).save(path)
+    return True
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--features_dir", required=True)
+    parser.add_argument("--val_fraction", type=float, default=0.0)
+    parser.add_argument("--val_seed", type=int, default=0)
+    parser.add_argument("--table", required=True, help="JSON list: the neighbour table")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--images_root", default="")
+    args = parser.parse_args(argv)
+    try:
+        data = features_lib.load(args.features_dir, splits=("train", "val"))
+        data = features_lib.split_validation(data, args.val_fraction, args.val_seed)
+        table = json.loads(Path(args.table).read_text())
+        root = Path(args.images_root) if args.images_root else None
+        made = contact_sheet(data, table, root, Path(args.out))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0 if made else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

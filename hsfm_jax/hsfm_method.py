@@ -1,0 +1,202 @@
+"""HSFM behind the method contract (`hsfm_jax.methods`): config -> `Settings` / `Rates`, the
+initial head, the seeds run, and the files of the run.
+
+`hsfm.py` is the algorithm (pure functions of arrays); this module is where a config meets it:
+`check` validates every field against the data and resolves the "auto" choices (meta-gradient
+method, selection metric, initial head) before anything is traced, `run_with_info` builds the
+inputs and calls `hsfm.run_seeds`, `save` writes ``support.npz`` and ``history.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from ml_collections import config_dict
+
+from hsfm_jax import checks, hard_set, heads, hsfm, meta, meta_cost, optim
+from hsfm_jax.baselines import erm
+from hsfm_jax.features import FeatureSet, float_dtype
+
+INIT_HEADS = ("auto", "backbone", "erm")
+# `Rates` fields, which are also the names of their config fields: a sweep over these keeps one
+# compiled program.
+RATE_FIELDS = tuple(f.name for f in dataclasses.fields(hsfm.Rates))
+_SIZE_FIELDS = ("support_per_class", "hard_set_size", "inner_steps", "meta_steps", "epochs")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """HSFM hyperparameters (paper Alg. 1; names as in the paper's Tables 11-13)."""
+    return ml_collections.ConfigDict(
+        dict(
+            support_per_class=16,  # support set size per class
+            hard_set_size=64,  # Khard, per class
+            # "error": a val class with fewer than Khard examples is an error; "repeat": it gives
+            # all of them, repeated hardest-first to fill its Khard slots (fine-grained sets).
+            hard_set_fill="error",
+            inner_steps=15,  # T: inner SGD steps, and head steps per epoch
+            inner_lr=5e-5,  # alpha ("inner learning rate"); also the head's lr
+            head_lr=config_dict.placeholder(float),  # None: same as inner_lr (paper, Sec. 8.1)
+            meta_lr=1.0,  # eta ("outer learning rate")
+            meta_steps=15,  # KH
+            epochs=40,
+            meta_grad_clip=10.0,  # global-norm clip of the meta-gradient (released code)
+            meta_optimizer="adam",  # "adam" (released code) or "sgd" (paper Eq. 17)
+            head_optimizer="adam",  # "adam" (released code) or "sgd"
+            init_head="auto",  # "auto": head.npz if present else the ERM row; "backbone"; "erm"
+            remat=False,  # jax.checkpoint each inner step (long unrolls; "autodiff" only)
+            meta_gradient="auto",  # "autodiff", "vjp", "gram" or "auto" (hsfm_jax.meta_cost)
+            selection_metric="auto",  # "auto": val WGA with groups, val accuracy without
+            erm=erm.default_config(),  # theta_0 without head.npz: the `erm` row's recipe
+        )
+    )
+
+
+def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
+    """Checks every field against `data`; returns the resolved "auto" choices.
+
+    Returns:
+      {"meta_gradient": "autodiff" | "vjp" | "gram", "selection_metric": a name of
+      `evaluate.SELECTION_METRICS`, "init_head": "backbone" | "erm"}.
+    """
+    for name in _SIZE_FIELDS:
+        checks.at_least(config, "hsfm", name, 1)
+    for name in ("inner_lr", "meta_lr", "meta_grad_clip"):
+        checks.positive(config, "hsfm", name)
+    if config.head_lr is not None:
+        checks.positive(config, "hsfm", "head_lr")
+    checks.one_of(config, "hsfm", "meta_optimizer", optim.OPTIMIZERS)
+    checks.one_of(config, "hsfm", "head_optimizer", optim.OPTIMIZERS)
+    checks.one_of(config, "hsfm", "hard_set_fill", hard_set.FILL_MODES)
+    checks.one_of(config, "hsfm", "meta_gradient", meta.META_GRADIENTS)
+    checks.one_of(config, "hsfm", "init_head", INIT_HEADS)
+    checks.one_of(config, "hsfm", "remat", (False, True))
+    selection_metric = checks.selection_metric(config, "hsfm", data.num_groups)
+    hard_set.check_class_sizes(
+        data.train.labels,
+        config.support_per_class,
+        data.num_classes,
+        what=f"{data.path}/train: hsfm.support_per_class",
+    )
+    hard_set.check_class_sizes(
+        data.val.labels,
+        config.hard_set_size if config.hard_set_fill == "error" else 1,
+        data.num_classes,
+        what=f"{data.path}/val: hsfm.hard_set_size",
+    )
+    if config.init_head == "backbone" and not data.has_head:
+        raise ValueError(f"hsfm.init_head='backbone' but {data.path}/head.npz does not exist")
+    init_head = "backbone" if config.init_head != "erm" and data.has_head else "erm"
+    if init_head == "erm":
+        erm.check(config.erm, data, prefix="erm")
+    return {
+        "meta_gradient": _meta_gradient(config, data),
+        "selection_metric": selection_metric,
+        "init_head": init_head,
+    }
+
+
+def _meta_gradient(config: ml_collections.ConfigDict, data: FeatureSet) -> str:
+    if config.meta_gradient != "auto":
+        return config.meta_gradient
+    return meta_cost.choose_method(
+        support_size=data.num_classes * config.support_per_class,
+        query_size=data.num_classes * config.hard_set_size,
+        num_classes=data.num_classes,
+        dim=data.feature_dim,
+        inner_steps=config.inner_steps,
+    )
+
+
+def settings(config: ml_collections.ConfigDict, data: FeatureSet) -> hsfm.Settings:
+    """The static `hsfm.Settings` of a checked config ("auto" fields resolved by `check`)."""
+    resolved = {**config.to_dict(), **check(config, data)}
+    return hsfm.Settings(
+        num_classes=data.num_classes,
+        num_groups=data.num_groups,
+        **{field: resolved[field] for field in hsfm.Settings._fields[2:]},
+    )
+
+
+def rates(config: ml_collections.ConfigDict, dtype=None) -> hsfm.Rates:
+    """The `hsfm.Rates` of a config (head_lr None: the inner lr)."""
+    return hsfm.make_rates(
+        **{field: config[field] for field in RATE_FIELDS}, dtype=dtype or float_dtype()
+    )
+
+
+def device_data(data: FeatureSet, dtype=None) -> hsfm.Data:
+    """Every array a run reads, on the device (`select` when the val split was split)."""
+    dtype = dtype or float_dtype()
+    return hsfm.Data(
+        train=data.train.to_arrays(dtype),
+        val=data.val.to_arrays(dtype),
+        test=data.test.to_arrays(dtype),
+        train_group_counts=jax.numpy.asarray(data.train_group_counts(), dtype),
+        select=data["select"].to_arrays(dtype) if "select" in data.splits else None,
+    )
+
+
+def initial_head(
+    config: ml_collections.ConfigDict,
+    data: FeatureSet,
+    train,
+    keys: jax.Array,
+    *,
+    dtype=None,
+    erm_heads: heads.LinearHead | None = None,
+) -> heads.LinearHead:
+    """theta_0: the backbone's head.npz, or the first of the ERM recipe's heads.
+
+    Args:
+      config: the HSFM config (with its `erm` subtree).
+      data: the feature set (for head.npz).
+      train: train `SplitArrays` the ERM recipe fits on.
+      keys: (S,) seed keys of the run.
+      dtype: of head.npz's arrays (default `float_dtype()`).
+      erm_heads: the ERM recipe's heads (S, C, d) when already fitted (sweeps share them).
+    """
+    if check(config, data)["init_head"] == "backbone":
+        return heads.from_numpy(data.head_weight, data.head_bias, dtype or float_dtype())
+    if erm_heads is None:
+        erm_heads = erm.fit_heads(train, config.erm, keys, num_classes=data.num_classes)
+    return jax.tree_util.tree_map(lambda x: x[0], erm_heads)
+
+
+def run_with_info(
+    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
+) -> tuple[dict[str, heads.LinearHead], dict]:
+    """HSFM for every seed key: rows "hsfm" (best val selection) and "hsfm_last".
+
+    Returns:
+      ({"hsfm": heads (S, C, d), "hsfm_last": heads (S, C, d)}, info) where info holds the
+      `hsfm.Result` ("result") and the JSON summary for results.json ("report").
+    """
+    arrays = device_data(data)
+    static = settings(config, data)
+    init = initial_head(config, data, arrays.train, keys)
+    out = hsfm.run_seeds(arrays, init, rates(config), keys, settings=static)
+    report = {"best_epoch": np.asarray(out.best_epoch).tolist()}
+    return {"hsfm": out.best_head, "hsfm_last": out.last_head}, {"result": out, "report": report}
+
+
+def run(
+    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
+) -> dict[str, heads.LinearHead]:
+    return run_with_info(data, config, keys)[0]
+
+
+def save(info: dict, workdir: Path) -> None:
+    """support.npz (final support embeddings, train rows of S) and history.json, per seed."""
+    out: hsfm.Result = info["result"]
+    np.savez(
+        workdir / "support.npz",
+        support=np.asarray(out.support),
+        support_indices=np.asarray(out.support_indices),
+    )
+    history = {k: np.asarray(v).tolist() for k, v in out.history.items()}
+    (workdir / "history.json").write_text(json.dumps(history))

@@ -1,0 +1,95 @@
+"""The method contract and the one registry of methods.
+
+Every method is a module with
+
+- ``default_config() -> ConfigDict``: every field, with the paper's defaults;
+- ``check(config, data: FeatureSet) -> dict``: raises ``ValueError`` naming the first bad field
+  (``"<method>.<field> must be ..."``) and returns the "auto" choices it resolved, by field;
+  cheap (nothing is traced), so every method is checked before any runs;
+- ``run(data, config, keys (S,)) -> {row name: LinearHead}``: heads over the raw features with a
+  leading seed axis, weight (S, C, d) (or (1, C, d) for a deterministic method);
+- optionally ``run_with_info(...) -> (rows, info)``: ``info["report"]`` (JSON) goes into
+  results.json beside the method's rows, and the rest is for inspection (e.g. NeuronTune's biased
+  dimensions, HSFM's history); and ``save(info, workdir)`` for files of its own.
+
+A method whose default config has an ``erm`` subtree starts from the experiment's ERM recipe:
+`method_config` puts the top-level ``config.erm`` there, so there is one ERM recipe per run.
+
+Adding a method is one module and one line in `REGISTRY` (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+
+import jax
+import ml_collections
+
+from hsfm_jax import heads
+from hsfm_jax.features import FeatureSet
+
+# name -> module, in the order results tables list the rows.
+REGISTRY = {
+    "erm": "hsfm_jax.baselines.erm",
+    "dfr": "hsfm_jax.baselines.dfr",
+    "neurontune": "hsfm_jax.baselines.neurontune",
+    "hsfm": "hsfm_jax.hsfm_method",
+}
+
+
+def get(name: str) -> types.ModuleType:
+    """The module of method `name`."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; choose from {list(REGISTRY)}")
+    return importlib.import_module(REGISTRY[name])
+
+
+def parse(methods: str) -> list[str]:
+    """'erm, dfr,hsfm' -> ['erm', 'dfr', 'hsfm'], each a registered method."""
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in REGISTRY]
+    if unknown or not names:
+        raise ValueError(f"methods: unknown method(s) {unknown}; choose from {list(REGISTRY)}")
+    return names
+
+
+def default_configs() -> dict[str, ml_collections.ConfigDict]:
+    """Every registered method's default config, by name, without the `erm` subtrees that
+    `method_config` fills from the experiment's `config.erm`."""
+    configs = {}
+    for name in REGISTRY:
+        configs[name] = get(name).default_config()
+        if name != "erm" and "erm" in configs[name]:
+            del configs[name]["erm"]
+    return configs
+
+
+def method_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """`config.<name>`, with the experiment's `config.erm` as its `erm` subtree when it has one."""
+    sub = ml_collections.ConfigDict(config[name].to_dict())
+    if name != "erm" and "erm" in get(name).default_config():
+        sub.erm = ml_collections.ConfigDict(config.erm.to_dict())
+    return sub
+
+
+def check(config: ml_collections.ConfigDict, names, data: FeatureSet) -> dict[str, dict]:
+    """Checks the named methods' configs against `data`: {name: resolved "auto" choices}."""
+    return {name: get(name).check(method_config(config, name), data) for name in names}
+
+
+def resolve(config: ml_collections.ConfigDict, name: str, resolved: dict):
+    """`method_config(config, name)` with the resolved "auto" fields filled in."""
+    sub = method_config(config, name)
+    sub.update(resolved)
+    return sub
+
+
+def run(
+    name: str, data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
+) -> tuple[dict[str, heads.LinearHead], dict]:
+    """Runs method `name` (config from `resolve`): (rows, info), info {} without run_with_info."""
+    module = get(name)
+    if hasattr(module, "run_with_info"):
+        return module.run_with_info(data, config, keys)
+    return module.run(data, config, keys), {}

@@ -1,0 +1,2 @@
+"""HSFM hyperparameter sweeps: `plan` (spec -> settings -> programs), `execute` (vmapped, sharded,
+checkpointed runs), `report` (the summary files)."""

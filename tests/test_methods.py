@@ -1,0 +1,180 @@
+"""The method contract: the registry, checks before anything runs, resolved "auto" choices, and
+results unchanged by the refactor that introduced the contract."""
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import jax
+import ml_collections
+import pytest
+
+from experiments import train
+from experiments.configs import synthetic as synthetic_config
+from hsfm_jax import checks, heads, methods, synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = Path(__file__).parent / "data" / "synthetic_reference.json"
+
+
+@pytest.fixture(scope="module")
+def features_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("features")
+    synthetic.write(path, **synthetic.default_arguments())
+    return path
+
+
+def small_config(features_dir, **hsfm):
+    config = synthetic_config.get_config()
+    config.features_dir = str(features_dir)
+    config.num_seeds = 2
+    config.hsfm.epochs = 4
+    config.erm.steps = 50
+    config.hsfm.update(hsfm)
+    return config
+
+
+def test_every_registered_method_has_the_contract():
+    for name in methods.REGISTRY:
+        module = methods.get(name)
+        for fn in ("default_config", "check", "run"):
+            assert callable(getattr(module, fn, None)), (name, fn)
+        assert isinstance(module.default_config(), ml_collections.ConfigDict)
+
+
+def test_results_equal_those_recorded_before_the_refactor(features_dir, tmp_path):
+    """Every row of the synthetic config, per seed, as `experiments.main` gave them at d2cd49d."""
+    report = train.run(small_config(features_dir), tmp_path / "run")
+    reference = json.loads(REFERENCE.read_text())["rows"]
+    assert set(reference) <= set(report["methods"])
+    for row, splits in reference.items():
+        for split, metrics in splits.items():
+            for metric, per_seed in metrics.items():
+                got = report["methods"][row][split][metric]["per_seed"]
+                assert got == per_seed, (row, split, metric)
+    # the "auto" choices, resolved before tracing, are in both files
+    resolved = {"meta_gradient": "gram", "selection_metric": "wga", "init_head": "erm"}
+    assert report["methods"]["hsfm"]["resolved"] == resolved
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["resolved"]["hsfm"] == resolved
+    assert config["resolved"]["dfr"] == {"selection_metric": "wga"}
+
+
+BAD_SETTINGS = [
+    ({"methods": "erm,foo"}, "methods: unknown method(s) ['foo']"),
+    ({"hsfm.meta_gradient": "vjpp"}, "hsfm.meta_gradient must be one of"),
+    ({"hsfm.meta_optimizer": "lbfgs"}, "hsfm.meta_optimizer must be one of"),
+    ({"erm.optimizer": "bogus"}, "erm.optimizer must be one of"),
+    ({"neurontune.optimizer": "bogus"}, "neurontune.optimizer must be one of"),
+    ({"hsfm.selection_metric": "best"}, "hsfm.selection_metric must be 'auto' or one of"),
+    ({"dfr.selection_metric": "best"}, "dfr.selection_metric must be 'auto' or one of"),
+    ({"hsfm.hard_set_fill": "pad"}, "hsfm.hard_set_fill must be one of"),
+    ({"hsfm.inner_steps": 0}, "hsfm.inner_steps must be an integer >= 1"),
+    ({"hsfm.support_per_class": -3}, "hsfm.support_per_class must be an integer >= 1"),
+    ({"hsfm.epochs": 0}, "hsfm.epochs must be an integer >= 1"),
+    ({"erm.steps": 0}, "erm.steps must be an integer >= 1"),
+    ({"erm.batch_size": -5}, "erm.batch_size must be an integer >= 0"),
+    ({"neurontune.epochs": 0}, "neurontune.epochs must be an integer >= 1"),
+    ({"dfr.num_retrains": 0}, "dfr.num_retrains must be an integer >= 1"),
+    ({"hsfm.inner_lr": float("nan")}, "hsfm.inner_lr must be a finite number > 0"),
+    ({"hsfm.meta_lr": -1.0}, "hsfm.meta_lr must be a finite number > 0"),
+    ({"hsfm.head_lr": float("inf")}, "hsfm.head_lr must be a finite number > 0"),
+    ({"hsfm.meta_grad_clip": -1.0}, "hsfm.meta_grad_clip must be a finite number > 0"),
+    ({"erm.learning_rate": float("inf")}, "erm.learning_rate must be a finite number > 0"),
+    ({"neurontune.learning_rate": 0.0}, "neurontune.learning_rate must be a finite number > 0"),
+    ({"dfr.c_grid": (1.0, -0.1)}, "dfr.c_grid must be a non-empty list of finite numbers > 0"),
+    ({"hsfm.support_per_class": 100000}, "hsfm.support_per_class: class 0 has"),
+    ({"hsfm.hard_set_size": 100000}, "hsfm.hard_set_size: class 0 has"),
+    ({"val_split.fraction": 0.999}, "leaves the selection part"),
+    ({"num_seeds": 0}, "num_seeds must be an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_SETTINGS, ids=lambda v: str(v)[:40])
+def test_bad_setting_fails_before_any_method_runs(features_dir, tmp_path, overrides, message):
+    config = small_config(features_dir)
+    for path, value in overrides.items():
+        *parents, leaf = path.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    with pytest.raises(ValueError) as error:
+        train.run(config, tmp_path / "run")
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "run").exists()  # nothing written, nothing ran
+
+
+def _main(*args):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.main", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--config.hsfm.meta_gradient=vjpp", "hsfm.meta_gradient must be one of"),
+        ("--config.hsfm.inner_stepz=3", 'Did you mean "inner_steps"'),
+    ],
+)
+def test_cli_bad_setting_is_one_line(features_dir, tmp_path, flag, message):
+    proc = _main(
+        "--config=experiments/configs/synthetic.py",
+        f"--config.features_dir={features_dir}",
+        f"--workdir={tmp_path / 'run'}",
+        flag,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_jax_entry_point_imports_no_torch():
+    code = "import experiments.train, experiments.sweep, sys; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+# A method is one module and one registry line: a toy method that returns the zero head.
+def _toy_module() -> types.ModuleType:
+    module = types.ModuleType("toy_method")
+
+    def default_config():
+        return ml_collections.ConfigDict(dict(scale=1.0))
+
+    def check(config, data):
+        checks.positive(config, "toy", "scale")
+        return {}
+
+    def run(data, config, keys):
+        zero = heads.zeros(data.num_classes, data.feature_dim)
+        return {"toy": jax.tree_util.tree_map(lambda x: x[None], zero)}
+
+    module.default_config, module.check, module.run = default_config, check, run
+    return module
+
+
+def test_a_new_method_is_one_module_and_one_registry_line(features_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "toy_method", _toy_module())
+    monkeypatch.setitem(methods.REGISTRY, "toy", "toy_method")
+    config = small_config(features_dir)
+    config.toy = methods.get("toy").default_config()
+    config.methods = "erm,toy"
+    report = train.run(config, tmp_path / "run")
+    assert set(report["methods"]) == {"erm", "toy"}
+    assert report["methods"]["toy"]["test"]["mean_acc"]["mean"] is not None
+    config.toy.scale = -1.0
+    with pytest.raises(ValueError, match="toy.scale must be a finite number > 0"):
+        train.run(config, tmp_path / "run2")
