@@ -29,6 +29,7 @@ came from, rebuilt with the run's own split, so the history's hard-set indices p
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,8 +41,11 @@ from absl import app, flags
 from experiments import analysis_plots, analysis_report
 from hsfm_jax import analysis
 from hsfm_jax import features as features_lib
+from hsfm_jax import workdir as workdir_lib
 
 RUN_FILES = ("config.json", "results.json", "history.json", "support.npz")
+# Files other tools write into the analysis directory; a new analysis keeps them.
+EXTERNAL_FILES = {"clip_probe": "clip_probe.md", "unclip_grid": "unclip_grid.png"}
 
 
 def define_flags() -> None:
@@ -70,9 +74,23 @@ def load_run(workdir: str | Path, features_dir: str | Path | None = None) -> dic
             raise FileNotFoundError(f"{workdir / name}: missing{hint}")
     config = json.loads((workdir / "config.json").read_text())
     results = json.loads((workdir / "results.json").read_text())
-    history = analysis.history_arrays(json.loads((workdir / "history.json").read_text()))
+    history_file = json.loads((workdir / "history.json").read_text())
     with np.load(workdir / "support.npz", allow_pickle=False) as npz:
         support, support_indices = npz["support"], npz["support_indices"]
+        support_run = str(npz["run_id"]) if "run_id" in npz else None
+    run_ids = {
+        "config.json": config.get("run_id"),
+        "results.json": results.get("run_id"),
+        "history.json": history_file.get("run_id") if isinstance(history_file, dict) else None,
+        "support.npz": support_run,
+    }
+    if None in run_ids.values() or len(set(run_ids.values())) != 1:
+        raise ValueError(
+            f"{workdir}: its files are not of one run (run ids {run_ids}); rerun experiments.main"
+        )
+    if "hsfm" not in results.get("methods", {}):
+        raise ValueError(f"{workdir}: the run has no hsfm row (was HSFM among config.methods?)")
+    history = analysis.history_arrays(history_file["history"])
     path = Path(features_dir or results.get("features_dir") or config["features_dir"])
     if not path.is_dir():
         raise FileNotFoundError(
@@ -284,7 +302,19 @@ def analyze(
         raise ValueError(
             f"neighbours must be in [1, {run['data'].val.num_examples}], got {neighbours}"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    with workdir_lib.staged(out, run["config"]["run_id"]) as (stage, _):
+        for name in EXTERNAL_FILES:  # written earlier by feature_export.clip_probe / .unclip
+            if (out / name).is_file():
+                shutil.copy2(out / name, stage / name)
+        summary = _write_analysis(
+            run, workdir, stage, seed_index, points_per_class, neighbours, metric, images_root
+        )
+    return summary
+
+
+def _write_analysis(
+    run, workdir, out, seed_index, points_per_class, neighbours, metric, images_root
+) -> dict:
     files = {
         "curves": "curves.png",
         "geometry": "edit_geometry.png",
@@ -303,8 +333,8 @@ def analyze(
     )
     if contact_sheet(run, table, images_root, out / "contact_sheet.png"):
         files["contact_sheet"] = "contact_sheet.png"
-    for key, name in (("clip_probe", "clip_probe.md"), ("unclip_grid", "unclip_grid.png")):
-        if (out / name).is_file():  # written earlier by feature_export.clip_probe / .unclip
+    for key, name in EXTERNAL_FILES.items():
+        if (out / name).is_file():
             files[key] = name
     nn = neighbour_summary(run, k=neighbours, metric=metric)
     summary = {

@@ -3,10 +3,26 @@ bad input (`error: ...` on stderr, exit code 1)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+import jax
 from absl import flags, logging
+
+CACHE_ENV = "HSFM_JAX_CACHE_DIR"
+_DEFAULT_CACHE = os.environ.get(CACHE_ENV) or str(
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hsfm_jax" / "jax"
+)
+_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir",
+    _DEFAULT_CACHE,
+    f"JAX's persistent compilation cache (default ${CACHE_ENV}, else ~/.cache/hsfm_jax/jax).",
+)
+_CACHE = flags.DEFINE_bool(
+    "compilation_cache", True, "Cache compiled programs across runs (--nocompilation_cache: off)."
+)
 
 
 def _one_line(e: BaseException) -> str:
@@ -24,6 +40,19 @@ def parse_flags(argv: list[str]) -> list[str]:
         return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
         fail(f"bad flag: {_one_line(e)}")
+
+
+def enable_compilation_cache() -> str | None:
+    """Turns on JAX's persistent compilation cache (every program, however small or quick to
+    compile: the programs here compile in well under JAX's default 1 s threshold). Returns the
+    cache directory, or None with --nocompilation_cache."""
+    if not _CACHE.value:
+        return None
+    jax.config.update("jax_compilation_cache_dir", _CACHE_DIR.value)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    logging.info("JAX compilation cache: %s", _CACHE_DIR.value)
+    return _CACHE_DIR.value
 
 
 def fail(message: str) -> None:

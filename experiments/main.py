@@ -22,6 +22,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.enable_compilation_cache()
     report = cli.guarded(lambda: train.run(_CONFIG.value, _WORKDIR.value))
     print((Path(_WORKDIR.value) / "results.md").read_text())
     logging.info("Results of %d method rows in %s", len(report["methods"]), _WORKDIR.value)

@@ -47,6 +47,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietOrbax())
+    cli.enable_compilation_cache()
     report = cli.guarded(
         lambda: execute.run(
             _CONFIG.value,

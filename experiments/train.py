@@ -1,12 +1,14 @@
 """One experiment: load features, check every method, run them, evaluate them alike, write results.
 
 A loop over the method registry (`hsfm_jax.methods`); everything else is library code. Writes to
-`workdir`:
+`workdir`, as one atomic set (`hsfm_jax.workdir`: staged, then swapped in; a failed or killed run
+leaves the previous set as it was):
   config.json     the full config of the run, "auto" choices resolved (``resolved``)
   results.json    per method and split: every metric, mean/std/per-seed, plus timings
   results.md      the method x metric table (and per-group accuracies)
   support.npz     HSFM: final support embeddings and train indices of S, per seed
   history.json    HSFM: per-epoch diagnostics, per seed
+Each file carries the run's ``run_id``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import jax
 import ml_collections
 from absl import logging
 
+from hsfm_jax import divergence, heads, inputs, methods, results, tables
 from hsfm_jax import features as features_lib
-from hsfm_jax import heads, inputs, methods, results, tables
+from hsfm_jax import workdir as workdir_lib
 
 
 def check(config: ml_collections.ConfigDict) -> list[str]:
@@ -36,23 +39,35 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Runs the experiment described by `config`, writing its files to `workdir`."""
     workdir = Path(workdir)
     names = check(config)
+    workdir_lib.check_usable(workdir)
     jax.config.update("jax_enable_x64", bool(config.float64))
     data = inputs.load(config)
     resolved = methods.check(config, names, data)  # every method, before any runs
     for name, choices in resolved.items():
         if choices:
             logging.info("%s: resolved %s", name, choices)
+    with workdir_lib.staged(workdir) as (stage, run_id):
+        report = _run_methods(config, names, resolved, data, stage, run_id)
+    return report
 
-    workdir.mkdir(parents=True, exist_ok=True)
+
+def _run_methods(config, names, resolved, data, stage: Path, run_id: str) -> dict:
     record = ml_collections.ConfigDict(config.to_dict())
+    record.run_id = run_id
     record.resolved = {name: choices for name, choices in resolved.items() if choices}
-    (workdir / "config.json").write_text(record.to_json_best_effort(indent=2))
+    (stage / "config.json").write_text(record.to_json_best_effort(indent=2))
 
+    dtype = features_lib.float_dtype()
+    check_on = {
+        "val": data.val.to_arrays(dtype).features,
+        "test": data.test.to_arrays(dtype).features,
+    }
     keys = jax.random.split(jax.random.key(config.seed), config.num_seeds)
     rows: dict[str, heads.LinearHead] = {}
     if data.has_head:
-        head = heads.from_numpy(data.head_weight, data.head_bias, features_lib.float_dtype())
+        head = heads.from_numpy(data.head_weight, data.head_bias, dtype)
         rows["backbone_head"] = jax.tree_util.tree_map(lambda x: x[None], head)
+        divergence.check_rows("backbone head.npz", rows, check_on)
     timings: dict[str, float] = {}
     reports: dict[str, dict] = {}
     for name in names:
@@ -60,15 +75,16 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         method_rows, info = methods.run(
             name, data, methods.resolve(config, name, resolved[name]), keys
         )
-        rows.update(jax.block_until_ready(method_rows))
+        method_rows = jax.block_until_ready(method_rows)
         timings[f"{name}_s"] = time.perf_counter() - start
+        divergence.check_rows(name, method_rows, check_on, info.get("must_be_finite"))
+        rows.update(method_rows)
         module = methods.get(name)
         if hasattr(module, "save"):
-            module.save(info, workdir)
+            module.save(info, stage, run_id)
         for row in method_rows:
             reports[row] = {"resolved": resolved[name], **info.get("report", {})}
 
-    dtype = features_lib.float_dtype()
     evaluated = results.evaluate_rows(
         rows,
         {
@@ -83,6 +99,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     )
     summaries = {name: results.summarize(m) for name, m in evaluated.items()}
     report = {
+        "run_id": run_id,
         "dataset": data.meta["dataset"],
         "backbone": data.meta["backbone"],
         "features_dir": str(data.path),
@@ -95,8 +112,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         "timings_s": timings,
         "methods": {name: {**summaries[name], **reports.get(name, {})} for name in summaries},
     }
-    (workdir / "results.json").write_text(json.dumps(report, indent=2))
-    (workdir / "results.md").write_text(
+    (stage / "results.json").write_text(json.dumps(report, indent=2, allow_nan=False))
+    (stage / "results.md").write_text(
         tables.render_run(report, summaries, data, inputs.extra_splits(config))
     )
     return report

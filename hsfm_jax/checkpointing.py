@@ -82,7 +82,7 @@ def remove(directory: str | os.PathLike) -> None:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Writes `obj` as JSON to `path` via a temporary file and `os.replace` (atomic on POSIX)."""
     with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2)
+        json.dump(obj, f, indent=2, allow_nan=False)
         f.flush()
         os.fsync(f.fileno())
 

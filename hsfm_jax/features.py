@@ -23,6 +23,7 @@ so a bad directory never reaches JAX.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -197,6 +198,17 @@ def with_splits(data: FeatureSet, **splits: Split) -> FeatureSet:
     return dataclasses.replace(data, splits=new, meta=meta)
 
 
+def fingerprint(path: str | os.PathLike) -> str:
+    """Identifies the files of a feature directory: meta.json's bytes and each file's size and
+    modification time (regenerated features get another fingerprint)."""
+    path = Path(path)
+    digest = hashlib.sha256((path / META_FILE).read_bytes())
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != META_FILE):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
+
+
 def split_validation(data: FeatureSet, fraction: float, seed: int) -> FeatureSet:
     """With `fraction` > 0, val becomes two class-stratified parts (`split_by_class`).
 
@@ -282,13 +294,28 @@ def _check_int_vector(path: Path, values: np.ndarray, n: int, low: int, high: in
         )
 
 
+def max_abs_feature(dim: int) -> float:
+    """The largest |feature| whose row's squared norm (over `dim` entries) stays finite in
+    float32: larger values overflow the products every method computes (logits, H H^T)."""
+    return float(np.sqrt(np.finfo(np.float32).max / max(dim, 1)))
+
+
 def _check_finite(path: Path, features: np.ndarray):
+    limit = max_abs_feature(features.shape[1])
     for start in range(0, features.shape[0], _FINITE_CHECK_ROWS):
-        chunk = np.asarray(features[start : start + _FINITE_CHECK_ROWS])
+        chunk = np.asarray(features[start : start + _FINITE_CHECK_ROWS], np.float32)
         finite = np.isfinite(chunk)
         if not finite.all():
             row = start + int(np.flatnonzero(~finite.all(axis=1))[0])
             raise ValueError(f"{path}: non-finite value (NaN or inf) in row {row}")
+        too_large = np.abs(chunk) > limit
+        if too_large.any():
+            row, column = np.argwhere(too_large)[0]
+            raise ValueError(
+                f"{path}: |value| {abs(chunk[row, column]):.3g} in column {column} (row "
+                f"{start + row}) exceeds {limit:.3g}, where float32 products overflow; "
+                "rescale the features"
+            )
 
 
 def _load_split(path: Path, name: str, meta: dict, mmap: bool) -> Split:

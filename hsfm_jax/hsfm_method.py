@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from ml_collections import config_dict
 
-from hsfm_jax import checks, hard_set, heads, hsfm, meta, meta_cost, optim
+from hsfm_jax import checks, hard_set, heads, hsfm, meta, meta_cost, optim, results
 from hsfm_jax.baselines import erm
 from hsfm_jax.features import FeatureSet, float_dtype
 
@@ -26,6 +26,8 @@ INIT_HEADS = ("auto", "backbone", "erm")
 # `Rates` fields, which are also the names of their config fields: a sweep over these keeps one
 # compiled program.
 RATE_FIELDS = tuple(f.name for f in dataclasses.fields(hsfm.Rates))
+# History rows that stay finite in a healthy run (the metrics may be NaN, e.g. WGA without groups).
+FINITE_HISTORY = ("outer_loss_before", "outer_loss_after", "edit_norm")
 _SIZE_FIELDS = ("support_per_class", "hard_set_size", "inner_steps", "meta_steps", "epochs")
 
 
@@ -181,7 +183,9 @@ def run_with_info(
     init = initial_head(config, data, arrays.train, keys)
     out = hsfm.run_seeds(arrays, init, rates(config), keys, settings=static)
     report = {"best_epoch": np.asarray(out.best_epoch).tolist()}
-    return {"hsfm": out.best_head, "hsfm_last": out.last_head}, {"result": out, "report": report}
+    must_be_finite = {k: np.asarray(out.history[k]) for k in FINITE_HISTORY}
+    info = {"result": out, "report": report, "must_be_finite": must_be_finite}
+    return {"hsfm": out.best_head, "hsfm_last": out.last_head}, info
 
 
 def run(
@@ -190,13 +194,16 @@ def run(
     return run_with_info(data, config, keys)[0]
 
 
-def save(info: dict, workdir: Path) -> None:
-    """support.npz (final support embeddings, train rows of S) and history.json, per seed."""
+def save(info: dict, workdir: Path, run_id: str) -> None:
+    """support.npz (final support embeddings, train rows of S) and history.json
+    ({"run_id", "history": per-epoch values, per seed; strict JSON, NaN as null})."""
     out: hsfm.Result = info["result"]
     np.savez(
         workdir / "support.npz",
         support=np.asarray(out.support),
         support_indices=np.asarray(out.support_indices),
+        run_id=np.asarray(run_id),
     )
-    history = {k: np.asarray(v).tolist() for k, v in out.history.items()}
-    (workdir / "history.json").write_text(json.dumps(history))
+    history = {k: results.json_array(v) for k, v in out.history.items()}
+    text = json.dumps({"run_id": run_id, "history": history}, allow_nan=False)
+    (workdir / "history.json").write_text(text)

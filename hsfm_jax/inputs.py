@@ -7,6 +7,8 @@ of ``config.export`` in a subprocess (the JAX process never imports PyTorch).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +16,14 @@ from pathlib import Path
 import ml_collections
 from absl import logging
 
+from hsfm_jax import atomic, synthetic
 from hsfm_jax import features as features_lib
-from hsfm_jax import synthetic
 
 PLACEHOLDER_PREFIX = "/path/to"
 PREPARE_MODES = ("", "synthetic", "export")
+STALE_MODES = ("regenerate", "refuse")
+# What made a prepared features_dir: {"prepare": mode, "arguments": ...}, compared on reuse.
+PREPARE_FILE = "prepare.json"
 
 
 def check(config: ml_collections.ConfigDict) -> Path:
@@ -31,6 +36,10 @@ def check(config: ml_collections.ConfigDict) -> Path:
         )
     if config.prepare not in PREPARE_MODES:
         raise ValueError(f"prepare must be one of {PREPARE_MODES}, got {config.prepare!r}")
+    if config.stale_features not in STALE_MODES:
+        raise ValueError(
+            f"stale_features must be one of {STALE_MODES}, got {config.stale_features!r}"
+        )
     fraction = config.val_split.fraction
     if not isinstance(fraction, int | float) or not 0.0 <= fraction < 1.0:
         raise ValueError(f"val_split.fraction must be in [0, 1), got {fraction!r}")
@@ -61,16 +70,42 @@ def run_export(argv: list[str]) -> None:
         raise ValueError(f"feature export failed: {message.removeprefix('error: ')}")
 
 
+def _requested(config: ml_collections.ConfigDict, path: Path) -> dict:
+    if config.prepare == "synthetic":
+        return {"prepare": "synthetic", "arguments": config.synthetic.to_dict()}
+    return {"prepare": "export", "arguments": export_argv(config.export, path)}
+
+
 def prepare_features(config: ml_collections.ConfigDict) -> Path:
-    """Returns features_dir, creating it first when `config.prepare` says how."""
+    """Returns features_dir, creating it first when `config.prepare` says how.
+
+    A prepared directory records what made it (prepare.json). When the config asks for other
+    generator or export arguments, the features are made again (`stale_features="regenerate"`)
+    or the run is refused (`"refuse"`); never reused silently.
+    """
     path = check(config)
-    if (path / features_lib.META_FILE).is_file() or not config.prepare:
+    if not config.prepare:
         return path
+    requested = json.loads(json.dumps(_requested(config, path)))
+    record = path / PREPARE_FILE
+    if (path / features_lib.META_FILE).is_file():
+        found = json.loads(record.read_text()) if record.is_file() else None
+        if found == requested:
+            return path
+        if config.stale_features == "refuse":
+            raise ValueError(
+                f"{path}: made with other {config.prepare} arguments ({record}: {found}) than "
+                f"this config asks for; remove it or set stale_features='regenerate'"
+            )
+        logging.warning("%s: made with other arguments than requested; making it again", path)
+    record.unlink(missing_ok=True)  # a run killed while making it leaves no matching record
     if config.prepare == "synthetic":
         logging.info("Writing synthetic features to %s", path)
         synthetic.write(path, **config.synthetic.to_dict())
     else:
         run_export(export_argv(config.export, path))
+    with atomic.atomic_write(record, "w") as f:
+        json.dump(requested, f, indent=2)
     return path
 
 
@@ -78,9 +113,25 @@ def extra_splits(config: ml_collections.ConfigDict) -> list[str]:
     return [s.strip() for s in config.extra_test_splits.split(",") if s.strip()]
 
 
+def without_unknown_groups(data: features_lib.FeatureSet) -> features_lib.FeatureSet:
+    """A feature set that declares groups but labels none of its rows (all -1) has no groups:
+    every method then balances and selects by class, as on the fine-grained sets."""
+    if data.num_groups == 0 or any((s.groups >= 0).any() for s in data.splits.values()):
+        return data
+    logging.warning(
+        "%s: meta.json declares %d groups but every row's group is -1: running without groups "
+        "(selection by accuracy, class balancing)",
+        data.path,
+        data.num_groups,
+    )
+    meta = {**data.meta, "num_groups": 0, "group_names": []}
+    return dataclasses.replace(data, meta=meta)
+
+
 def load(config: ml_collections.ConfigDict) -> features_lib.FeatureSet:
     """The feature set of `config`, with `config.val_split` applied."""
     data = features_lib.load(
         prepare_features(config), splits=(*features_lib.SPLITS, *extra_splits(config))
     )
+    data = without_unknown_groups(data)
     return features_lib.split_validation(data, config.val_split.fraction, config.val_split.seed)

@@ -108,3 +108,13 @@ def summarize(metrics) -> dict:
         }
 
     return jax.tree_util.tree_map(one, metrics)
+
+
+def json_array(x) -> list:
+    """Nested lists for strict JSON: ints as ints, non-finite floats as None."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        return x.tolist()
+    values = x.astype(np.float64).astype(object)
+    values[~np.isfinite(x)] = None
+    return values.tolist()

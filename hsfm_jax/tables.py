@@ -131,7 +131,9 @@ def sweep_markdown(report: dict) -> str:
         for c in cols:
             key = f"{c['split']}_{c['metric']}"
             cells.append(percent(row[f"{key}_mean"], row[f"{key}_std"]))
-        cells.append("✓" if row["index"] == report["selected"] else "")
+        cells.append(
+            "diverged" if row.get("diverged") else "✓" if row["index"] == report["selected"] else ""
+        )
         rows.append(cells)
     text = markdown(header, rows) + "\n"
     chosen = next((r for r in report["rows"] if r["index"] == report["selected"]), None)
@@ -151,7 +153,7 @@ def sweep_csv(report: dict) -> str:
     fields = ["index", "setting", *report["names"], "num_seeds"]
     for c in report["columns"]:
         fields += [f"{c['split']}_{c['metric']}_mean", f"{c['split']}_{c['metric']}_std"]
-    fields += ["selection_metric", "selected"]
+    fields += ["selection_metric", "diverged", "selected"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()

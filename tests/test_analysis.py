@@ -54,7 +54,7 @@ def synthetic_run(tmp_path_factory):
 
 
 def _load(workdir):
-    history = analysis.history_arrays(json.loads((workdir / "history.json").read_text()))
+    history = analysis.history_arrays(json.loads((workdir / "history.json").read_text())["history"])
     results = json.loads((workdir / "results.json").read_text())
     return history, results
 
@@ -87,7 +87,7 @@ def test_history_shapes(synthetic_run):
         ),
     )
     np.testing.assert_array_equal((data.val.labels[indices] == 1).sum(-1), 32)  # K per class
-    agg = analysis.aggregate_history(json.loads((workdir / "history.json").read_text()))
+    agg = analysis.aggregate_history(json.loads((workdir / "history.json").read_text())["history"])
     np.testing.assert_allclose(agg["val_wga"]["mean"], history["val_wga"].mean(0), rtol=1e-6)
     np.testing.assert_allclose(agg["val_wga"]["std"], history["val_wga"].std(0), rtol=1e-6)
     assert agg["hard_set_group_counts"]["mean"].shape == (epochs, num_groups)
@@ -277,7 +277,7 @@ def test_analyze_without_groups(tmp_path):
     support = splits["train"].features[indices] + rng.normal(size=(seeds, 6, 6))
     workdir = tmp_path / "run"
     workdir.mkdir()
-    np.savez(workdir / "support.npz", support=support, support_indices=indices)
+    np.savez(workdir / "support.npz", support=support, support_indices=indices, run_id="r1")
     scalars = (
         "outer_loss_before",
         "outer_loss_after",
@@ -289,9 +289,10 @@ def test_analyze_without_groups(tmp_path):
     history = {k: rng.random((seeds, epochs)).tolist() for k in scalars}
     history["hard_set_group_counts"] = np.zeros((seeds, epochs, 0)).tolist()
     history["hard_set_indices"] = np.tile([0, 1, 10, 11], (seeds, epochs, 1)).tolist()
-    (workdir / "history.json").write_text(json.dumps(history))
-    (workdir / "config.json").write_text(json.dumps({"features_dir": str(features_dir)}))
-    (workdir / "results.json").write_text(json.dumps({"methods": {}}))
+    (workdir / "history.json").write_text(json.dumps({"run_id": "r1", "history": history}))
+    config = {"features_dir": str(features_dir), "run_id": "r1"}
+    (workdir / "config.json").write_text(json.dumps(config))
+    (workdir / "results.json").write_text(json.dumps({"methods": {"hsfm": {}}, "run_id": "r1"}))
     summary = analyze.analyze(workdir, neighbours=2)
     assert summary["neighbour_summary"] == {}
     assert summary["geometry"]["classes"][0]["cos_spurious"]["mean"] is None or np.isnan(

@@ -97,6 +97,7 @@ def test_wrong_shapes(features_dir, tmp_path):
     proc = _main(
         "--config=experiments/configs/synthetic.py",
         f"--config.features_dir={features_dir}",
+        "--config.prepare=",  # these features are not the config's to remake
         f"--workdir={tmp_path / 'run'}",
     )
     _assert_one_line_error(
@@ -108,6 +109,7 @@ def test_class_too_small_for_hard_set(features_dir, tmp_path):
     proc = _main(
         "--config=experiments/configs/synthetic.py",
         f"--config.features_dir={features_dir}",
+        "--config.prepare=",
         "--config.hsfm.hard_set_size=500",
         f"--workdir={tmp_path / 'run'}",
         *SMALL[:3],
@@ -125,3 +127,24 @@ def test_unknown_method(features_dir, tmp_path):
         f"--workdir={tmp_path / 'run'}",
     )
     _assert_one_line_error(proc, "methods: unknown method(s) ['foo']")
+
+
+def test_compiled_programs_are_cached_across_runs(tmp_path):
+    cache = tmp_path / "cache"
+    args = (
+        "--config=experiments/configs/synthetic.py",
+        f"--config.features_dir={tmp_path / 'features'}",
+        f"--compilation_cache_dir={cache}",
+        *SMALL,
+    )
+    first = _main(*args, f"--workdir={tmp_path / 'run1'}")
+    assert first.returncode == 0, first.stderr
+    entries = {p.name for p in cache.rglob("*") if p.is_file()}
+    assert len(entries) >= 3  # ERM, HSFM, the evaluator at least
+    second = _main(*args, f"--workdir={tmp_path / 'run2'}")
+    assert second.returncode == 0, second.stderr
+    assert {p.name for p in cache.rglob("*") if p.is_file()} == entries  # all hits, none new
+    results = [json.loads((tmp_path / r / "results.json").read_text()) for r in ("run1", "run2")]
+    assert results[0]["methods"]["hsfm"]["test"] == results[1]["methods"]["hsfm"]["test"]
+    off = _main(*args, f"--workdir={tmp_path / 'run3'}", "--nocompilation_cache")
+    assert off.returncode == 0, off.stderr

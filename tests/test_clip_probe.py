@@ -64,10 +64,17 @@ def fake_run(tmp_path_factory):
     support = h0 + scale * spurious[labels]
     workdir = root / "run"
     workdir.mkdir()
-    np.savez(workdir / "support.npz", support=support.astype(np.float32), support_indices=indices)
-    (workdir / "config.json").write_text(json.dumps({"features_dir": str(features_dir)}))
-    (workdir / "results.json").write_text(json.dumps({"features_dir": str(features_dir)}))
-    (workdir / "history.json").write_text(json.dumps({"edit_norm": [[1.0], [1.0]]}))
+    np.savez(
+        workdir / "support.npz",
+        support=support.astype(np.float32),
+        support_indices=indices,
+        run_id="r1",
+    )
+    run = {"features_dir": str(features_dir), "run_id": "r1"}
+    (workdir / "config.json").write_text(json.dumps(run))
+    (workdir / "results.json").write_text(json.dumps({**run, "methods": {"hsfm": {}}}))
+    history = {"run_id": "r1", "history": {"edit_norm": [[1.0], [1.0]]}}
+    (workdir / "history.json").write_text(json.dumps(history))
     return workdir, spurious, scale
 
 

@@ -202,7 +202,7 @@ def test_many_classes_without_groups_end_to_end(tmp_path):
     assert "test worst-class acc" in table and "test mean-class acc" in table
 
     # The selected epoch is the one with the best accuracy on the `select` half.
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    history = json.loads((tmp_path / "run" / "history.json").read_text())["history"]
     val_acc = np.asarray(history["val_mean_acc"][0])
     best = methods["hsfm"]["best_epoch"][0]
     assert val_acc[best - 1] == val_acc.max()
@@ -221,7 +221,7 @@ def test_selection_by_worst_class_accuracy(tmp_path):
     config.erm.epochs = 5
     report = train.run(config, tmp_path / "run")
     assert report["methods"]["hsfm"]["resolved"]["selection_metric"] == "worst_class_acc"
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    history = json.loads((tmp_path / "run" / "history.json").read_text())["history"]
     worst = np.asarray(history["val_worst_class_acc"][0])
     np.testing.assert_array_equal(np.asarray(history["val_selection"][0]), worst)
     best = report["methods"]["hsfm"]["best_epoch"][0]

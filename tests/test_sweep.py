@@ -279,9 +279,14 @@ def test_table_builder_on_a_fixture(tmp_path):
     assert lines[0] == (
         "index,setting,meta_lr,num_seeds,val_wga_mean,val_wga_std,test_wga_mean,test_wga_std,"
         "test_mean_acc_mean,test_mean_acc_std,test_train_weighted_acc_mean,"
-        "test_train_weighted_acc_std,selection_metric,selected"
+        "test_train_weighted_acc_std,selection_metric,diverged,selected"
     )
     assert lines[1].startswith("0,meta_lr=0.1,0.1,2,0.8,0.0,0.6")
-    assert lines[1].endswith(",wga,1") and lines[2].endswith(",wga,0")
+    assert lines[1].endswith(",wga,False,1") and lines[2].endswith(",wga,False,0")
     sweep_report.plot(report, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 1000
+    # a diverged setting is marked and never selected, however good its numbers look
+    records[1]["diverged"] = "hsfm diverged: seed 0, first non-finite at epoch 2"
+    report = sweep_report.build_report(records, ["meta_lr"], num_groups=4)
+    assert report["selected"] == 1
+    assert "| diverged |" in tables.sweep_markdown(report)

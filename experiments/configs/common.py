@@ -30,6 +30,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.features_dir = inputs.PLACEHOLDER_PREFIX + "/features"
     # How to make features_dir when it has no meta.json: "" (error), "synthetic", "export".
     config.prepare = ""
+    # A prepared features_dir made with other arguments than these: "regenerate" or "refuse".
+    config.stale_features = "regenerate"
     # Arguments of hsfm_jax.synthetic.generate, used when prepare == "synthetic".
     config.synthetic = ml_collections.ConfigDict(synthetic.default_arguments())
     # Flags of `python -m feature_export.export`, used when prepare == "export".

@@ -53,7 +53,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from hsfm_jax import checkpointing, hsfm, hsfm_method, inputs, methods, results
+from hsfm_jax import checkpointing, divergence, hsfm, hsfm_method, inputs, methods, results
 from hsfm_jax import features as features_lib
 from hsfm_jax.baselines import erm
 from hsfm_jax.sweep import report as report_lib
@@ -248,6 +248,17 @@ def _setting_results(ctx: _Context, settings_list, program: Program, out: dict) 
     )
     records = []
     for r, i in enumerate(program.setting_indices):
+        diverged = None
+        try:
+            divergence.check_rows(
+                setting_name(settings_list[i]),
+                {"best": rows[str(i)]},
+                {"val": ctx.arrays.selection_split.features, "test": ctx.arrays.test.features},
+                {k: per_setting(out["history"][k], r) for k in hsfm_method.FINITE_HISTORY},
+            )
+        except divergence.Diverged as e:
+            logging.warning("%s", e)
+            diverged = str(e)
         records.append(
             {
                 "index": i,
@@ -258,10 +269,11 @@ def _setting_results(ctx: _Context, settings_list, program: Program, out: dict) 
                 "selection_metric": program.settings.selection_metric,
                 "metrics": results.summarize(metrics[str(i)]),
                 "best_epoch": per_setting(out["best_epoch"], r).tolist(),
+                "diverged": diverged,  # None, or why the setting is out of the selection
                 # Scalar per-epoch diagnostics only, (seeds, epochs) each; the checkpoints
                 # (deleted once done) also held the per-epoch arrays such as hard-set rows.
                 "history": {
-                    k: per_setting(v, r).tolist()
+                    k: results.json_array(per_setting(v, r))
                     for k, v in out["history"].items()
                     if np.ndim(v) == 2
                 },
@@ -320,6 +332,7 @@ def run(
             "sweep": [[name, list(values)] for name, values in spec.axes],
             "num_seeds": config.num_seeds,
             "checkpoint_every": checkpoint_every,
+            "features": features_lib.fingerprint(data.path),
         },
     )
     devices = list(jax.devices() if devices is None else devices)

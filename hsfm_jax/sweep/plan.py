@@ -23,6 +23,7 @@ SEEDS_NAME = "seeds"
 FIXED_ENTRIES = (
     "features_dir",
     "prepare",
+    "stale_features",
     "synthetic",
     "export",
     "float64",

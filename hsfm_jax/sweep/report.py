@@ -22,7 +22,8 @@ def build_report(records: Sequence[dict], names: Sequence[str], *, num_groups: i
 
     Returns a dict with ``names`` (swept names), ``columns``, ``rows`` (one per setting: the
     overrides, num_seeds, and mean/std of each column metric as fractions) and ``selected`` (the
-    index of the row with the best mean val selection metric; ties go to the first).
+    index of the row with the best mean val selection metric; ties go to the first; diverged
+    settings are never selected).
     """
     cols = table_columns(num_groups)
     rows = []
@@ -38,11 +39,16 @@ def build_report(records: Sequence[dict], names: Sequence[str], *, num_groups: i
             row[f"{split}_{metric}_mean"] = entry["mean"]
             row[f"{split}_{metric}_std"] = entry["std"]
         row["selection_metric"] = record["selection_metric"]
+        row["diverged"] = bool(record.get("diverged"))
         rows.append(row)
     scores = [
-        -np.inf if (s := row[f"val_{row['selection_metric']}_mean"]) is None else s for row in rows
+        -np.inf
+        if row["diverged"] or (s := row[f"val_{row['selection_metric']}_mean"]) is None
+        else s
+        for row in rows
     ]
-    selected = rows[int(np.argmax(scores))]["index"] if rows else None
+    selectable = [s for s in scores if s > -np.inf]
+    selected = rows[int(np.argmax(scores))]["index"] if selectable else None
     return {
         "names": list(names),
         "columns": [{"split": s, "metric": m, "header": h} for s, m, h in cols],
