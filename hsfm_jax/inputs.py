@@ -1,8 +1,9 @@
 """The feature set an experiment config describes: made when asked, loaded, val split applied.
 
 ``config.prepare`` says how to make a missing ``features_dir``: "synthetic" writes
-`hsfm_jax.synthetic` features, "export" runs ``python -m feature_export.export`` with the flags
-of ``config.export`` in a subprocess (the JAX process never imports PyTorch).
+`hsfm_jax.synthetic` features, "export" runs ``python -m feature_export.pipeline`` (build the dataset when it has a builder,
+fine-tune the backbone when asked, export) with the flags of ``config.export`` in a subprocess:
+the JAX process never imports PyTorch.
 """
 
 from __future__ import annotations
@@ -47,20 +48,25 @@ def check(config: ml_collections.ConfigDict) -> Path:
 
 
 def export_argv(export_config: ml_collections.ConfigDict, path: Path) -> list[str]:
-    """The `python -m feature_export.export` flags that `config.export` describes."""
+    """The `python -m feature_export.pipeline` flags that `config.export` describes."""
     argv = [f"--dataset={export_config.dataset}", f"--backbone={export_config.backbone}"]
     argv.append(f"--out={path}")
-    for flag in ("data_dir", "weights", "num_threads"):
+    for flag in ("data_dir", "weights", "num_threads", "finetune_workdir"):
         if export_config.get(flag):
             argv.append(f"--{flag}={export_config[flag]}")
-    argv += [f"--dataset_arg={k}={v!r}" for k, v in export_config.get("dataset_args", {}).items()]
-    argv += [f"--backbone_arg={k}={v!r}" for k, v in export_config.get("backbone_args", {}).items()]
+    for field, flag in (
+        ("dataset_args", "dataset_arg"),
+        ("backbone_args", "backbone_arg"),
+        ("build_args", "build_arg"),
+        ("finetune_args", "finetune_arg"),
+    ):
+        argv += [f"--{flag}={k}={v!r}" for k, v in export_config.get(field, {}).items()]
     return argv + ["--quiet"]
 
 
 def run_export(argv: list[str]) -> None:
     """Runs the exporter in a subprocess; its one-line error becomes a ValueError here."""
-    command = [sys.executable, "-m", "feature_export.export", *argv]
+    command = [sys.executable, "-m", "feature_export.pipeline", *argv]
     logging.info("Exporting features: %s", " ".join(command))
     proc = subprocess.run(command, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:

@@ -34,7 +34,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.stale_features = "regenerate"
     # Arguments of hsfm_jax.synthetic.generate, used when prepare == "synthetic".
     config.synthetic = ml_collections.ConfigDict(synthetic.default_arguments())
-    # Flags of `python -m feature_export.export`, used when prepare == "export".
+    # Flags of `python -m feature_export.pipeline` (build, fine-tune, export), used when
+    # prepare == "export"; build_args / finetune_* are empty unless the dataset is built here or
+    # the backbone fine-tuned first.
     config.export = ml_collections.ConfigDict(
         dict(
             dataset="",
@@ -44,6 +46,9 @@ def base_config() -> ml_collections.ConfigDict:
             num_threads=0,
             dataset_args={},
             backbone_args={},
+            build_args={},
+            finetune_workdir="",
+            finetune_args={},
         )
     )
     # fraction > 0: val is split (class-stratified, seeded) into a part for fitting (HSFM's hard

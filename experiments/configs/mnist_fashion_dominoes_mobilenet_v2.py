@@ -17,9 +17,9 @@ Fashion-MNIST pullover or coat (the label) over an MNIST 0 or 1 that agrees with
 2-core CPU) and exports 1280-d features with the fine-tuned 2-way classifier as head.npz, which
 is the `backbone_head` row and HSFM's starting head. Every step resumes and is skipped when done.
 `config.export.build_args`, `finetune_workdir` and `finetune_args` are that command's
-`--build_arg`, `--finetune_workdir` and `--finetune_arg`: the experiment side runs the export
-step as `python -m feature_export.pipeline` with them (until it does, run the first command
-first; experiments.main then finds the finished export).
+`--build_arg`, `--finetune_workdir` and `--finetune_arg`: `experiments.main` runs
+`python -m feature_export.pipeline` with them when the features are missing, so the second
+command alone does everything (the first is the same step by hand).
 
 HSFM hyperparameters: the paper's Dominoes column of Table 11 (ResNet-50), untouched; not a
 paper dataset, so no reported numbers. Results over 5 seeds: README, "Real images".
