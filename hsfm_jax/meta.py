@@ -133,12 +133,21 @@ def outer_loss(
       method: one of META_GRADIENTS.
     """
     method = resolve_method(method, support, query, head, inner_steps)
-    args = (support, head, support_labels, query, query_labels, inner_lr)
-    if method == "vjp":
-        return meta_vjp.outer_loss(*args, inner_steps=inner_steps)
-    if method == "gram":
-        return meta_gram.outer_loss(*args, inner_steps=inner_steps)
+    if method in ("vjp", "gram"):
+        C, dtype = head.weight.shape[0], support.dtype
+        implementation = meta_vjp if method == "vjp" else meta_gram
+        return implementation.outer_loss(
+            support,
+            head.weight,
+            head.bias,
+            jax.nn.one_hot(support_labels, C, dtype=dtype),
+            query,
+            jax.nn.one_hot(query_labels, C, dtype=dtype),
+            inner_steps,
+            jnp.asarray(inner_lr, dtype),
+        )
     wrap_step = jax.checkpoint if remat else None
+    args = (support, head, support_labels, query, query_labels, inner_lr)
     return _autodiff_outer_loss(*args, inner_steps=inner_steps, wrap_step=wrap_step)
 
 

@@ -15,7 +15,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from hsfm_jax import heads, linalg, losses
+from hsfm_jax import linalg, losses
 
 
 def _unroll(K1, Z0, b0, Y, alpha, T):
@@ -75,7 +75,9 @@ def _forward(H, W0, b0, Y, Q, YQ, T, alpha):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _outer_loss(H, W0, b0, Y, Q, YQ, T, alpha):
+def outer_loss(H, W0, b0, Y, Q, YQ, T, alpha):
+    """L_out on arrays: H (S, d), head W0 (C, d), b0 (C,), one-hot Y (S, C), Q (|Q|, d), one-hot
+    YQ (|Q|, C), T inner steps (static), alpha."""
     return _forward(H, W0, b0, Y, Q, YQ, T, alpha)[0]
 
 
@@ -101,30 +103,4 @@ def _bwd(T, res, g):
     return dH, dW0, db0, None, dQ, None, dalpha
 
 
-_outer_loss.defvjp(_fwd, _bwd)
-
-
-def outer_loss(
-    support: jnp.ndarray,
-    head: heads.LinearHead,
-    support_labels: jnp.ndarray,
-    query: jnp.ndarray,
-    query_labels: jnp.ndarray,
-    inner_lr: float | jnp.ndarray,
-    *,
-    inner_steps: int,
-) -> jnp.ndarray:
-    """L_out(H; Q) by the closed-form unroll on K = H H^T (module docstring), with a hand-written
-    d-sized VJP (shapes as `meta.outer_loss`)."""
-    C = head.weight.shape[0]
-    dtype = support.dtype
-    return _outer_loss(
-        support,
-        head.weight,
-        head.bias,
-        jax.nn.one_hot(support_labels, C, dtype=dtype),
-        query,
-        jax.nn.one_hot(query_labels, C, dtype=dtype),
-        inner_steps,
-        jnp.asarray(inner_lr, dtype),
-    )
+outer_loss.defvjp(_fwd, _bwd)

@@ -14,7 +14,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from hsfm_jax import heads, linalg, losses
+from hsfm_jax import linalg, losses
 
 
 def _forward(H, W0, b0, Y, alpha, T):
@@ -31,7 +31,9 @@ def _forward(H, W0, b0, Y, alpha, T):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _outer_loss(H, W0, b0, Y, Q, YQ, T, alpha):
+def outer_loss(H, W0, b0, Y, Q, YQ, T, alpha):
+    """L_out on arrays: H (S, d), head W0 (C, d), b0 (C,), one-hot Y (S, C), Q (|Q|, d), one-hot
+    YQ (|Q|, C), T inner steps (static), alpha."""
     WT, bT, _, _ = _forward(H, W0, b0, Y, alpha, T)
     return losses.onehot_cross_entropy(Q, WT, bT, YQ)[0]
 
@@ -74,29 +76,4 @@ def _bwd(T, res, g):
     return dH, dW0, db0, None, dQ, None, dalpha.astype(jnp.result_type(alpha))
 
 
-_outer_loss.defvjp(_fwd, _bwd)
-
-
-def outer_loss(
-    support: jnp.ndarray,
-    head: heads.LinearHead,
-    support_labels: jnp.ndarray,
-    query: jnp.ndarray,
-    query_labels: jnp.ndarray,
-    inner_lr: float | jnp.ndarray,
-    *,
-    inner_steps: int,
-) -> jnp.ndarray:
-    """L_out(H; Q) with the hand-written backward pass (shapes as `meta.outer_loss`)."""
-    C = head.weight.shape[0]
-    dtype = support.dtype
-    return _outer_loss(
-        support,
-        head.weight,
-        head.bias,
-        jax.nn.one_hot(support_labels, C, dtype=dtype),
-        query,
-        jax.nn.one_hot(query_labels, C, dtype=dtype),
-        inner_steps,
-        jnp.asarray(inner_lr, dtype),
-    )
+outer_loss.defvjp(_fwd, _bwd)
