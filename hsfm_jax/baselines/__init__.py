@@ -14,7 +14,7 @@ import importlib.util
 import types
 
 # Baselines with the run/default_config contract, in the order results tables list them.
-BASELINES = ("dfr", "neurontune")
+BASELINES = ("dfr", "neurontune", "group_dro", "jtt", "afr")
 
 
 def available() -> dict[str, types.ModuleType]:

@@ -1,0 +1,420 @@
+"""Automatic Feature Reweighting (AFR; Qiu, Potapczynski, Izmailov & Wilson, ICML 2023).
+
+The authors' protocol (AndPotap/afr: ``train_embeddings.py``, ``losses/__init__.py``,
+``utils/supervised_utils.py``, and the sweeps of ``notebooks/wb_celeba.ipynb``), on frozen
+features:
+
+1. train is split at random (per seed) into D_ERM (``erm_fraction``, the README's
+   ``--train_prop=80``) and D_RW (the remaining 20%, ``--train_prop=-20``);
+2. an ERM head theta_ERM is trained on D_ERM (``config.erm``: the experiment's ERM recipe);
+3. on D_RW, with p_i the ERM head's softmax probability of the true class,
+   ``w_i = exp(-gamma p_i) / n_{y_i}`` normalized to sum 1 (``get_exp_weights``, then
+   ``rebalance_weights``: class c's weights times N / n_c, then ``normalize_weights``;
+   ``class_balance="count"``). ``"sum"`` instead makes every class's weights sum to 1 / C;
+   ``"none"`` skips the class factor;
+4. the last layer, started from theta_ERM, is retrained on D_RW by full-batch gradient descent
+   on ``sum_i w_i CE_i + lambda (||W - W_ERM||^2 + ||b - b_ERM||^2)`` (``take_step``; the
+   notebook's sweeps clip the gradient to global norm 1, ``grad_clip``);
+5. gamma and lambda are chosen on the validation metric, each grid point early-stopped at its
+   best checkpoint (the notebook's ``early_stop='wga'``; it scores every epoch = step, here every
+   ``eval_every`` steps). No train group label is read. Row ``"afr"``.
+
+Everything after the host-side scaler is one jitted program: seeds are ``vmap``ped (they differ
+in the D_ERM / D_RW split and, with a minibatch ERM recipe, its draws), and so is the
+(gamma x lambda) grid, which shares each seed's ERM head and D_RW. Deviations: both stages train
+on standardized features by default (``standardize``; the released code uses raw embeddings);
+the split is a plain random permutation, not class-stratified.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from hsfm_jax import heads, losses, optim
+from hsfm_jax.baselines import common, dfr, erm
+from hsfm_jax.features import FeatureSet, SplitArrays
+
+NAME = "afr"
+CLASS_BALANCE = ("count", "sum", "none")
+_ERM_FIELDS = (
+    "optimizer",
+    "learning_rate",
+    "steps",
+    "epochs",
+    "l2",
+    "batch_size",
+    "class_balanced",
+)
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """AFR defaults (Qiu et al., 2023; AndPotap/afr README and notebooks/wb_celeba.ipynb)."""
+    config = ml_collections.ConfigDict()
+    config.erm_fraction = 0.8  # share of train for the ERM stage (README: --train_prop=80)
+    # gamma: the Waterbirds sweep is linspace(4, 20, 33), CelebA linspace(1, 3, 10), the
+    # robustness-to-gamma plot linspace(0, 30, 11). Here a coarser cover of [0, 20] (0: the ERM
+    # head retrained class-balanced): every grid point is a full retraining.
+    config.gamma_grid = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 14.0, 20.0)
+    # lambda (reg_coeff): the Waterbirds sweep {0, 0.1, 0.2, 0.3}; CelebA logspace(-3, -1, 3).
+    config.reg_grid = (0.0, 0.1, 0.2, 0.3)
+    config.class_balance = "count"  # rebalance_weights (default on in train_embeddings.py)
+    config.optimizer = "sgd"  # notebook: SGD, momentum 0, no weight decay
+    config.learning_rate = 1e-2  # notebook (Waterbirds); its CelebA sweep uses 2e-2
+    config.steps = 500  # full-batch epochs (Waterbirds 500; CelebA 1000)
+    config.grad_clip = 1.0  # global-norm clip of the notebook's sweeps (0: none)
+    config.eval_every = 10  # steps between checkpoints scored for early stopping (0: final)
+    # Standardized features (folded into the head), as DFR, so one learning rate serves
+    # backbones of any feature scale (the released code retrains on raw ResNet-50 embeddings).
+    config.standardize = True
+    config.selection_metric = "auto"  # "auto": WGA with groups, else mean accuracy
+    # The ERM stage: the fields of experiments/configs/common.erm_config, which the experiment
+    # runner puts here so AFR's theta_ERM is the ERM row's recipe (on D_ERM).
+    config.erm = ml_collections.ConfigDict(
+        dict(
+            optimizer="adam",
+            learning_rate=1e-3,
+            steps=1000,
+            epochs=0,  # > 0: steps = epochs * ceil(|D_ERM| / batch_size) (1 per epoch full batch)
+            l2=0.0,
+            batch_size=0,
+            class_balanced=False,
+        )
+    )
+    return config
+
+
+_FIELDS = tuple(default_config().keys())
+
+
+def check(config: ml_collections.ConfigDict, data: FeatureSet) -> None:
+    """Raises ``ValueError`` naming ``afr.<field>`` (``afr.erm.<field>``) for a bad setting."""
+    common.check_known(NAME, config, _FIELDS)
+    common.check_value(NAME, config, "erm_fraction", "fraction")
+    common.check_grid(NAME, config, "gamma_grid", "non_negative")
+    common.check_grid(NAME, config, "reg_grid", "non_negative")
+    common.check_choice(NAME, config, "class_balance", CLASS_BALANCE)
+    common.check_choice(NAME, config, "optimizer", optim.OPTIMIZERS)
+    common.check_value(NAME, config, "learning_rate", "positive")
+    common.check_value(NAME, config, "steps", "positive_int")
+    common.check_value(NAME, config, "grad_clip", "non_negative")
+    common.check_eval_every(NAME, config, "steps")
+    common.check_bool(NAME, config, "standardize")
+    if not isinstance(config.get("erm"), ml_collections.ConfigDict):
+        raise ValueError(f"{NAME}.erm must be a ConfigDict with fields {_ERM_FIELDS}")
+    sub = f"{NAME}.erm"
+    common.check_choice(sub, config.erm, "optimizer", optim.OPTIMIZERS)
+    common.check_value(sub, config.erm, "learning_rate", "positive")
+    common.check_value(sub, config.erm, "steps", "positive_int")
+    common.check_value(sub, config.erm, "epochs", "non_negative_int")
+    common.check_value(sub, config.erm, "l2", "non_negative")
+    common.check_value(sub, config.erm, "batch_size", "non_negative_int")
+    common.check_bool(sub, config.erm, "class_balanced")
+    n_erm, n_rw = split_sizes(data.train.num_examples, config.erm_fraction)
+    if min(n_erm, n_rw) < data.num_classes:
+        raise ValueError(
+            f"{NAME}.erm_fraction={config.erm_fraction} splits {data.train.num_examples} train "
+            f"examples into {n_erm} (ERM) and {n_rw} (reweighting); each needs >= "
+            f"{data.num_classes} (the number of classes)"
+        )
+    common.check_selection(NAME, config, data)
+
+
+def split_sizes(num_train: int, erm_fraction: float) -> tuple[int, int]:
+    """(|D_ERM|, |D_RW|) for `num_train` examples."""
+    n_erm = int(round(erm_fraction * num_train))
+    return n_erm, num_train - n_erm
+
+
+def erm_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:
+    """The ERM stage's step count (``epochs`` overrides ``steps``, as the experiment's ERM)."""
+    c = config.erm
+    if c.epochs > 0:
+        return c.epochs * (-(-num_examples // c.batch_size) if c.batch_size else 1)
+    return int(c.steps)
+
+
+# ----------------------------------------------------------------------------- weights, loss
+
+
+def afr_weights(
+    logits: jnp.ndarray,
+    labels: jnp.ndarray,
+    gamma: jnp.ndarray,
+    *,
+    num_classes: int,
+    class_balance: str = "count",
+) -> jnp.ndarray:
+    """AFR's example weights (N,), summing to 1 (module docstring, step 3).
+
+    Args:
+      logits: (N, C) of the ERM head on D_RW; labels: (N,) int.
+      gamma: () the temperature gamma >= 0.
+      class_balance: "count" (x 1 / n_y, the released code), "sum" (each class's weights sum to
+        1 / C), or "none".
+    """
+    p_true = jnp.exp(-losses.per_example_cross_entropy(logits=logits, labels=labels))
+    weights = jnp.exp(-gamma * p_true)
+    one_hot = (labels[:, None] == jnp.arange(num_classes)).astype(weights.dtype)
+    if class_balance == "count":
+        weights = weights / (jnp.sum(one_hot, axis=0) @ one_hot.T)
+    elif class_balance == "sum":
+        weights = weights / ((weights @ one_hot) @ one_hot.T)
+    elif class_balance != "none":
+        raise ValueError(f"{NAME}.class_balance must be one of {CLASS_BALANCE}")
+    return weights / jnp.sum(weights)
+
+
+def objective(
+    head: heads.LinearHead,
+    features: jnp.ndarray,
+    labels: jnp.ndarray,
+    weights: jnp.ndarray,
+    reference: heads.LinearHead,
+    reg: jnp.ndarray,
+) -> jnp.ndarray:
+    """``sum_i w_i CE_i + reg (||W - W_ref||^2 + ||b - b_ref||^2)`` (``take_step``)."""
+    per_example = losses.per_example_cross_entropy(
+        logits=heads.apply(head, features), labels=labels
+    )
+    pull = jnp.sum((head.weight - reference.weight) ** 2) + jnp.sum(
+        (head.bias - reference.bias) ** 2
+    )
+    return jnp.sum(weights * per_example) + reg * pull
+
+
+def make_optimizer(optimizer: str, learning_rate, grad_clip: float) -> optax.GradientTransformation:
+    """`optim.make`, after a global-norm clip when ``grad_clip > 0``."""
+    tx = optim.make(optimizer, learning_rate)
+    return optax.chain(optax.clip_by_global_norm(grad_clip), tx) if grad_clip > 0 else tx
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def afr_single(
+    key: jax.Array,
+    features: jnp.ndarray,
+    labels: jnp.ndarray,
+    select: SplitArrays,
+    mean: jnp.ndarray,
+    scale: jnp.ndarray,
+    gamma_grid: jnp.ndarray,
+    reg_grid: jnp.ndarray,
+    learning_rate: jnp.ndarray,
+    erm_learning_rate: jnp.ndarray,
+    erm_l2: jnp.ndarray,
+    *,
+    num_erm: int,
+    num_classes: int,
+    num_groups: int,
+    metric: str,
+    class_balance: str,
+    optimizer: str,
+    steps: int,
+    grad_clip: float,
+    eval_every: int,
+    erm_optimizer: str,
+    erm_steps: int,
+    erm_batch_size: int,
+    erm_class_balanced: bool,
+) -> dict:
+    """AFR for one seed over the whole (gamma x lambda) grid.
+
+    Args:
+      key: PRNG key (the D_ERM / D_RW split and the ERM stage's minibatches).
+      features: (N, d) train features (standardized when the run standardizes); labels (N,).
+      select: the selection split on raw features; mean, scale: (d,) the scaler to fold.
+      gamma_grid: (Γ,); reg_grid: (L,); learning_rate: () the retraining step size.
+      erm_learning_rate, erm_l2: () the ERM stage's settings; num_erm: |D_ERM| (static).
+
+    Returns:
+      dict with ``erm_head`` (C, d) raw-feature theta_ERM, ``reweight_rows`` (N - num_erm,) the
+      train rows of D_RW, ``weights`` (Γ, N - num_erm), and per grid point (P = Γ * L, gamma
+      slowest) ``head`` (P, C, d) best checkpoint on raw features, ``score`` (P,),
+      ``checkpoint`` (P,), ``scores`` (P, K).
+    """
+    k_split, k_erm = jax.random.split(key)
+    order = jax.random.permutation(k_split, features.shape[0])
+    erm_rows, rw_rows = order[:num_erm], order[num_erm:]
+    erm_head = erm.fit(
+        features[erm_rows],
+        labels[erm_rows],
+        k_erm,
+        num_classes=num_classes,
+        optimizer=erm_optimizer,
+        learning_rate=erm_learning_rate,
+        steps=erm_steps,
+        l2=erm_l2,
+        batch_size=erm_batch_size,
+        class_balanced=erm_class_balanced,
+    )
+    x, y = features[rw_rows], labels[rw_rows]
+    erm_logits = heads.apply(erm_head, x)
+    weights = jax.vmap(
+        lambda g: afr_weights(
+            erm_logits, y, g, num_classes=num_classes, class_balance=class_balance
+        )
+    )(gamma_grid)  # (Γ, N_rw)
+
+    tx = make_optimizer(optimizer, learning_rate, grad_clip)
+    grad = jax.grad(objective)
+    raw = lambda state: dfr.fold_scaler(state[0], mean, scale)
+    score_of = functools.partial(
+        common.score, split=select, num_classes=num_classes, num_groups=num_groups, metric=metric
+    )
+
+    def retrain(w, reg):
+        def step(state, _):
+            head, opt_state = state
+            updates, opt_state = tx.update(grad(head, x, y, w, erm_head, reg), opt_state, head)
+            return (jax.tree_util.tree_map(jnp.add, head, updates), opt_state), None
+
+        advance = lambda state, keys: jax.lax.scan(step, state, keys)[0]
+        out = common.best_over_checkpoints(
+            advance,
+            (erm_head, tx.init(erm_head)),
+            common.chunk_keys(jax.random.key(0), steps, eval_every),  # full batch: unused
+            head_of=raw,
+            score_of=score_of,
+        )
+        del out["state"]
+        return out
+
+    over_reg = jax.vmap(retrain, in_axes=(None, 0))
+    out = jax.vmap(over_reg, in_axes=(0, None))(weights, reg_grid)  # (Γ, L, ...)
+    out = jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
+    out["erm_head"] = dfr.fold_scaler(erm_head, mean, scale)
+    out["reweight_rows"] = rw_rows
+    out["weights"] = weights
+    return out
+
+
+_STATIC = (
+    "num_erm",
+    "num_classes",
+    "num_groups",
+    "metric",
+    "class_balance",
+    "optimizer",
+    "steps",
+    "grad_clip",
+    "eval_every",
+    "erm_optimizer",
+    "erm_steps",
+    "erm_batch_size",
+    "erm_class_balanced",
+)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def run_grid(
+    keys: jax.Array,
+    features: jnp.ndarray,
+    labels: jnp.ndarray,
+    select: SplitArrays,
+    mean: jnp.ndarray,
+    scale: jnp.ndarray,
+    gamma_grid: jnp.ndarray,
+    reg_grid: jnp.ndarray,
+    learning_rate: jnp.ndarray,
+    erm_learning_rate: jnp.ndarray,
+    erm_l2: jnp.ndarray,
+    **static,
+) -> dict:
+    """`afr_single` vmapped over seeds (S,), then the best grid point per seed.
+
+    Returns the dict of `afr_single` with a leading (S,) axis, plus ``selected_head``
+    (S, C, d) and ``selected`` (S,) the chosen grid index.
+    """
+    standardized = (features - mean) / scale
+    single = lambda k: afr_single(
+        k,
+        standardized,
+        labels,
+        select,
+        mean,
+        scale,
+        gamma_grid,
+        reg_grid,
+        learning_rate,
+        erm_learning_rate,
+        erm_l2,
+        **static,
+    )
+    out = jax.vmap(single)(keys)
+    out["selected"] = jnp.argmax(out["score"], axis=1)
+    out["selected_head"] = jax.vmap(common.take)(out["head"], out["selected"])
+    return out
+
+
+def run_with_info(
+    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
+) -> tuple[dict[str, heads.LinearHead], dict]:
+    """`run`, plus the ERM heads, D_RW rows, weights and every grid point's scores.
+
+    Returns:
+      (rows, info): info is the output of `run_grid` (leading seed axis) plus ``grid``
+      (``gamma`` and ``reg`` per grid point, (P,) each).
+    """
+    check(config, data)
+    metric = common.check_selection(NAME, config, data)
+    train = data.train.to_arrays()
+    if config.standardize:
+        mean, scale = map(jnp.asarray, dfr.host_scaler(data.train.features))
+    else:
+        mean = jnp.zeros((data.feature_dim,), jnp.float32)
+        scale = jnp.ones((data.feature_dim,), jnp.float32)
+    num_erm, _ = split_sizes(data.train.num_examples, config.erm_fraction)
+    gamma_grid = np.asarray(config.gamma_grid, np.float32)
+    reg_grid = np.asarray(config.reg_grid, np.float32)
+    out = run_grid(
+        keys,
+        train.features,
+        train.labels,
+        common.selection_split(data).to_arrays(),
+        mean,
+        scale,
+        jnp.asarray(gamma_grid),
+        jnp.asarray(reg_grid),
+        jnp.asarray(config.learning_rate, jnp.float32),
+        jnp.asarray(config.erm.learning_rate, jnp.float32),
+        jnp.asarray(config.erm.l2, jnp.float32),
+        num_erm=num_erm,
+        num_classes=data.num_classes,
+        num_groups=data.num_groups,
+        metric=metric,
+        class_balance=config.class_balance,
+        optimizer=config.optimizer,
+        steps=int(config.steps),
+        grad_clip=float(config.grad_clip),
+        eval_every=int(config.eval_every),
+        erm_optimizer=config.erm.optimizer,
+        erm_steps=erm_steps(config, num_erm),
+        erm_batch_size=int(config.erm.batch_size),
+        erm_class_balanced=bool(config.erm.class_balanced),
+    )
+    g_mesh, r_mesh = np.meshgrid(gamma_grid, reg_grid, indexing="ij")
+    out["grid"] = {"gamma": g_mesh.ravel(), "reg": r_mesh.ravel()}
+    return {NAME: out["selected_head"]}, out
+
+
+def run(
+    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
+) -> dict[str, heads.LinearHead]:
+    """AFR row for every seed key.
+
+    Args:
+      data: the feature set (train without its group labels; the selection split; test never).
+      config: `default_config()`-shaped.
+      keys: (S,) PRNG keys.
+
+    Returns:
+      {"afr": LinearHead with weight (S, C, d), bias (S, C)} over raw features.
+    """
+    return run_with_info(data, config, keys)[0]
