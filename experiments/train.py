@@ -30,7 +30,7 @@ def check(config: ml_collections.ConfigDict) -> list[str]:
     """The top-level checks: method names and seeds. Returns the method names."""
     names = methods.parse(config.methods)
     if not isinstance(config.num_seeds, int) or config.num_seeds < 1:
-        raise ValueError(f"num_seeds must be an integer >= 1, got {config.num_seeds!r}")
+        raise ValueError(f"num_seeds must be an integer > 0, got {config.num_seeds!r}")
     inputs.check(config)
     return names
 

@@ -1,94 +1,114 @@
 """Config checks that run before any method does: one `ValueError` naming the field.
 
 Every method's `check(config, data)` is built from these, so a bad setting fails in seconds with
-a message such as ``hsfm.meta_gradient must be one of ('autodiff', ...), got 'vjpp'``.
+a message such as ``hsfm.meta_gradient must be one of ('autodiff', ...), got 'vjpp'`` or
+``group_dro.learning_rate must be > 0 and finite, got 0.0``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
 
 import ml_collections
 
+from hsfm_jax import evaluate
+from hsfm_jax.features import FeatureSet
 
-def _value(config: ml_collections.ConfigDict, field: str) -> Any:
-    return config[field]
+_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "positive": (lambda v: _is_real(v) and math.isfinite(v) and v > 0, "must be > 0 and finite"),
+    "non_negative": (
+        lambda v: _is_real(v) and math.isfinite(v) and v >= 0,
+        "must be >= 0 and finite",
+    ),
+    "finite": (lambda v: _is_real(v) and math.isfinite(v), "must be finite"),
+    "positive_int": (lambda v: _is_int(v) and v > 0, "must be an integer > 0"),
+    "non_negative_int": (lambda v: _is_int(v) and v >= 0, "must be an integer >= 0"),
+    "fraction": (lambda v: _is_real(v) and 0 < v < 1, "must be in (0, 1)"),
+}
 
 
-def one_of(config: ml_collections.ConfigDict, prefix: str, field: str, allowed: Sequence) -> None:
-    """`config.<field>` is one of `allowed`."""
-    value = _value(config, field)
-    if value not in allowed:
-        raise ValueError(f"{prefix}.{field} must be one of {tuple(allowed)}, got {value!r}")
-
-
-def _is_number(value: Any) -> bool:
+def _is_real(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def at_least(config: ml_collections.ConfigDict, prefix: str, field: str, low: int) -> None:
-    """`config.<field>` is an integer >= `low`."""
-    value = _value(config, field)
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{prefix}.{field} must be an integer >= {low}, got {value!r}")
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def positive(config: ml_collections.ConfigDict, prefix: str, field: str) -> None:
-    """`config.<field>` is a finite number > 0 (learning rates, step sizes)."""
-    value = _value(config, field)
-    if not _is_number(value) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{prefix}.{field} must be a finite number > 0, got {value!r}")
+def _get(method: str, config: ml_collections.ConfigDict, field: str):
+    if field not in config:
+        raise ValueError(f"{method}.{field} is missing (see {method}.default_config())")
+    return config[field]
 
 
-def non_negative(config: ml_collections.ConfigDict, prefix: str, field: str) -> None:
-    """`config.<field>` is a finite number >= 0 (penalties)."""
-    value = _value(config, field)
-    if not _is_number(value) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{prefix}.{field} must be a finite number >= 0, got {value!r}")
+def check_known(method: str, config: ml_collections.ConfigDict, known: Sequence[str]) -> None:
+    """A field the method does not read is a typo: fail rather than silently ignore it."""
+    unknown = sorted(set(config.keys()) - set(known))
+    if unknown:
+        raise ValueError(f"{method}: unknown config field(s) {unknown}; known: {sorted(known)}")
 
 
-def all_positive(config: ml_collections.ConfigDict, prefix: str, field: str) -> None:
-    """`config.<field>` is a non-empty sequence of finite numbers > 0 (grids)."""
-    values = _value(config, field)
-    values = (values,) if _is_number(values) else tuple(values)
-    if not values or any(not _is_number(v) or not math.isfinite(v) or v <= 0 for v in values):
-        raise ValueError(
-            f"{prefix}.{field} must be a non-empty list of finite numbers > 0, got {values!r}"
-        )
+def check_value(method: str, config: ml_collections.ConfigDict, field: str, rule: str) -> None:
+    """``config[field]`` satisfies `rule` (a key of `_RULES`)."""
+    value = _get(method, config, field)
+    ok, text = _RULES[rule]
+    if not ok(value):
+        raise ValueError(f"{method}.{field} {text}, got {value!r}")
 
 
-def all_finite(config: ml_collections.ConfigDict, prefix: str, field: str) -> None:
-    """`config.<field>` is a non-empty sequence of finite numbers (thresholds)."""
-    values = _value(config, field)
-    values = (values,) if _is_number(values) else tuple(values)
-    if not values or any(not _is_number(v) or not math.isfinite(v) for v in values):
-        raise ValueError(
-            f"{prefix}.{field} must be a non-empty list of finite numbers, got {values!r}"
-        )
+def check_grid(method: str, config: ml_collections.ConfigDict, field: str, rule: str) -> None:
+    """``config[field]`` is a non-empty sequence whose every entry satisfies `rule`."""
+    value = _get(method, config, field)
+    ok, text = _RULES[rule]
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise ValueError(f"{method}.{field} must be a non-empty tuple of values, got {value!r}")
+    bad = [v for v in value if not ok(v)]
+    if bad:
+        raise ValueError(f"{method}.{field}: every value {text}, got {bad[0]!r} in {value!r}")
 
 
-def subset_of(
-    config: ml_collections.ConfigDict, prefix: str, field: str, allowed: Iterable
+def check_choice(
+    method: str, config: ml_collections.ConfigDict, field: str, allowed: Sequence
 ) -> None:
-    """`config.<field>` is a non-empty sequence of names from `allowed`."""
+    value = _get(method, config, field)
+    if isinstance(value, bool) or value not in allowed:
+        raise ValueError(f"{method}.{field} must be one of {tuple(allowed)}, got {value!r}")
+
+
+def check_bool(method: str, config: ml_collections.ConfigDict, field: str) -> None:
+    value = _get(method, config, field)
+    if not isinstance(value, bool):
+        raise ValueError(f"{method}.{field} must be True or False, got {value!r}")
+
+
+def check_eval_every(method: str, config: ml_collections.ConfigDict, steps_field: str) -> None:
+    """``eval_every`` is 0 (final head only) or divides the step count (fixed-size chunks)."""
+    check_value(method, config, "eval_every", "non_negative_int")
+    steps, every = config[steps_field], config.eval_every
+    if every and steps % every:
+        raise ValueError(
+            f"{method}.eval_every must be 0 or divide {method}.{steps_field}={steps}, got {every}"
+        )
+
+
+def check_selection(method: str, config: ml_collections.ConfigDict, data: FeatureSet) -> str:
+    """The selection metric's name; a bad ``selection_metric`` names the method's field."""
+    _get(method, config, "selection_metric")
+    try:
+        return evaluate.selection_metric_name(data.num_groups, config.selection_metric)
+    except ValueError as error:
+        raise ValueError(f"{method}.{error}") from None
+
+
+def check_subset(
+    method: str, config: ml_collections.ConfigDict, field: str, allowed: Iterable
+) -> None:
+    """``config[field]`` is a non-empty sequence of names from `allowed`."""
     allowed = tuple(allowed)
-    values = tuple(_value(config, field))
+    values = tuple(_get(method, config, field))
     unknown = [v for v in values if v not in allowed]
     if unknown or not values:
         raise ValueError(
-            f"{prefix}.{field}: unknown or no entries {unknown}; choose from {allowed}"
+            f"{method}.{field}: unknown or no entries {unknown}; choose from {allowed}"
         )
-
-
-def selection_metric(
-    config: ml_collections.ConfigDict, prefix: str, num_groups: int, field: str = "selection_metric"
-) -> str:
-    """Resolves `config.<field>` ("auto" or a name in `evaluate.SELECTION_METRICS`)."""
-    from hsfm_jax import evaluate
-
-    try:
-        return evaluate.selection_metric_name(num_groups, _value(config, field))
-    except ValueError as e:
-        raise ValueError(f"{prefix}.{e}") from None

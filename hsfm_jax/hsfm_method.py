@@ -66,18 +66,18 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
       `evaluate.SELECTION_METRICS`, "init_head": "backbone" | "erm"}.
     """
     for name in _SIZE_FIELDS:
-        checks.at_least(config, "hsfm", name, 1)
+        checks.check_value("hsfm", config, name, "positive_int")
     for name in ("inner_lr", "meta_lr", "meta_grad_clip"):
-        checks.positive(config, "hsfm", name)
+        checks.check_value("hsfm", config, name, "positive")
     if config.head_lr is not None:
-        checks.positive(config, "hsfm", "head_lr")
-    checks.one_of(config, "hsfm", "meta_optimizer", optim.OPTIMIZERS)
-    checks.one_of(config, "hsfm", "head_optimizer", optim.OPTIMIZERS)
-    checks.one_of(config, "hsfm", "hard_set_fill", hard_set.FILL_MODES)
-    checks.one_of(config, "hsfm", "meta_gradient", meta.META_GRADIENTS)
-    checks.one_of(config, "hsfm", "init_head", INIT_HEADS)
-    checks.one_of(config, "hsfm", "remat", (False, True))
-    selection_metric = checks.selection_metric(config, "hsfm", data.num_groups)
+        checks.check_value("hsfm", config, "head_lr", "positive")
+    checks.check_choice("hsfm", config, "meta_optimizer", optim.OPTIMIZERS)
+    checks.check_choice("hsfm", config, "head_optimizer", optim.OPTIMIZERS)
+    checks.check_choice("hsfm", config, "hard_set_fill", hard_set.FILL_MODES)
+    checks.check_choice("hsfm", config, "meta_gradient", meta.META_GRADIENTS)
+    checks.check_choice("hsfm", config, "init_head", INIT_HEADS)
+    checks.check_bool("hsfm", config, "remat")
+    selection_metric = checks.check_selection("hsfm", config, data)
     hard_set.check_class_sizes(
         data.train.labels,
         config.support_per_class,

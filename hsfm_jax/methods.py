@@ -34,6 +34,9 @@ REGISTRY = {
     "erm": "hsfm_jax.baselines.erm",
     "dfr": "hsfm_jax.baselines.dfr",
     "neurontune": "hsfm_jax.baselines.neurontune",
+    "group_dro": "hsfm_jax.baselines.group_dro",
+    "jtt": "hsfm_jax.baselines.jtt",
+    "afr": "hsfm_jax.baselines.afr",
     "hsfm": "hsfm_jax.hsfm_method",
 }
 

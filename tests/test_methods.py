@@ -72,24 +72,24 @@ BAD_SETTINGS = [
     ({"hsfm.selection_metric": "best"}, "hsfm.selection_metric must be 'auto' or one of"),
     ({"dfr.selection_metric": "best"}, "dfr.selection_metric must be 'auto' or one of"),
     ({"hsfm.hard_set_fill": "pad"}, "hsfm.hard_set_fill must be one of"),
-    ({"hsfm.inner_steps": 0}, "hsfm.inner_steps must be an integer >= 1"),
-    ({"hsfm.support_per_class": -3}, "hsfm.support_per_class must be an integer >= 1"),
-    ({"hsfm.epochs": 0}, "hsfm.epochs must be an integer >= 1"),
-    ({"erm.steps": 0}, "erm.steps must be an integer >= 1"),
+    ({"hsfm.inner_steps": 0}, "hsfm.inner_steps must be an integer > 0"),
+    ({"hsfm.support_per_class": -3}, "hsfm.support_per_class must be an integer > 0"),
+    ({"hsfm.epochs": 0}, "hsfm.epochs must be an integer > 0"),
+    ({"erm.steps": 0}, "erm.steps must be an integer > 0"),
     ({"erm.batch_size": -5}, "erm.batch_size must be an integer >= 0"),
-    ({"neurontune.epochs": 0}, "neurontune.epochs must be an integer >= 1"),
-    ({"dfr.num_retrains": 0}, "dfr.num_retrains must be an integer >= 1"),
-    ({"hsfm.inner_lr": float("nan")}, "hsfm.inner_lr must be a finite number > 0"),
-    ({"hsfm.meta_lr": -1.0}, "hsfm.meta_lr must be a finite number > 0"),
-    ({"hsfm.head_lr": float("inf")}, "hsfm.head_lr must be a finite number > 0"),
-    ({"hsfm.meta_grad_clip": -1.0}, "hsfm.meta_grad_clip must be a finite number > 0"),
-    ({"erm.learning_rate": float("inf")}, "erm.learning_rate must be a finite number > 0"),
-    ({"neurontune.learning_rate": 0.0}, "neurontune.learning_rate must be a finite number > 0"),
-    ({"dfr.c_grid": (1.0, -0.1)}, "dfr.c_grid must be a non-empty list of finite numbers > 0"),
+    ({"neurontune.epochs": 0}, "neurontune.epochs must be an integer > 0"),
+    ({"dfr.num_retrains": 0}, "dfr.num_retrains must be an integer > 0"),
+    ({"hsfm.inner_lr": float("nan")}, "hsfm.inner_lr must be > 0 and finite"),
+    ({"hsfm.meta_lr": -1.0}, "hsfm.meta_lr must be > 0 and finite"),
+    ({"hsfm.head_lr": float("inf")}, "hsfm.head_lr must be > 0 and finite"),
+    ({"hsfm.meta_grad_clip": -1.0}, "hsfm.meta_grad_clip must be > 0 and finite"),
+    ({"erm.learning_rate": float("inf")}, "erm.learning_rate must be > 0 and finite"),
+    ({"neurontune.learning_rate": 0.0}, "neurontune.learning_rate must be > 0 and finite"),
+    ({"dfr.c_grid": (1.0, -0.1)}, "dfr.c_grid: every value must be > 0 and finite"),
     ({"hsfm.support_per_class": 100000}, "hsfm.support_per_class: class 0 has"),
     ({"hsfm.hard_set_size": 100000}, "hsfm.hard_set_size: class 0 has"),
     ({"val_split.fraction": 0.999}, "leaves the selection part"),
-    ({"num_seeds": 0}, "num_seeds must be an integer >= 1"),
+    ({"num_seeds": 0}, "num_seeds must be an integer > 0"),
 ]
 
 
@@ -155,7 +155,7 @@ def _toy_module() -> types.ModuleType:
         return ml_collections.ConfigDict(dict(scale=1.0))
 
     def check(config, data):
-        checks.positive(config, "toy", "scale")
+        checks.check_value("toy", config, "scale", "positive")
         return {}
 
     def run(data, config, keys):
@@ -176,5 +176,5 @@ def test_a_new_method_is_one_module_and_one_registry_line(features_dir, tmp_path
     assert set(report["methods"]) == {"erm", "toy"}
     assert report["methods"]["toy"]["test"]["mean_acc"]["mean"] is not None
     config.toy.scale = -1.0
-    with pytest.raises(ValueError, match="toy.scale must be a finite number > 0"):
+    with pytest.raises(ValueError, match="toy.scale must be > 0 and finite"):
         train.run(config, tmp_path / "run2")

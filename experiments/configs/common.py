@@ -56,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.val_split = ml_collections.ConfigDict(dict(fraction=0.0, seed=0))
     # More splits to evaluate beside val and test (e.g. Hard-Spurious-ImageNet's "test_ar").
     config.extra_test_splits = ""
-    config.methods = "erm,dfr,neurontune,hsfm"
+    config.methods = "erm,dfr,neurontune,group_dro,jtt,afr,hsfm"
     config.num_seeds = 5
     config.seed = 0
     config.float64 = False

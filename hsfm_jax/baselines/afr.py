@@ -36,7 +36,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from hsfm_jax import heads, losses, optim
+from hsfm_jax import checks, heads, losses, optim
 from hsfm_jax.baselines import common, dfr, erm
 from hsfm_jax.features import FeatureSet, SplitArrays
 
@@ -92,29 +92,29 @@ def default_config() -> ml_collections.ConfigDict:
 _FIELDS = tuple(default_config().keys())
 
 
-def check(config: ml_collections.ConfigDict, data: FeatureSet) -> None:
+def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     """Raises ``ValueError`` naming ``afr.<field>`` (``afr.erm.<field>``) for a bad setting."""
-    common.check_known(NAME, config, _FIELDS)
-    common.check_value(NAME, config, "erm_fraction", "fraction")
-    common.check_grid(NAME, config, "gamma_grid", "non_negative")
-    common.check_grid(NAME, config, "reg_grid", "non_negative")
-    common.check_choice(NAME, config, "class_balance", CLASS_BALANCE)
-    common.check_choice(NAME, config, "optimizer", optim.OPTIMIZERS)
-    common.check_value(NAME, config, "learning_rate", "positive")
-    common.check_value(NAME, config, "steps", "positive_int")
-    common.check_value(NAME, config, "grad_clip", "non_negative")
-    common.check_eval_every(NAME, config, "steps")
-    common.check_bool(NAME, config, "standardize")
+    checks.check_known(NAME, config, _FIELDS)
+    checks.check_value(NAME, config, "erm_fraction", "fraction")
+    checks.check_grid(NAME, config, "gamma_grid", "non_negative")
+    checks.check_grid(NAME, config, "reg_grid", "non_negative")
+    checks.check_choice(NAME, config, "class_balance", CLASS_BALANCE)
+    checks.check_choice(NAME, config, "optimizer", optim.OPTIMIZERS)
+    checks.check_value(NAME, config, "learning_rate", "positive")
+    checks.check_value(NAME, config, "steps", "positive_int")
+    checks.check_value(NAME, config, "grad_clip", "non_negative")
+    checks.check_eval_every(NAME, config, "steps")
+    checks.check_bool(NAME, config, "standardize")
     if not isinstance(config.get("erm"), ml_collections.ConfigDict):
         raise ValueError(f"{NAME}.erm must be a ConfigDict with fields {_ERM_FIELDS}")
     sub = f"{NAME}.erm"
-    common.check_choice(sub, config.erm, "optimizer", optim.OPTIMIZERS)
-    common.check_value(sub, config.erm, "learning_rate", "positive")
-    common.check_value(sub, config.erm, "steps", "positive_int")
-    common.check_value(sub, config.erm, "epochs", "non_negative_int")
-    common.check_value(sub, config.erm, "l2", "non_negative")
-    common.check_value(sub, config.erm, "batch_size", "non_negative_int")
-    common.check_bool(sub, config.erm, "class_balanced")
+    checks.check_choice(sub, config.erm, "optimizer", optim.OPTIMIZERS)
+    checks.check_value(sub, config.erm, "learning_rate", "positive")
+    checks.check_value(sub, config.erm, "steps", "positive_int")
+    checks.check_value(sub, config.erm, "epochs", "non_negative_int")
+    checks.check_value(sub, config.erm, "l2", "non_negative")
+    checks.check_value(sub, config.erm, "batch_size", "non_negative_int")
+    checks.check_bool(sub, config.erm, "class_balanced")
     n_erm, n_rw = split_sizes(data.train.num_examples, config.erm_fraction)
     if min(n_erm, n_rw) < data.num_classes:
         raise ValueError(
@@ -122,7 +122,7 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> None:
             f"examples into {n_erm} (ERM) and {n_rw} (reweighting); each needs >= "
             f"{data.num_classes} (the number of classes)"
         )
-    common.check_selection(NAME, config, data)
+    return {"selection_metric": checks.check_selection(NAME, config, data)}
 
 
 def split_sizes(num_train: int, erm_fraction: float) -> tuple[int, int]:
@@ -363,7 +363,7 @@ def run_with_info(
       (``gamma`` and ``reg`` per grid point, (P,) each).
     """
     check(config, data)
-    metric = common.check_selection(NAME, config, data)
+    metric = checks.check_selection(NAME, config, data)
     train = data.train.to_arrays()
     if config.standardize:
         mean, scale = map(jnp.asarray, dfr.host_scaler(data.train.features))

@@ -643,19 +643,19 @@ def run(
 
 def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     """Raises ValueError naming the first bad field; returns the resolved selection metric."""
-    checks.subset_of(config, "dfr", "variants", VARIANTS)
-    checks.all_positive(config, "dfr", "c_grid")
-    checks.at_least(config, "dfr", "num_retrains", 1)
-    checks.at_least(config, "dfr", "tr_num_retrains", 1)
-    checks.one_of(config, "dfr", "standardize", (False, True))
-    checks.one_of(config, "dfr", "balance", ("auto", "groups", "classes"))
-    checks.positive(config.solver, "dfr.solver", "tol")
-    checks.at_least(config.solver, "dfr.solver", "max_iters", 1)
-    checks.at_least(config.solver, "dfr.solver", "check_every", 1)
-    checks.at_least(config.paper, "dfr.paper", "epochs", 1)
-    checks.positive(config.paper, "dfr.paper", "learning_rate")
-    checks.non_negative(config.paper, "dfr.paper", "l2")
-    selection_metric = checks.selection_metric(config, "dfr", data.num_groups)
+    checks.check_subset("dfr", config, "variants", VARIANTS)
+    checks.check_grid("dfr", config, "c_grid", "positive")
+    checks.check_value("dfr", config, "num_retrains", "positive_int")
+    checks.check_value("dfr", config, "tr_num_retrains", "positive_int")
+    checks.check_bool("dfr", config, "standardize")
+    checks.check_choice("dfr", config, "balance", ("auto", "groups", "classes"))
+    checks.check_value("dfr.solver", config.solver, "tol", "positive")
+    checks.check_value("dfr.solver", config.solver, "max_iters", "positive_int")
+    checks.check_value("dfr.solver", config.solver, "check_every", "positive_int")
+    checks.check_value("dfr.paper", config.paper, "epochs", "positive_int")
+    checks.check_value("dfr.paper", config.paper, "learning_rate", "positive")
+    checks.check_value("dfr.paper", config.paper, "l2", "non_negative")
+    selection_metric = checks.check_selection("dfr", config, data)
     if config.balance == "groups" or (config.balance == "auto" and data.num_groups > 0):
         for split in (data.train, data.val):
             if not split.has_groups:

@@ -146,12 +146,14 @@ def default_config() -> ml_collections.ConfigDict:
 
 def check(config: ml_collections.ConfigDict, data: FeatureSet, prefix: str = "erm") -> dict:
     """Raises ValueError naming the first bad field of an ERM config; nothing to resolve."""
-    checks.one_of(config, prefix, "optimizer", optim.OPTIMIZERS)
-    checks.positive(config, prefix, "learning_rate")
-    checks.at_least(config, prefix, "epochs", 0)
-    checks.at_least(config, prefix, "steps", 0 if config.epochs > 0 else 1)
-    checks.non_negative(config, prefix, "l2")
-    checks.at_least(config, prefix, "batch_size", 0)
+    checks.check_choice(prefix, config, "optimizer", optim.OPTIMIZERS)
+    checks.check_value(prefix, config, "learning_rate", "positive")
+    checks.check_value(prefix, config, "epochs", "non_negative_int")
+    checks.check_value(
+        prefix, config, "steps", "non_negative_int" if config.epochs > 0 else "positive_int"
+    )
+    checks.check_value(prefix, config, "l2", "non_negative")
+    checks.check_value(prefix, config, "batch_size", "non_negative_int")
     del data
     return {}
 

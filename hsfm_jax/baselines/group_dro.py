@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 from flax import struct
 
-from hsfm_jax import heads, losses, optim
+from hsfm_jax import checks, heads, losses, optim
 from hsfm_jax.baselines import common, dfr
 from hsfm_jax.features import FeatureSet, SplitArrays
 
@@ -72,19 +72,19 @@ def default_config() -> ml_collections.ConfigDict:
 _FIELDS = tuple(default_config().keys())
 
 
-def check(config: ml_collections.ConfigDict, data: FeatureSet) -> None:
+def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     """Raises ``ValueError`` naming ``group_dro.<field>`` for a bad setting or missing labels."""
-    common.check_known(NAME, config, _FIELDS)
-    common.check_grid(NAME, config, "step_size_grid", "non_negative")
-    common.check_grid(NAME, config, "l2_grid", "non_negative")
-    common.check_grid(NAME, config, "adjustment_grid", "non_negative")
-    common.check_choice(NAME, config, "optimizer", optim.OPTIMIZERS)
-    common.check_value(NAME, config, "learning_rate", "positive")
-    common.check_value(NAME, config, "steps", "positive_int")
-    common.check_value(NAME, config, "batch_size", "non_negative_int")
+    checks.check_known(NAME, config, _FIELDS)
+    checks.check_grid(NAME, config, "step_size_grid", "non_negative")
+    checks.check_grid(NAME, config, "l2_grid", "non_negative")
+    checks.check_grid(NAME, config, "adjustment_grid", "non_negative")
+    checks.check_choice(NAME, config, "optimizer", optim.OPTIMIZERS)
+    checks.check_value(NAME, config, "learning_rate", "positive")
+    checks.check_value(NAME, config, "steps", "positive_int")
+    checks.check_value(NAME, config, "batch_size", "non_negative_int")
     for field in ("group_balanced", "l2_bias", "standardize"):
-        common.check_bool(NAME, config, field)
-    common.check_eval_every(NAME, config, "steps")
+        checks.check_bool(NAME, config, field)
+    checks.check_eval_every(NAME, config, "steps")
     if data.num_groups == 0:
         raise ValueError(f"{NAME} needs group labels on train (num_groups=0)")
     unknown = int(np.sum(data.train.groups < 0))
@@ -93,7 +93,7 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> None:
             f"{NAME} needs group labels on train: {unknown} of {data.train.num_examples} "
             "train examples have group -1"
         )
-    common.check_selection(NAME, config, data)
+    return {"selection_metric": checks.check_selection(NAME, config, data)}
 
 
 # ----------------------------------------------------------------------------- one step
@@ -361,7 +361,7 @@ def run_with_info(
       one deterministic run repeated S times) and ``grid`` (the (P,) grid arrays).
     """
     check(config, data)
-    metric = common.check_selection(NAME, config, data)
+    metric = checks.check_selection(NAME, config, data)
     train = data.train.to_arrays()
     if config.standardize:
         mean, scale = map(jnp.asarray, dfr.host_scaler(data.train.features))

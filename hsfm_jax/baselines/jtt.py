@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hsfm_jax import heads, optim
+from hsfm_jax import checks, heads, optim
 from hsfm_jax.baselines import common, dfr, erm
 from hsfm_jax.features import FeatureSet, SplitArrays
 
@@ -67,23 +67,23 @@ def default_config() -> ml_collections.ConfigDict:
 _FIELDS = tuple(default_config().keys())
 
 
-def check(config: ml_collections.ConfigDict, data: FeatureSet) -> None:
+def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     """Raises ``ValueError`` naming ``jtt.<field>`` for a bad setting."""
-    common.check_known(NAME, config, _FIELDS)
-    common.check_grid(NAME, config, "identification_steps_grid", "positive_int")
+    checks.check_known(NAME, config, _FIELDS)
+    checks.check_grid(NAME, config, "identification_steps_grid", "positive_int")
     grid = list(config.identification_steps_grid)
     if len(set(grid)) != len(grid):
         raise ValueError(f"{NAME}.identification_steps_grid must not repeat a value, got {grid}")
-    common.check_grid(NAME, config, "upweight_grid", "positive")
-    common.check_choice(NAME, config, "optimizer", optim.OPTIMIZERS)
-    common.check_value(NAME, config, "learning_rate", "positive")
-    common.check_value(NAME, config, "steps", "positive_int")
-    common.check_value(NAME, config, "batch_size", "non_negative_int")
-    common.check_value(NAME, config, "l2", "non_negative")
+    checks.check_grid(NAME, config, "upweight_grid", "positive")
+    checks.check_choice(NAME, config, "optimizer", optim.OPTIMIZERS)
+    checks.check_value(NAME, config, "learning_rate", "positive")
+    checks.check_value(NAME, config, "steps", "positive_int")
+    checks.check_value(NAME, config, "batch_size", "non_negative_int")
+    checks.check_value(NAME, config, "l2", "non_negative")
     for field in ("l2_bias", "standardize"):
-        common.check_bool(NAME, config, field)
-    common.check_eval_every(NAME, config, "steps")
-    common.check_selection(NAME, config, data)
+        checks.check_bool(NAME, config, field)
+    checks.check_eval_every(NAME, config, "steps")
+    return {"selection_metric": checks.check_selection(NAME, config, data)}
 
 
 def error_set(head: heads.LinearHead, features: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
@@ -236,7 +236,7 @@ def run_with_info(
       ``upweight`` per grid point, (P,) each).
     """
     check(config, data)
-    metric = common.check_selection(NAME, config, data)
+    metric = checks.check_selection(NAME, config, data)
     train = data.train.to_arrays()
     if config.standardize:
         mean, scale = map(jnp.asarray, dfr.host_scaler(data.train.features))

@@ -361,21 +361,21 @@ def reference_head(data: FeatureSet, config: ml_collections.ConfigDict) -> heads
 
 def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     """Raises ValueError naming the first bad field; returns the resolved selection metric."""
-    checks.all_finite(config, "neurontune", "thresholds")
-    checks.one_of(config, "neurontune", "activation", ACTIVATIONS)
-    checks.one_of(config, "neurontune", "tune_split", TUNE_SPLITS)
-    checks.one_of(config, "neurontune", "init", ("current", "zeros"))
-    checks.one_of(config, "neurontune", "optimizer", optim.OPTIMIZERS)
-    checks.positive(config, "neurontune", "learning_rate")
+    checks.check_grid("neurontune", config, "thresholds", "finite")
+    checks.check_choice("neurontune", config, "activation", ACTIVATIONS)
+    checks.check_choice("neurontune", config, "tune_split", TUNE_SPLITS)
+    checks.check_choice("neurontune", config, "init", ("current", "zeros"))
+    checks.check_choice("neurontune", config, "optimizer", optim.OPTIMIZERS)
+    checks.check_value("neurontune", config, "learning_rate", "positive")
     for name in ("batch_size", "batches_per_epoch", "epochs"):
-        checks.at_least(config, "neurontune", name, 1)
-    checks.non_negative(config, "neurontune", "l2")
+        checks.check_value("neurontune", config, name, "positive_int")
+    checks.check_value("neurontune", config, "l2", "non_negative")
     if not data.has_head:  # the current head is an ERM head on train
-        checks.one_of(config.erm, "erm", "optimizer", optim.OPTIMIZERS)
-        checks.positive(config.erm, "erm", "learning_rate")
-        checks.at_least(config.erm, "erm", "steps", 1)
-        checks.non_negative(config.erm, "erm", "l2")
-    return {"selection_metric": checks.selection_metric(config, "neurontune", data.num_groups)}
+        checks.check_choice("erm", config.erm, "optimizer", optim.OPTIMIZERS)
+        checks.check_value("erm", config.erm, "learning_rate", "positive")
+        checks.check_value("erm", config.erm, "steps", "positive_int")
+        checks.check_value("erm", config.erm, "l2", "non_negative")
+    return {"selection_metric": checks.check_selection("neurontune", config, data)}
 
 
 def run_with_info(
