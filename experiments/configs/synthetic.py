@@ -16,6 +16,11 @@ def get_config():
     config.num_seeds = 5
     config.erm.learning_rate = 1e-2
     config.erm.steps = 500
+    # Unit-scale features (d = 32): larger steps than the backbone-scale defaults, as in the
+    # methods' tests (tests/test_group_dro.py, test_jtt.py, test_afr.py).
+    config.group_dro.learning_rate = 1e-2
+    config.jtt.learning_rate = 0.1
+    config.afr.learning_rate = 0.03
     config.hsfm = common.hsfm_config(
         support_per_class=16,
         hard_set_size=32,
