@@ -20,6 +20,7 @@ TINY = [
     "--image_size=32",
     "--batch_size=4",
     "--lr=1e-5",
+    "--num_threads=1",
     "--quiet",
 ]
 
