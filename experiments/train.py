@@ -77,6 +77,7 @@ def _run_methods(config, names, resolved, data, stage: Path, run_id: str) -> dic
         )
         method_rows = jax.block_until_ready(method_rows)
         timings[f"{name}_s"] = time.perf_counter() - start
+        logging.info("%s: %d row(s) in %.1f s", name, len(method_rows), timings[f"{name}_s"])
         divergence.check_rows(name, method_rows, check_on, info.get("must_be_finite"))
         rows.update(method_rows)
         module = methods.get(name)

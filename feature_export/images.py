@@ -1,5 +1,7 @@
-r"""Images behind feature rows, for the analysis views: the files named in ids.txt, or the
-rebuilt digit_dominoes images; captioned grids and the support / nearest-neighbour contact sheet.
+r"""Images behind feature rows, for the analysis views: the files named in ids.txt, the
+rebuilt digit_dominoes images, or the exported dataset's own arrays (meta.json `source`, e.g.
+the Dominoes layout's X_*.npy); captioned grids and the support / nearest-neighbour contact
+sheet.
 
   python -m feature_export.images --features_dir=DIR --val_fraction=F --val_seed=S \
       --table=neighbours.json --out=contact_sheet.png [--images_root=ROOT]
@@ -73,12 +75,55 @@ def _rebuilt_images(data: features_lib.FeatureSet, split: str, rows) -> list | N
     return images
 
 
+@functools.lru_cache(maxsize=2)
+def _source_dataset(name: str, data_dir: str):
+    from feature_export import datasets
+
+    dataset = datasets.get(name, data_dir=data_dir)
+    where = {}
+    for split in ("train", "val", "test"):
+        index = dataset.index(split)
+        for i, id_ in enumerate(index.ids):
+            where[id_] = (split, i, int(index.labels[i]), int(index.groups[i]))
+    return dataset, where
+
+
+def _source_images(data: features_lib.FeatureSet, split: str, rows, root: Path | None):
+    """Images held in the exported dataset's own arrays (e.g. the Dominoes layout's X_*.npy),
+    read through the exporter's dataset class from meta.json's `source` directory.
+
+    Rows are matched by id, and used only when the dataset's label and group of each row equal
+    the feature directory's, so the images are the ones the features came from.
+    """
+    name, source, stored = data.meta.get("dataset"), data.meta.get("source"), data[split]
+    if not isinstance(name, str) or not isinstance(source, str) or stored.ids is None:
+        return None
+    directory = Path(source)
+    if not directory.is_dir() and root is not None:
+        directory = root / source
+    if not directory.is_dir():
+        return None
+    try:
+        dataset, where = _source_dataset(name, str(directory))
+    except (TypeError, ValueError, OSError):
+        return None
+    images = []
+    for r in rows:
+        found = where.get(stored.ids[int(r)])
+        if found is None or found[2:] != (int(stored.labels[r]), int(stored.groups[r])):
+            return None
+        images.append(dataset.load_image(found[0], found[1]).convert("RGB"))
+    return images
+
+
 def load_images(data: features_lib.FeatureSet, split: str, rows, root: Path | None):
-    """PIL images of `rows` of a split: from ids.txt paths that exist, or rebuilt for
-    digit_dominoes; None when neither is possible."""
+    """PIL images of `rows` of a split: from ids.txt paths that exist, rebuilt for
+    digit_dominoes, or read from the exported dataset's arrays (meta.json `source`); None
+    when none of these is possible."""
     paths = image_paths(data[split], rows, root)
     if paths is None:
-        return _rebuilt_images(data, split, rows)
+        images = _rebuilt_images(data, split, rows)
+        return images if images is not None else _source_images(data, split, rows, root)
     out = []
     for p in paths:
         with Image.open(p) as im:

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from feature_export import backbones, datasets
+from feature_export import images as image_files
 from feature_export.datasets import celeba as celeba_module
 from feature_export.datasets.dominoes import build_dominoes
 from feature_export.datasets.tfds import TFDSDataset
@@ -281,6 +282,13 @@ def test_dominoes_release_export_round_trip(tmp_path, backbone):
     np.testing.assert_allclose(np.asarray(image) / 255.0, x, atol=1 / 255)
     loaded = export_and_load(dataset, backbone, tmp_path / "out")
     assert_matches(loaded, dataset)
+    # analyze's contact sheet reads the same images back through meta.json's `source`
+    (shown,) = image_files.load_images(loaded, "train", [3], None)
+    np.testing.assert_array_equal(np.asarray(shown), np.asarray(image))
+    np.save(tmp_path / "dominoes" / "y_test.npy", 1 - expected["test"][0])
+    np.save(tmp_path / "dominoes" / "env_test.npy", 2 * (1 - expected["test"][0]))
+    image_files._source_dataset.cache_clear()
+    assert image_files.load_images(loaded, "test", [0], None) is None  # labels must match
 
     np.save(tmp_path / "dominoes" / "env_val.npy", np.array([0, 1, 2, 3, 3, 2, 1, 0]))
     with pytest.raises(ValueError, match=r"env_val\.npy: row 1: env 1 does not encode label 1"):
