@@ -21,6 +21,9 @@ evaluation transform alone. `train_subset` trains on a seeded random subset of t
 images (a CPU budget). Without `--weights`, an architecture whose ImageNet weights ship in an
 installed package starts from them (mobilenet_v2: see feature_export.backbones.torchvision_models).
 
+`--objective=group_dro|jtt|lisa` trains with a robust objective instead of ERM
+(`feature_export.objectives`: GroupDRO, Just Train Twice, LISA; their settings by flag).
+
 Torch uses every core (`torch.set_num_threads(os.cpu_count())`) unless `--num_threads` says
 otherwise; each epoch shows a tqdm bar (`--quiet`: none).
 
@@ -41,6 +44,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -48,7 +52,7 @@ from torch import nn
 from torchvision import transforms
 from tqdm.auto import tqdm
 
-from feature_export import datasets
+from feature_export import datasets, objectives
 from feature_export.backbones.torchvision_models import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -123,7 +127,9 @@ DEFAULT_RECIPE = dict(
     optimizer="sgd", lr=1e-3, weight_decay=1e-4, batch_size=32, epochs=10, source="default"
 )
 # Recipe fields that not every recipe sets, and their default.
-_RECIPE_DEFAULTS = dict(augment="random_resized_crop", train_subset=None)
+_RECIPE_DEFAULTS = dict(
+    augment="random_resized_crop", train_subset=None, objective="erm", objective_settings={}
+)
 # Fields that must agree between a workdir's checkpoint and a resumed run (a checkpoint from
 # before a field existed has its default).
 _IDENTITY = (
@@ -138,6 +144,8 @@ _IDENTITY = (
     "image_size",
     "augment",
     "train_subset",
+    "objective",
+    "objective_settings",
 )
 
 
@@ -239,12 +247,26 @@ def train(
     augment: str | None = None,
     train_subset: int | None = None,
     num_threads: int | None = None,
+    objective: str = "erm",
+    **objective_overrides,
 ) -> dict:
     """Fine-tunes `arch` on `dataset`'s train split; resumes from `workdir` (see module doc).
 
     `num_threads`: torch CPU threads while training (restored after); None uses every core.
-    Returns the final history entry (epoch, train loss/acc, val metrics).
+    `objective`: one of `objectives.OBJECTIVES`; `objective_overrides` its settings
+    (dro_step_size, dro_adjustment, jtt_epochs, jtt_up_weight, mix_ratio, mix_alpha; None
+    keeps the default). Returns the final history entry (epoch, train loss/acc, val metrics).
     """
+    unknown = (
+        set(objective_overrides) - set(objectives.OBJECTIVE_DEFAULTS) - set(objectives.JTT_FALLBACK)
+    )
+    if unknown:
+        raise TypeError(f"train: unknown argument(s) {sorted(unknown)}")
+    settings = objectives.objective_settings(dataset.name, objective, objective_overrides)
+    if objectives.USES_TRAIN_GROUPS[objective] and not dataset.group_names:
+        raise ValueError(
+            f"objective {objective!r} needs train group labels; {dataset.name} has none"
+        )
     if weights is None and not random_init:
         weights = packaged_weights(arch)
     if random_init == (weights is not None):
@@ -267,22 +289,79 @@ def train(
         raise ValueError(f"train_subset must be >= 1, got {recipe['train_subset']}")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(num_threads or os.cpu_count() or 1)
+    common = dict(
+        arch=arch,
+        weights=weights,
+        seed=seed,
+        device=device,
+        num_workers=num_workers,
+        image_size=image_size,
+        show_progress=show_progress,
+    )
     try:
-        return _train(
-            dataset,
-            recipe,
-            arch=arch,
-            workdir=workdir,
-            weights=weights,
-            seed=seed,
-            device=device,
-            num_workers=num_workers,
-            image_size=image_size,
-            evaluate_val=evaluate_val,
-            show_progress=show_progress,
-        )
+        if objective != "jtt":
+            recipe = {**recipe, "objective": objective, "objective_settings": settings}
+            return _train(
+                dataset, recipe, workdir=workdir, evaluate_val=evaluate_val, **common
+            ).entry
+        return _train_jtt(dataset, recipe, settings, Path(workdir), evaluate_val, common)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _train_jtt(dataset, recipe, settings, workdir: Path, evaluate_val: bool, common) -> dict:
+    """JTT: ERM for jtt_epochs in workdir/jtt_identify, its train errors (workdir/
+    jtt_errors.json), then the final model from the initial weights with the errors upsampled.
+    Both stages resume; the error set is computed once."""
+    identify = _train(
+        dataset,
+        {**recipe, "epochs": settings["jtt_epochs"]},
+        workdir=workdir / "jtt_identify",
+        evaluate_val=False,
+        **common,
+    )
+    errors_path = workdir / "jtt_errors.json"
+    if errors_path.is_file():
+        record = json.loads(errors_path.read_text())
+        rows, errors = np.asarray(record["rows"]), np.asarray(record["errors"], bool)
+    else:
+        rows = identify.rows
+        eval_transform, _ = image_transform(dataset.resize_policy, common["image_size"])
+        predicted = _predict(
+            identify.network,
+            torch.utils.data.Subset(_Split(dataset, "train", eval_transform), rows.tolist()),
+            torch.device(common["device"]),
+            recipe["batch_size"],
+        )
+        errors = predicted != _Split(dataset, "train", None).labels[rows]
+        workdir.mkdir(parents=True, exist_ok=True)
+        _save_atomic(
+            {"rows": rows.tolist(), "errors": errors.tolist(), "num_errors": int(errors.sum())},
+            errors_path,
+        )
+    final_rows = objectives.jtt_rows(rows, errors, settings["jtt_up_weight"])
+    recipe = {**recipe, "objective": "jtt", "objective_settings": settings}
+    return _train(
+        dataset,
+        recipe,
+        workdir=workdir,
+        evaluate_val=evaluate_val,
+        train_rows=final_rows,
+        **common,
+    ).entry
+
+
+@torch.inference_mode()
+def _predict(network: nn.Module, data, device, batch_size: int) -> np.ndarray:
+    network.eval()
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size)
+    return np.concatenate([network(x.to(device)).argmax(-1).cpu().numpy() for x, _, _ in loader])
+
+
+class _Trained(NamedTuple):
+    entry: dict  # the last history entry
+    network: nn.Module
+    rows: np.ndarray  # the train rows of the recipe (train_subset), before any upsampling
 
 
 def _train(
@@ -298,7 +377,10 @@ def _train(
     image_size: int | None,
     evaluate_val: bool,
     show_progress: bool,
-) -> dict:
+    train_rows: np.ndarray | None = None,
+) -> _Trained:
+    """One training run in `workdir` (resumable). `train_rows`: the train rows to train on
+    (repeats allowed: JTT's upsampling); default the recipe's (all, or `train_subset`)."""
     config = {
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint(),
@@ -319,7 +401,7 @@ def _train(
     )
     network = built.network.to(torch_device)
     opt = _make_optimizer(network.parameters(), config)
-    start_epoch, history = 0, []
+    start_epoch, history, objective_state = 0, [], {}
     if checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         previous = state.get("config", {})
@@ -333,14 +415,29 @@ def _train(
         network.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
+        objective_state = state.get("objective_state", {})
     _save_atomic(config, workdir / "config.json")
 
-    train_data = _Split(
+    full_train = _Split(
         dataset, "train", train_transform(image_size, config["augment"], dataset.resize_policy)
     )
-    if config["train_subset"] is not None and config["train_subset"] < len(train_data):
-        rows = np.random.default_rng(seed).permutation(len(train_data))[: config["train_subset"]]
-        train_data = torch.utils.data.Subset(train_data, np.sort(rows).tolist())
+    recipe_rows = np.arange(len(full_train))
+    if config["train_subset"] is not None and config["train_subset"] < len(full_train):
+        recipe_rows = np.sort(
+            np.random.default_rng(seed).permutation(len(full_train))[: config["train_subset"]]
+        )
+    rows = recipe_rows if train_rows is None else np.asarray(train_rows)
+    train_data = torch.utils.data.Subset(full_train, rows.tolist())
+    objective = config.get("objective", "erm")
+    settings = config.get("objective_settings", {})
+    row_labels, row_groups = full_train.labels[rows], full_train.groups[rows]
+    q = None
+    if objective == "group_dro":
+        q = torch.full((num_groups,), 1.0 / num_groups)
+        adjustment = objectives.group_adjustment(row_groups, num_groups, settings["dro_adjustment"])
+    if objective == "lisa":
+        objectives.attributes_of(row_groups, row_labels, num_groups, num_classes)  # checks
+        per_class = num_groups // num_classes
     eval_transform, _ = image_transform(dataset.resize_policy, image_size)
     val_loader = None
     if evaluate_val and "val" in dataset.splits:
@@ -349,19 +446,30 @@ def _train(
             batch_size=config["batch_size"],
             num_workers=num_workers,
         )
+    if q is not None and "q" in objective_state:
+        q = objective_state["q"].clone()
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(start_epoch, config["epochs"]):
         # Seeding per epoch makes a resumed run repeat the uninterrupted run's data order and
         # (with num_workers=0) its augmentations.
         torch.manual_seed(seed * 100_003 + epoch)
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        rng = np.random.default_rng(seed * 100_003 + epoch)
+        sampling = dict(shuffle=True)
+        if objective == "lisa":  # group-balanced batches, as LISA's one loader per group
+            weights = objectives.group_balanced_weights(row_groups)
+            sampling = dict(
+                sampler=torch.utils.data.WeightedRandomSampler(
+                    weights.tolist(), len(rows), replacement=True, generator=generator
+                )
+            )
         loader = torch.utils.data.DataLoader(
             train_data,
             batch_size=config["batch_size"],
-            shuffle=True,
             generator=generator,
             num_workers=num_workers,
             drop_last=False,
+            **sampling,
         )
         network.train()
         total_loss, total_correct, seen = 0.0, 0, 0
@@ -372,10 +480,29 @@ def _train(
             unit="batch",
             disable=not show_progress,
         )
-        for images, labels, _ in progress:
+        for images, labels, groups in progress:
             images, labels = images.to(torch_device), labels.to(torch_device)
-            logits = network(images)
-            loss = loss_fn(logits, labels)
+            if objective == "lisa":
+                intra_label = bool(rng.random() < settings["mix_ratio"])
+                attrs = groups.numpy() % per_class
+                partners = objectives.lisa_partners(labels.cpu().numpy(), attrs, intra_label, rng)
+                lam = rng.beta(settings["mix_alpha"], settings["mix_alpha"], len(labels))
+                images, targets = objectives.lisa_mix(images, labels, partners, lam, num_classes)
+                logits = network(images)
+                loss = objectives.soft_cross_entropy(logits, targets)
+            elif objective == "group_dro":
+                logits = network(images)
+                losses = nn.functional.cross_entropy(logits, labels, reduction="none")
+                loss, q = objectives.group_dro_loss(
+                    losses,
+                    groups.to(torch_device),
+                    q,
+                    step_size=settings["dro_step_size"],
+                    adjustment=adjustment,
+                )
+            else:
+                logits = network(images)
+                loss = loss_fn(logits, labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -387,6 +514,7 @@ def _train(
             "epoch": epoch + 1,
             "train_loss": total_loss / max(seen, 1),
             "train_acc": total_correct / max(seen, 1),
+            "train_examples": seen,
             "seconds": round(time.perf_counter() - start, 3),
         }
         if val_loader is not None:
@@ -396,6 +524,7 @@ def _train(
             {
                 "model": {k: v.detach().cpu() for k, v in network.state_dict().items()},
                 "optimizer": opt.state_dict(),
+                "objective_state": {} if q is None else {"q": q.detach().cpu()},
                 "epoch": epoch + 1,
                 "history": history,
                 "config": config,
@@ -408,7 +537,9 @@ def _train(
         )
         _save_atomic(history, workdir / "history.json")
         print(f"epoch {epoch + 1}/{config['epochs']}: {json.dumps(entry)}", flush=True)
-    return history[-1] if history else {}
+    if q is not None:
+        _save_atomic({"q": q.tolist()}, workdir / "group_dro_q.json")
+    return _Trained(history[-1] if history else {}, network, recipe_rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -449,6 +580,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="extra keyword argument of the dataset factory (repeatable)",
     )
+    parser.add_argument(
+        "--objective",
+        choices=objectives.OBJECTIVES,
+        default="erm",
+        help="erm, or a full-network robust objective (see feature_export.objectives)",
+    )
+    parser.add_argument("--dro_step_size", type=float, help="group_dro: eta_q (default 0.01)")
+    parser.add_argument("--dro_adjustment", type=float, help="group_dro: C of C/sqrt(n_g) (0)")
+    parser.add_argument("--jtt_epochs", type=int, help="jtt: T, ERM epochs of identification")
+    parser.add_argument("--jtt_up_weight", type=int, help="jtt: lambda_up")
+    parser.add_argument("--mix_ratio", type=float, help="lisa: P(intra-label) per batch (0.5)")
+    parser.add_argument("--mix_alpha", type=float, help="lisa: Beta(a, a) of the mix (2)")
     parser.add_argument("--quiet", action="store_true")
     return parser
 
@@ -460,7 +603,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dataset = build_dataset(args.dataset, args.data_dir, args.dataset_arg)
         params = inspect.signature(train).parameters
-        options = {k: getattr(args, k) for k in vars(args) if k in params and k != "dataset"}
+        settings = {**objectives.OBJECTIVE_DEFAULTS, **objectives.JTT_FALLBACK}
+        options = {
+            k: getattr(args, k)
+            for k in vars(args)
+            if (k in params or k in settings) and k != "dataset"
+        }
         options["random_init"] = bool(args.random_init)
         options["show_progress"] = not args.quiet
         result = train(dataset, **options)

@@ -93,3 +93,37 @@ def test_workdir_of_another_recipe_is_refused(tmp_path, waterbirds_dir):
         main(["--dataset=waterbirds", "--data_dir=/nonexistent", f"--workdir={tmp_path}", *TINY])
         == 1
     )
+
+
+def test_robust_objectives_train_end_to_end(tmp_path, waterbirds_dir):
+    """--objective=group_dro|jtt|lisa: each trains; GroupDRO's q resumes; JTT upsamples."""
+    data = f"--data_dir={waterbirds_dir}"
+    run = lambda workdir, *extra: main(
+        ["--dataset=waterbirds", data, f"--workdir={workdir}", *TINY, *extra]
+    )
+    # GroupDRO: a kill after epoch 1 and a rerun equal the uninterrupted run, q included.
+    dro = ["--objective=group_dro", "--dro_step_size=0.5"]
+    assert run(tmp_path / "dro", "--epochs=2", *dro) == 0
+    assert run(tmp_path / "dro_resumed", "--epochs=1", *dro) == 0
+    assert run(tmp_path / "dro_resumed", "--epochs=2", *dro) == 0
+    a, b = _state(tmp_path / "dro"), _state(tmp_path / "dro_resumed")
+    torch.testing.assert_close(b["objective_state"]["q"], a["objective_state"]["q"])
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    q = json.loads((tmp_path / "dro" / "group_dro_q.json").read_text())["q"]
+    assert sum(q) == pytest.approx(1.0) and max(q) > 0.25 + 1e-4  # moved off uniform
+    assert a["config"]["objective_settings"] == {"dro_step_size": 0.5, "dro_adjustment": 0.0}
+    # A workdir of another objective is refused.
+    assert run(tmp_path / "dro", "--epochs=2", "--objective=lisa") == 1
+
+    # JTT: identification for T epochs, then every error appears lambda_up times.
+    assert run(tmp_path / "jtt", "--epochs=1", "--objective=jtt", "--jtt_epochs=1",
+               "--jtt_up_weight=4") == 0  # fmt: skip
+    errors = json.loads((tmp_path / "jtt" / "jtt_errors.json").read_text())
+    assert (tmp_path / "jtt" / "jtt_identify" / "checkpoint.pt").is_file()
+    history = json.loads((tmp_path / "jtt" / "history.json").read_text())
+    assert history[-1]["train_examples"] == len(errors["rows"]) + 3 * errors["num_errors"]
+
+    # LISA: trains on mixed, group-balanced batches.
+    assert run(tmp_path / "lisa", "--epochs=1", "--objective=lisa") == 0
+    assert _state(tmp_path / "lisa")["config"]["objective"] == "lisa"
