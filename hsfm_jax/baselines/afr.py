@@ -242,10 +242,15 @@ def afr_single(
     k_split, k_erm = jax.random.split(key)
     order = jax.random.permutation(k_split, features.shape[0])
     erm_rows, rw_rows = order[:num_erm], order[num_erm:]
+    # D_ERM as 0/1 example weights over all of train rather than a gathered copy: the seeds'
+    # ERM heads then share one (N, d) operand, so each step reads the features once for all
+    # seeds instead of once per seed (the stage is memory-bound: C is small).
+    in_erm = jnp.zeros((features.shape[0],), features.dtype).at[erm_rows].set(1.0)
     erm_head = erm.fit(
-        features[erm_rows],
-        labels[erm_rows],
+        features,
+        labels,
         k_erm,
+        sample_weight=in_erm,
         num_classes=num_classes,
         optimizer=erm_optimizer,
         learning_rate=erm_learning_rate,
