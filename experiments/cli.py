@@ -3,6 +3,7 @@ bad input (`error: ...` on stderr, exit code 1)."""
 
 from __future__ import annotations
 
+import logging as py_logging
 import os
 import sys
 from collections.abc import Callable
@@ -53,6 +54,18 @@ def enable_compilation_cache() -> str | None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     logging.info("JAX compilation cache: %s", _CACHE_DIR.value)
     return _CACHE_DIR.value
+
+
+class _QuietOrbax(py_logging.Filter):
+    """Drops orbax's INFO lines (about ten per checkpoint), which bury the progress bar."""
+
+    def filter(self, record: py_logging.LogRecord) -> bool:
+        return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
+
+
+def quiet_orbax() -> None:
+    """Orbax's warnings and errors only, in the absl log."""
+    logging.get_absl_handler().addFilter(_QuietOrbax())
 
 
 def fail(message: str) -> None:

@@ -5,6 +5,9 @@ r"""Runs one experiment: the configured methods on a feature directory, one resu
 
 Writes config.json, results.json and results.md (and HSFM's support.npz, history.json) to
 --workdir. Bad input (missing files, malformed features, bad config) is a one-line error.
+Methods with an epoch loop show a progress bar over epochs on stderr (--quiet: none) and save
+checkpoints (every --config.checkpoint_seconds): after a kill, the same command in the same
+--workdir resumes them and writes the results an uninterrupted run would.
 """
 
 from pathlib import Path
@@ -16,14 +19,18 @@ from experiments import cli, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for everything the run writes.")
+_QUIET = flags.DEFINE_bool("quiet", False, "No progress bars (CI, logs).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.quiet_orbax()
     cli.enable_compilation_cache()
-    report = cli.guarded(lambda: train.run(_CONFIG.value, _WORKDIR.value))
+    report = cli.guarded(
+        lambda: train.run(_CONFIG.value, _WORKDIR.value, progress=not _QUIET.value)
+    )
     print((Path(_WORKDIR.value) / "results.md").read_text())
     logging.info("Results of %d method rows in %s", len(report["methods"]), _WORKDIR.value)
 

@@ -16,8 +16,6 @@ settings are skipped and a running program restarts from its last checkpoint (ev
 --checkpoint_every epochs). Another config in the same --workdir is an error.
 """
 
-import logging as py_logging
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -36,17 +34,10 @@ _CHECKPOINT_EVERY = flags.DEFINE_integer(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietOrbax(py_logging.Filter):
-    """Drops orbax's INFO lines (about ten per checkpoint), which bury the progress bar."""
-
-    def filter(self, record: py_logging.LogRecord) -> bool:
-        return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.get_absl_handler().addFilter(_QuietOrbax())
+    cli.quiet_orbax()
     cli.enable_compilation_cache()
     report = cli.guarded(
         lambda: execute.run(

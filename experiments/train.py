@@ -9,10 +9,16 @@ leaves the previous set as it was):
   support.npz     HSFM: final support embeddings and train indices of S, per seed
   history.json    HSFM: per-epoch diagnostics, per seed
 Each file carries the run's ``run_id``.
+
+Methods with an epoch loop (`methods` ``RESUMABLE``: HSFM, NeuronTune) run it in chunks with a
+progress bar (``progress``) and checkpoints beside the workdir (`hsfm_jax.workdir.loop_checkpoints`,
+every ``config.checkpoint_seconds``): rerunning the same command after a kill resumes each loop
+from its last checkpoint, with the results of an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -21,7 +27,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from hsfm_jax import divergence, heads, inputs, methods, results, tables
+from hsfm_jax import divergence, epoch_loop, heads, inputs, methods, results, tables
 from hsfm_jax import features as features_lib
 from hsfm_jax import workdir as workdir_lib
 
@@ -31,12 +37,19 @@ def check(config: ml_collections.ConfigDict) -> list[str]:
     names = methods.parse(config.methods)
     if not isinstance(config.num_seeds, int) or config.num_seeds < 1:
         raise ValueError(f"num_seeds must be an integer > 0, got {config.num_seeds!r}")
+    seconds = config.checkpoint_seconds
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+        raise ValueError(f"checkpoint_seconds must be a number >= 0, got {seconds!r}")
     inputs.check(config)
     return names
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
-    """Runs the experiment described by `config`, writing its files to `workdir`."""
+def run(config: ml_collections.ConfigDict, workdir: str | Path, *, progress: bool = False) -> dict:
+    """Runs the experiment described by `config`, writing its files to `workdir`.
+
+    `progress`: a bar over the epochs of each method's loop on stderr. A rerun after a kill
+    resumes the loops from their checkpoints (module docstring).
+    """
     workdir = Path(workdir)
     names = check(config)
     workdir_lib.check_usable(workdir)
@@ -47,11 +60,35 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         if choices:
             logging.info("%s: resolved %s", name, choices)
     with workdir_lib.staged(workdir) as (stage, run_id):
-        report = _run_methods(config, names, resolved, data, stage, run_id)
+        loops = lambda name, method_config: epoch_loop.Options(
+            checkpoint_dir=workdir_lib.loop_checkpoints(
+                workdir, name, _loop_fingerprint(config, name, method_config, data)
+            ),
+            checkpoint_seconds=float(config.checkpoint_seconds),
+            progress=progress,
+            name=name,
+        )
+        report = _run_methods(config, names, resolved, data, stage, run_id, loops)
     return report
 
 
-def _run_methods(config, names, resolved, data, stage: Path, run_id: str) -> dict:
+def _loop_fingerprint(config, name: str, method_config, data) -> str:
+    """Identifies what a method's loop computes: its resolved config, the seeds, the dtype, the
+    val split and the feature files (`features.fingerprint`)."""
+    record = {
+        "method": name,
+        "config": method_config.to_dict(),
+        "seed": config.seed,
+        "num_seeds": config.num_seeds,
+        "float64": bool(config.float64),
+        "val_split": config.val_split.to_dict(),
+        "features": features_lib.fingerprint(data.path),
+    }
+    text = json.dumps(record, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _run_methods(config, names, resolved, data, stage: Path, run_id: str, loops) -> dict:
     record = ml_collections.ConfigDict(config.to_dict())
     record.run_id = run_id
     record.resolved = {name: choices for name, choices in resolved.items() if choices}
@@ -70,11 +107,15 @@ def _run_methods(config, names, resolved, data, stage: Path, run_id: str) -> dic
         divergence.check_rows("backbone head.npz", rows, check_on)
     timings: dict[str, float] = {}
     reports: dict[str, dict] = {}
+    resumed: dict[str, int] = {}
     for name in names:
         start = time.perf_counter()
+        method_config = methods.resolve(config, name, resolved[name])
         method_rows, info = methods.run(
-            name, data, methods.resolve(config, name, resolved[name]), keys
+            name, data, method_config, keys, loop=loops(name, method_config)
         )
+        if info.get("resumed_from"):
+            resumed[name] = info["resumed_from"]
         method_rows = jax.block_until_ready(method_rows)
         timings[f"{name}_s"] = time.perf_counter() - start
         logging.info("%s: %d row(s) in %.1f s", name, len(method_rows), timings[f"{name}_s"])
@@ -111,6 +152,7 @@ def _run_methods(config, names, resolved, data, stage: Path, run_id: str) -> dic
         "group_names": data.group_names,
         "metric_notes": results.METRIC_NOTES,
         "timings_s": timings,
+        "resumed_from_epoch": resumed,  # method: the epoch its loop resumed from, when it did
         "methods": {name: {**summaries[name], **reports.get(name, {})} for name in summaries},
     }
     (stage / "results.json").write_text(json.dumps(report, indent=2, allow_nan=False))

@@ -18,6 +18,11 @@ A run is a pure function of (data, initial head, rates, key):
 3. test metrics of every epoch's head, for the history (they feed nothing back, so a chunk of
    epochs is evaluated after its scan with one matmul when small enough: `run_epochs`).
 
+A run can also go in chunks of epochs (`run_chunk`: the first epoch is traced, so every chunk of
+a run is one compiled program; progress and checkpoints between chunks are `epoch_loop`'s).
+`run_seeds` is `init_seeds` and then all epochs as one chunk, so chained chunks give its heads and
+history exactly.
+
 Static settings (those that set shapes or program structure) live in `Settings`, a hashable
 NamedTuple closed over by jit; learning rates and the clip norm live in `Rates`, a pytree of
 scalars, so sweeps can vmap over them without recompiling.
@@ -326,6 +331,48 @@ def run_epochs(
     return jax.lax.scan(body_with_test, state, None, length=num_epochs)
 
 
+def run_chunk(
+    state: State,
+    data: Data,
+    rates: Rates,
+    first_epoch: jnp.ndarray,
+    *,
+    settings: Settings,
+    chunk_epochs: int,
+) -> tuple[State, dict]:
+    """Epochs `first_epoch` .. `first_epoch + chunk_epochs - 1` (0-based) of a run, those before
+    `settings.epochs` only: one program for every chunk of a run, the last, shorter one included.
+
+    `first_epoch` is traced (and, under `vmap` over seeds, unbatched, so the skip stays a
+    `lax.cond`): epochs past the end keep the state and give zero history rows, which the
+    caller drops. The epochs that run compute what `run_epochs` does, so chunks chained from
+    `init` give the heads and history of `run` (tests/test_hsfm_chunks.py checks equality).
+
+    Returns:
+      (state, history) with history arrays of a leading (chunk_epochs,) axis.
+    """
+    defer = _defer_test(data, settings, chunk_epochs)
+
+    def run_one(st):
+        st, row = epoch(st, data, rates, settings=settings)
+        if not defer:
+            test = _metrics(heads.apply(st.head, data.test.features), data.test, settings, data)
+            row = {**row, **_scalars("test", test)}
+        return st, (row, st.head) if defer else row
+
+    shapes = jax.eval_shape(run_one, state)[1]
+    skip = lambda st: (st, jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes))
+
+    def body(st, index):
+        return jax.lax.cond(first_epoch + index < settings.epochs, run_one, skip, st)
+
+    state, out = jax.lax.scan(body, state, jnp.arange(chunk_epochs))
+    if not defer:
+        return state, out
+    history, epoch_heads = out
+    return state, {**history, **_test_history(epoch_heads, data, settings)}
+
+
 def finish(state: State, history: dict) -> Result:
     return Result(
         best_head=state.best_head,
@@ -353,6 +400,33 @@ def run(
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
+def init_seeds(
+    data: Data, init_head: heads.LinearHead, rates: Rates, keys: jax.Array, *, settings: Settings
+) -> State:
+    """`init` vmapped over keys (S,): the state before the first chunk, leading axis S."""
+    return jax.vmap(lambda k: init(data, init_head, rates, k, settings=settings))(keys)
+
+
+@functools.partial(jax.jit, static_argnames=("settings", "chunk_epochs"))
+def run_chunk_seeds(
+    state: State,
+    data: Data,
+    rates: Rates,
+    first_epoch: jnp.ndarray,
+    *,
+    settings: Settings,
+    chunk_epochs: int,
+) -> tuple[State, dict]:
+    """`run_chunk` vmapped over the seed axis of `state`; history arrays (S, chunk_epochs, ...).
+
+    One compiled program per (settings, chunk_epochs): `first_epoch` () int32 is traced.
+    """
+    chunk = lambda st: run_chunk(
+        st, data, rates, first_epoch, settings=settings, chunk_epochs=chunk_epochs
+    )
+    return jax.vmap(chunk)(state)
+
+
 def run_seeds(
     data: Data,
     init_head: heads.LinearHead,
@@ -361,5 +435,14 @@ def run_seeds(
     *,
     settings: Settings,
 ) -> Result:
-    """`run` vmapped over keys (S,): one compiled program for all seeds. Leading axis S."""
-    return jax.vmap(lambda k: run(data, init_head, rates, k, settings=settings))(keys)
+    """`run` vmapped over keys (S,), leading axis S: `init_seeds`, then all epochs as one chunk.
+
+    The programs are those a run in chunks (`run_chunk_seeds` with fewer epochs, chained)
+    compiles, so its heads and history equal these exactly (one program per chunk size).
+    """
+    state = init_seeds(data, init_head, rates, keys, settings=settings)
+    first = jnp.asarray(0, jnp.int32)
+    state, history = run_chunk_seeds(
+        state, data, rates, first, settings=settings, chunk_epochs=settings.epochs
+    )
+    return finish(state, history)

@@ -4,7 +4,9 @@ initial head, the seeds run, and the files of the run.
 `hsfm.py` is the algorithm (pure functions of arrays); this module is where a config meets it:
 `check` validates every field against the data and resolves the "auto" choices (meta-gradient
 method, selection metric, initial head) before anything is traced, `run_with_info` builds the
-inputs and calls `hsfm.run_seeds`, `save` writes ``support.npz`` and ``history.json``.
+inputs and runs the epochs in chunks of ``chunk_epochs`` (`hsfm.run_chunk_seeds` driven by
+`epoch_loop.run`: progress, checkpoints, resume; the same numbers as `hsfm.run_seeds`), `save`
+writes ``support.npz`` and ``history.json``.
 """
 
 from __future__ import annotations
@@ -18,17 +20,25 @@ import ml_collections
 import numpy as np
 from ml_collections import config_dict
 
-from hsfm_jax import checks, hard_set, heads, hsfm, meta, meta_cost, optim, results
+from hsfm_jax import checks, epoch_loop, hard_set, heads, hsfm, meta, meta_cost, optim, results
 from hsfm_jax.baselines import erm
 from hsfm_jax.features import FeatureSet, float_dtype
 
 INIT_HEADS = ("auto", "backbone", "erm")
+RESUMABLE = True  # run_with_info takes `loop` (hsfm_jax.methods)
 # `Rates` fields, which are also the names of their config fields: a sweep over these keeps one
 # compiled program.
 RATE_FIELDS = tuple(f.name for f in dataclasses.fields(hsfm.Rates))
 # History rows that stay finite in a healthy run (the metrics may be NaN, e.g. WGA without groups).
 FINITE_HISTORY = ("outer_loss_before", "outer_loss_after", "edit_norm")
-_SIZE_FIELDS = ("support_per_class", "hard_set_size", "inner_steps", "meta_steps", "epochs")
+_SIZE_FIELDS = (
+    "support_per_class",
+    "hard_set_size",
+    "inner_steps",
+    "meta_steps",
+    "epochs",
+    "chunk_epochs",
+)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -46,6 +56,10 @@ def default_config() -> ml_collections.ConfigDict:
             meta_lr=1.0,  # eta ("outer learning rate")
             meta_steps=15,  # KH
             epochs=40,
+            # Epochs per compiled chunk: the progress bar moves and a checkpoint may be saved
+            # between chunks; any value gives the same numbers. A few dispatches for the default
+            # 40 epochs cost nothing measurable; long epochs (fine-grained) want 1.
+            chunk_epochs=10,
             meta_grad_clip=10.0,  # global-norm clip of the meta-gradient (released code)
             meta_optimizer="adam",  # "adam" (released code) or "sgd" (paper Eq. 17)
             head_optimizer="adam",  # "adam" (released code) or "sgd"
@@ -170,21 +184,50 @@ def initial_head(
 
 
 def run_with_info(
-    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
+    data: FeatureSet,
+    config: ml_collections.ConfigDict,
+    keys: jax.Array,
+    *,
+    loop: epoch_loop.Options = epoch_loop.PLAIN,
 ) -> tuple[dict[str, heads.LinearHead], dict]:
     """HSFM for every seed key: rows "hsfm" (best val selection) and "hsfm_last".
 
+    The epochs run in chunks of `config.chunk_epochs` (`epoch_loop.run`: a bar over epochs with
+    the current val selection metric, checkpoints under `loop.checkpoint_dir`, resume from them);
+    the heads and history equal those of one `hsfm.run_seeds` call.
+
     Returns:
       ({"hsfm": heads (S, C, d), "hsfm_last": heads (S, C, d)}, info) where info holds the
-      `hsfm.Result` ("result") and the JSON summary for results.json ("report").
+      `hsfm.Result` ("result"), the JSON summary for results.json ("report") and the epoch the
+      run resumed from ("resumed_from", 0 for a fresh run).
     """
     arrays = device_data(data)
     static = settings(config, data)
-    init = initial_head(config, data, arrays.train, keys)
-    out = hsfm.run_seeds(arrays, init, rates(config), keys, settings=static)
+    rates_ = rates(config)
+    init = lambda: hsfm.init_seeds(
+        arrays, initial_head(config, data, arrays.train, keys), rates_, keys, settings=static
+    )
+    chunk = lambda state, first_epoch: hsfm.run_chunk_seeds(
+        state, arrays, rates_, first_epoch, settings=static, chunk_epochs=config.chunk_epochs
+    )
+    status = lambda last: {f"val {static.selection_metric}": f"{last['val_selection'].mean():.4f}"}
+    done = epoch_loop.run(
+        init,
+        chunk,
+        epochs=static.epochs,
+        chunk_epochs=config.chunk_epochs,
+        options=loop,
+        status=status,
+    )
+    out = hsfm.finish(done.state, done.history)
     report = {"best_epoch": np.asarray(out.best_epoch).tolist()}
     must_be_finite = {k: np.asarray(out.history[k]) for k in FINITE_HISTORY}
-    info = {"result": out, "report": report, "must_be_finite": must_be_finite}
+    info = {
+        "result": out,
+        "report": report,
+        "must_be_finite": must_be_finite,
+        "resumed_from": done.resumed_from,
+    }
     return {"hsfm": out.best_head, "hsfm_last": out.last_head}, info
 
 

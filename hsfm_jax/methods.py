@@ -10,7 +10,11 @@ Every method is a module with
   leading seed axis, weight (S, C, d) (or (1, C, d) for a deterministic method);
 - optionally ``run_with_info(...) -> (rows, info)``: ``info["report"]`` (JSON) goes into
   results.json beside the method's rows, and the rest is for inspection (e.g. NeuronTune's biased
-  dimensions, HSFM's history); and ``save(info, workdir)`` for files of its own.
+  dimensions, HSFM's history); and ``save(info, workdir)`` for files of its own;
+- optionally ``RESUMABLE = True``: a method whose epochs are one scan runs them in chunks
+  (`hsfm_jax.epoch_loop`: a progress bar, checkpoints, resume after a kill), and its
+  ``run_with_info`` takes ``loop: epoch_loop.Options`` (where to checkpoint, whether to show
+  progress); ``info["resumed_from"]`` is the epoch it resumed from (0: a fresh run).
 
 A method whose default config has an ``erm`` subtree starts from the experiment's ERM recipe:
 `method_config` puts the top-level ``config.erm`` there, so there is one ERM recipe per run.
@@ -26,7 +30,7 @@ import types
 import jax
 import ml_collections
 
-from hsfm_jax import heads
+from hsfm_jax import epoch_loop, heads
 from hsfm_jax.features import FeatureSet
 
 # name -> module, in the order results tables list the rows.
@@ -89,10 +93,21 @@ def resolve(config: ml_collections.ConfigDict, name: str, resolved: dict):
 
 
 def run(
-    name: str, data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
+    name: str,
+    data: FeatureSet,
+    config: ml_collections.ConfigDict,
+    keys: jax.Array,
+    *,
+    loop: epoch_loop.Options = epoch_loop.PLAIN,
 ) -> tuple[dict[str, heads.LinearHead], dict]:
-    """Runs method `name` (config from `resolve`): (rows, info), info {} without run_with_info."""
+    """Runs method `name` (config from `resolve`): (rows, info), info {} without run_with_info.
+
+    `loop` (checkpoints, progress) reaches the methods that are `RESUMABLE`; the others have no
+    epoch loop to report on or resume.
+    """
     module = get(name)
+    if getattr(module, "RESUMABLE", False):
+        return module.run_with_info(data, config, keys, loop=loop)
     if hasattr(module, "run_with_info"):
         return module.run_with_info(data, config, keys)
     return module.run(data, config, keys), {}

@@ -4,6 +4,9 @@ Layout for ``--workdir=runs/wb``::
 
   runs/.wb.lock                 pid of the run writing runs/wb (a second run is refused)
   runs/.wb.partial-<run id>/    the run being written; removed if the run fails
+  runs/.wb.ckpt/<method>-<fp>/  checkpoints of a method's epoch loop (`hsfm_jax.epoch_loop`),
+                                fp a fingerprint of what the loop computes (`loop_checkpoints`);
+                                kept when a run dies, removed once a run completes
   runs/wb/                      the last complete run: config.json, results.*, ... (run_id inside)
 
 A killed or failed run leaves the previous complete set untouched, and nothing a reader could take
@@ -12,6 +15,11 @@ The swap is two renames (old set aside, new set in) followed by removing the old
 renames the workdir briefly does not exist, never half-written. Every file of a run carries its
 run id (config.json and results.json as ``run_id``, history.json and support.npz beside their
 arrays), so `experiments.analyze` can refuse a mix of two runs.
+
+Checkpoints live outside the staging directory, which the next run removes: a rerun of the same
+command after a kill finds them under a stable name and resumes each method's loop where it was
+saved. A rerun with another config or other features finds no directory of its fingerprint and
+starts that method afresh (removing the other's checkpoints), never resuming a stale one.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from absl import logging
+
 RUN_ID_KEY = "run_id"
 
 
@@ -33,6 +43,31 @@ def new_run_id() -> str:
 
 def _lock_path(workdir: Path) -> Path:
     return workdir.parent / f".{workdir.name}.lock"
+
+
+def checkpoints_dir(workdir: str | os.PathLike) -> Path:
+    """Where the runs of `workdir` keep the checkpoints of their epoch loops."""
+    workdir = Path(workdir)
+    return workdir.parent / f".{workdir.name}.ckpt"
+
+
+def loop_checkpoints(workdir: str | os.PathLike, method: str, fingerprint: str) -> Path:
+    """The checkpoint directory of `method`'s loop for the inputs `fingerprint` identifies.
+
+    Checkpoints of the same method with another fingerprint (another config or other features)
+    are removed: the run starts that method afresh and says so in the log.
+    """
+    root = checkpoints_dir(workdir)
+    directory = root / f"{method}-{fingerprint}"
+    for stale in root.glob(f"{method}-*"):
+        if stale != directory:
+            logging.warning(
+                "%s: starting afresh; removing checkpoints %s of another config or other features",
+                method,
+                stale,
+            )
+            shutil.rmtree(stale, ignore_errors=True)
+    return directory
 
 
 def _pid_alive(pid: int) -> bool:
@@ -101,7 +136,8 @@ def _swap_in(stage: Path, workdir: Path, run_id: str) -> None:
 @contextlib.contextmanager
 def staged(workdir: str | os.PathLike, run_id: str | None = None) -> Iterator[tuple[Path, str]]:
     """Locks `workdir`, yields (staging directory, run id); swaps the staging directory in when
-    the block ends without an exception, else removes it and leaves `workdir` as it was."""
+    the block ends without an exception (and removes the loop checkpoints, `checkpoints_dir`),
+    else removes it and leaves `workdir` and the checkpoints as they were."""
     workdir = Path(workdir)
     check_usable(workdir)
     run_id = run_id or new_run_id()
@@ -115,3 +151,4 @@ def staged(workdir: str | os.PathLike, run_id: str | None = None) -> Iterator[tu
             shutil.rmtree(stage, ignore_errors=True)
             raise
         _swap_in(stage, workdir, run_id)
+        shutil.rmtree(checkpoints_dir(workdir), ignore_errors=True)

@@ -15,7 +15,7 @@ import pytest
 from experiments import analyze, train
 from experiments.configs import synthetic as synthetic_config
 from hsfm_jax import features as features_lib
-from hsfm_jax import synthetic
+from hsfm_jax import hsfm, synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(num_train=400, val_per_group=20, test_per_group=20)
@@ -118,6 +118,102 @@ def test_sigkill_mid_run_leaves_the_previous_set(tmp_path):
     assert (workdir / "results.json").read_bytes() == before
     train.run(small_config(features_dir), workdir)  # stale lock and partial directory go
     assert not list(tmp_path.glob(".run.*"))
+
+
+# NeuronTune, then HSFM long enough to be killed between two of its checkpoints.
+RESUMABLE = {
+    "methods": "neurontune,hsfm",
+    "checkpoint_seconds": 0,  # a checkpoint after every chunk
+    "hsfm.epochs": 600,
+    "hsfm.chunk_epochs": 50,
+    "neurontune.epochs": 6,
+    "neurontune.chunk_epochs": 4,
+    "neurontune.batches_per_epoch": 20,
+}
+
+
+def _same_results(workdir: Path, reference: Path) -> None:
+    got, want = (json.loads((d / "results.json").read_text()) for d in (workdir, reference))
+    assert got["methods"] == want["methods"]
+    got, want = (json.loads((d / "history.json").read_text()) for d in (workdir, reference))
+    assert got["history"] == want["history"]
+    got, want = (np.load(d / "support.npz") for d in (workdir, reference))
+    for name in ("support", "support_indices"):
+        np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_a_run_killed_by_sigkill_resumes_to_the_uninterrupted_results(tmp_path):
+    features_dir, workdir = tmp_path / "f", tmp_path / "run"
+    config = small_config(features_dir, **RESUMABLE)
+    uninterrupted = train.run(config, tmp_path / "uninterrupted")
+    assert uninterrupted["resumed_from_epoch"] == {}
+    flags = {
+        "features_dir": features_dir,
+        "num_seeds": config.num_seeds,
+        "erm.steps": config.erm.steps,
+        "hsfm.hard_set_size": config.hsfm.hard_set_size,
+        **RESUMABLE,
+        **{f"synthetic.{k}": v for k, v in SMALL.items()},
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.main",
+        "--config=experiments/configs/synthetic.py",
+        f"--workdir={workdir}",
+        "--quiet",
+        *[f"--config.{k}={v}" for k, v in flags.items()],
+    ]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    checkpoints = tmp_path / ".run.ckpt"
+    deadline = time.time() + 300
+    saved = lambda: [p for p in checkpoints.glob("hsfm-*/*") if p.name.isdigit()]
+    while not saved() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, stderr  # killed, not finished
+    assert not workdir.exists() and saved()
+
+    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads((workdir / "results.json").read_text())
+    resumed = report["resumed_from_epoch"]
+    assert resumed["neurontune"] == 6 and 0 < resumed["hsfm"] < 600, resumed
+    _same_results(workdir, tmp_path / "uninterrupted")
+    assert not checkpoints.exists()  # removed once the run completed
+
+
+def test_a_rerun_with_another_config_starts_afresh(tmp_path, monkeypatch):
+    overrides = {"methods": "hsfm", "checkpoint_seconds": 0, "hsfm.epochs": 6}
+    config = small_config(tmp_path / "f", **overrides, **{"hsfm.chunk_epochs": 2})
+    chunk, calls = hsfm.run_chunk_seeds, []
+
+    def killed_after_two_chunks(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return chunk(*args, **kwargs)
+
+    monkeypatch.setattr(hsfm, "run_chunk_seeds", killed_after_two_chunks)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(config, tmp_path / "run")
+    monkeypatch.undo()
+    (stale,) = (tmp_path / ".run.ckpt").glob("hsfm-*")
+    assert max(int(p.name) for p in stale.iterdir() if p.name.isdigit()) == 4
+
+    other = small_config(tmp_path / "f", **overrides, **{"hsfm.meta_lr": 0.5})
+    report = train.run(other, tmp_path / "run")
+    assert report["resumed_from_epoch"] == {}  # not from the other config's epoch 4
+    train.run(other, tmp_path / "fresh")
+    _same_results(tmp_path / "run", tmp_path / "fresh")
+    assert not (tmp_path / ".run.ckpt").exists()
+
+
+def test_bad_checkpoint_seconds_is_one_line(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint_seconds must be a number >= 0, got -1"):
+        train.run(small_config(tmp_path / "f", checkpoint_seconds=-1.0), tmp_path / "run")
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,9 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from hsfm_jax import features, synthetic
+from hsfm_jax import epoch_loop, features, synthetic
 from hsfm_jax.baselines import neurontune
 
 
@@ -90,3 +91,38 @@ def test_identification_and_end_to_end_on_known_dims():
     chex.assert_shape(sfit_history, (2, 2, 3))
     assert np.all(np.isfinite(sfit_history)) and np.all(sfit_history >= 0)
     np.testing.assert_allclose(np.asarray(info["best_sfit"]), sfit_history.max(-1))
+
+
+def test_chunks_equal_one_scan_and_resume(tmp_path):
+    """Tuning epochs in chunks (3 = 2 + 1) give exactly one scan's numbers; a run killed after
+    its first checkpoint resumes to them, compiling nothing new. D_Tune is half of val, so the
+    state carries the split (tune_split="train" resumes in test_integrity's SIGKILL test)."""
+    data, _ = _relu_synthetic()
+    config = neurontune.default_config()
+    config.update(thresholds=(0.0, 0.5), epochs=3, batches_per_epoch=5, tune_split="val_half")
+    keys = jax.random.split(jax.random.key(0), 2)
+    config.chunk_epochs = 3
+    _, one_scan = neurontune.run_with_info(data, config, keys)
+    config.chunk_epochs = 2
+    _, chunked = neurontune.run_with_info(data, config, keys)
+    chex.assert_shape(chunked["metric_history"], (2, 2, 3))
+    chex.assert_trees_all_equal(chunked, one_scan)
+
+    loop = epoch_loop.Options(checkpoint_dir=tmp_path / "ckpt", checkpoint_seconds=0)
+    chunk, calls = neurontune.tune_chunk, []
+
+    def killed_after_one_chunk(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return chunk(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(neurontune, "tune_chunk", killed_after_one_chunk)
+        with pytest.raises(KeyboardInterrupt):
+            neurontune.run_with_info(data, config, keys, loop=loop)
+    compiled = neurontune.tune_chunk._cache_size()
+    _, resumed = neurontune.run_with_info(data, config, keys, loop=loop)
+    assert resumed.pop("resumed_from") == 2 and chunked.pop("resumed_from") == 0
+    assert neurontune.tune_chunk._cache_size() == compiled
+    chex.assert_trees_all_equal(resumed, chunked)

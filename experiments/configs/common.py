@@ -60,6 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.num_seeds = 5
     config.seed = 0
     config.float64 = False
+    # Least seconds between two checkpoints of a method's epoch loop (HSFM, NeuronTune), which a
+    # rerun of the same command resumes from (`experiments.train`); 0: after every chunk.
+    config.checkpoint_seconds = 60.0
     for name, method_config in methods.default_configs().items():
         config[name] = method_config
     return config

@@ -142,6 +142,7 @@ def finegrained_config(dataset: str, features: str) -> ml_collections.ConfigDict
         meta_lr=PAPER["meta_learning_rate"],
         meta_steps=CHOSEN["meta_steps"],
         epochs=PAPER["meta_iterations"],
+        chunk_epochs=1,  # an epoch takes about a minute at C = 200: progress and resume per epoch
         meta_grad_clip=PAPER["meta_grad_clip"],
         meta_optimizer="adam",
         head_optimizer="adam",

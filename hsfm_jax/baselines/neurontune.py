@@ -24,8 +24,10 @@ retrain the last layer.
    suppressed) activations, so it measures how the retrained head's errors relate to every
    dimension.
 
-Everything after identification is one jitted function vmapped over the lambda grid and over
-seeds (seeds differ in minibatch draws and, with ``val_half``, in the split). Medians over
+Everything after identification is jitted and vmapped over the lambda grid and over seeds (seeds
+differ in minibatch draws and, with ``val_half``, in the split); the tuning epochs run in chunks
+of ``chunk_epochs`` (`tune_chunk`, one compiled program; `hsfm_jax.epoch_loop`: progress,
+checkpoints, resume), with the numbers of one scan over all epochs (`tune`). Medians over
 variable-size subsets are computed without dynamic shapes: each class's activations are sorted
 once per column on the host, and a subset's median is read off by a cumulative count of the
 subset's members in that order.
@@ -39,17 +41,20 @@ half only (the other half is trained on); the per-epoch optimizer state restarts
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import struct
 
-from hsfm_jax import checks, evaluate, heads, optim
+from hsfm_jax import checks, epoch_loop, evaluate, heads, optim
 from hsfm_jax.baselines import erm
 from hsfm_jax.features import FeatureSet
 
 ACTIVATIONS = ("abs", "raw")
+RESUMABLE = True  # run_with_info takes `loop` (hsfm_jax.methods)
 TUNE_SPLITS = ("train", "val_half")
 
 
@@ -65,6 +70,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.batch_size = 128  # Table 10
     config.batches_per_epoch = 200  # Table 10
     config.epochs = 40  # Table 10 (Waterbirds, CelebA)
+    config.chunk_epochs = 10  # epochs per compiled chunk: progress, checkpoints; same numbers
     config.l2 = 0.0  # Table 10 lists no weight decay for retraining
     config.selection_metric = "auto"  # WGA with groups, else mean accuracy
     # Current head when the feature set has no head.npz: an ERM head on train (our choice).
@@ -200,135 +206,214 @@ def _subset_metric(head, features, labels, groups, member, *, num_classes, num_g
     return metrics[metric]
 
 
-def tune_single(
-    key: jax.Array,
-    threshold: jnp.ndarray,
-    reference: heads.LinearHead,
-    sorted_values: jnp.ndarray,
-    sorted_rows: jnp.ndarray,
-    val_features: jnp.ndarray,
-    val_labels: jnp.ndarray,
-    val_groups: jnp.ndarray,
-    train_features: jnp.ndarray,
-    train_labels: jnp.ndarray,
-    *,
-    num_classes: int,
-    num_groups: int,
-    metric: str,
-    tune_split: str,
-    init: str,
-    optimizer: str,
-    learning_rate: float,
-    batch_size: int,
-    batches_per_epoch: int,
-    epochs: int,
-    l2: float,
-) -> dict:
-    """Identification, suppression and per-epoch tuning for one seed and one lambda.
+class Inputs(struct.PyTreeNode):
+    """The arrays every (seed, lambda) run reads.
 
-    D_Ide is val (all of it, or a seeded half with ``tune_split="val_half"``). Returns a dict with
-    ``head_metric`` / ``head_sfit`` (the heads chosen by the validation metric and by SFit),
-    ``best_metric``, ``best_sfit``, ``biased`` (d,) bool, ``delta`` (C, d) of the reference head,
-    and per-epoch histories ``metric_history`` / ``sfit_history`` (E,).
+    Attributes:
+      reference: the current head (C, d).
+      sorted_values, sorted_rows: `class_sorted_activations` of val (C, M, d).
+      val_features: (N_val, d); val_labels, val_groups: (N_val,) int.
+      train_features, train_labels: D_Tune with ``tune_split="train"``, else None.
     """
-    n_val = val_features.shape[0]
+
+    reference: heads.LinearHead
+    sorted_values: jnp.ndarray
+    sorted_rows: jnp.ndarray
+    val_features: jnp.ndarray
+    val_labels: jnp.ndarray
+    val_groups: jnp.ndarray
+    train_features: jnp.ndarray | None = None
+    train_labels: jnp.ndarray | None = None
+
+
+class Settings(NamedTuple):
+    """Static configuration of the tuning (changing one compiles a new program)."""
+
+    num_classes: int
+    num_groups: int
+    metric: str
+    tune_split: str
+    init: str
+    optimizer: str
+    batch_size: int
+    batches_per_epoch: int
+    epochs: int
+
+
+class State(struct.PyTreeNode):
+    """What carries from one tuning epoch to the next, for one seed and one lambda.
+
+    Attributes:
+      head: the head being retrained (C, d), suppressed columns zero.
+      head_metric, best_metric: the best head by the validation metric so far, and its score.
+      head_sfit, best_sfit: the best head by SFit so far, and its score.
+      train_key: raw key data (`jax.random.key_data`) of the key the epochs' keys are split from.
+      ide_member: (N_val,) bool, the rows of D_Ide.
+      biased: (d,) bool, the suppressed dimensions; delta: (C, d), Eq. 5 of the reference head.
+    """
+
+    head: heads.LinearHead
+    head_metric: heads.LinearHead
+    best_metric: jnp.ndarray
+    head_sfit: heads.LinearHead
+    best_sfit: jnp.ndarray
+    train_key: jnp.ndarray
+    ide_member: jnp.ndarray
+    biased: jnp.ndarray
+    delta: jnp.ndarray
+
+
+def _delta_of(head, inputs: Inputs, ide_member):
+    correct = heads.predict(head, inputs.val_features) == inputs.val_labels
+    return spuriousness_scores(inputs.sorted_values, inputs.sorted_rows, correct, ide_member)
+
+
+def init_single(key: jax.Array, threshold: jnp.ndarray, inputs: Inputs, *, settings) -> State:
+    """Identification and suppression for one seed and one lambda: the state before epoch 1.
+
+    D_Ide is val (all of it, or a seeded half with ``tune_split="val_half"``).
+    """
+    n_val, dim = inputs.val_features.shape
     k_split, k_train = jax.random.split(key)
-    if tune_split == "val_half":
-        in_first = (
+    if settings.tune_split == "val_half":
+        ide_member = (
             jnp.zeros((n_val,), bool)
             .at[jax.random.permutation(k_split, n_val)[: n_val // 2]]
             .set(True)
         )
-        ide_member, tune_weight = in_first, (~in_first).astype(val_features.dtype)
-        tune_x, tune_y = val_features, val_labels
     else:
-        ide_member, tune_weight = jnp.ones((n_val,), bool), None
-        tune_x, tune_y = train_features, train_labels
-
-    def delta_of(head):
-        correct = heads.predict(head, val_features) == val_labels
-        return spuriousness_scores(sorted_values, sorted_rows, correct, ide_member)
-
-    delta = delta_of(reference)
+        ide_member = jnp.ones((n_val,), bool)
+    delta = _delta_of(inputs.reference, inputs, ide_member)
     biased = biased_dimensions(delta, threshold)
-    keep = (~biased).astype(val_features.dtype)
-    head0 = reference if init == "current" else heads.zeros(num_classes, val_features.shape[1])
+    keep = (~biased).astype(inputs.val_features.dtype)
+    head0 = (
+        inputs.reference if settings.init == "current" else heads.zeros(settings.num_classes, dim)
+    )
     head0 = head0.replace(weight=head0.weight * keep)
-    score = functools.partial(
-        _subset_metric, num_classes=num_classes, num_groups=num_groups, metric=metric
+    minus_inf = jnp.asarray(-jnp.inf, inputs.val_features.dtype)
+    return State(
+        head=head0,
+        head_metric=head0,
+        best_metric=minus_inf,
+        head_sfit=head0,
+        best_sfit=minus_inf,
+        train_key=jax.random.key_data(k_train),
+        ide_member=ide_member,
+        biased=biased,
+        delta=delta,
     )
 
-    def epoch(carry, epoch_key):
-        head, best_head_m, best_m, best_head_s, best_s = carry
+
+def chunk_single(
+    state: State,
+    inputs: Inputs,
+    first_epoch: jnp.ndarray,
+    learning_rate,
+    l2,
+    *,
+    settings: Settings,
+    chunk_epochs: int,
+) -> tuple[State, dict]:
+    """Tuning epochs `first_epoch` .. `first_epoch + chunk_epochs - 1` (0-based; those past the
+    last epoch are skipped, their history rows zero) for one seed and one lambda.
+
+    Epoch e draws its minibatches with the e-th of `settings.epochs` keys split from the state's
+    key, whatever the chunks, so chained chunks give the numbers of one chunk of all epochs.
+
+    Returns:
+      (state, {"metric_history": (chunk_epochs,), "sfit_history": (chunk_epochs,)}).
+    """
+    s = settings
+    val_half = s.tune_split == "val_half"
+    tune_x = inputs.val_features if val_half else inputs.train_features
+    tune_y = inputs.val_labels if val_half else inputs.train_labels
+    tune_weight = (~state.ide_member).astype(tune_x.dtype) if val_half else None
+    keep = (~state.biased).astype(inputs.val_features.dtype)
+    epoch_keys = jax.random.split(jax.random.wrap_key_data(state.train_key), s.epochs)
+    score = functools.partial(
+        _subset_metric, num_classes=s.num_classes, num_groups=s.num_groups, metric=s.metric
+    )
+
+    def run_one(st, epoch_index):
         head = erm.fit(
             tune_x,
             tune_y,
-            epoch_key,
-            num_classes=num_classes,
-            optimizer=optimizer,
+            epoch_keys[epoch_index],
+            num_classes=s.num_classes,
+            optimizer=s.optimizer,
             learning_rate=learning_rate,
-            steps=batches_per_epoch,
+            steps=s.batches_per_epoch,
             l2=l2,
-            batch_size=batch_size,
+            batch_size=s.batch_size,
             class_balanced=True,
-            init=head,
+            init=st.head,
             sample_weight=tune_weight,
             feature_mask=keep,
         )
-        m = score(head, val_features, val_labels, val_groups, ide_member)
-        s = sfit(delta_of(head))
-        better_m, better_s = m > best_m, s > best_s
+        m = score(head, inputs.val_features, inputs.val_labels, inputs.val_groups, st.ide_member)
+        f = sfit(_delta_of(head, inputs, st.ide_member))
+        better_m, better_f = m > st.best_metric, f > st.best_sfit
         pick = lambda better, new, old: jax.tree_util.tree_map(
             lambda a, b: jnp.where(better, a, b), new, old
         )
-        carry = (
-            head,
-            pick(better_m, head, best_head_m),
-            jnp.where(better_m, m, best_m),
-            pick(better_s, head, best_head_s),
-            jnp.where(better_s, s, best_s),
+        st = st.replace(
+            head=head,
+            head_metric=pick(better_m, head, st.head_metric),
+            best_metric=jnp.where(better_m, m, st.best_metric),
+            head_sfit=pick(better_f, head, st.head_sfit),
+            best_sfit=jnp.where(better_f, f, st.best_sfit),
         )
-        return carry, (m, s)
+        return st, {"metric_history": m, "sfit_history": f}
 
-    minus_inf = jnp.asarray(-jnp.inf, val_features.dtype)
-    carry = (head0, head0, minus_inf, head0, minus_inf)
-    (_, head_m, best_m, head_s, best_s), (m_hist, s_hist) = jax.lax.scan(
-        epoch, carry, jax.random.split(k_train, epochs)
+    shapes = jax.eval_shape(run_one, state, jnp.asarray(0))[1]
+    skip = lambda st, _: (st, jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes))
+
+    def body(st, index):
+        epoch_index = first_epoch + index
+        return jax.lax.cond(epoch_index < s.epochs, run_one, skip, st, epoch_index)
+
+    return jax.lax.scan(body, state, jnp.arange(chunk_epochs))
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def tune_init(keys: jax.Array, thresholds: jnp.ndarray, inputs: Inputs, *, settings) -> State:
+    """`init_single` for every seed (S,) and threshold (L,): a state with leading axes (S, L)."""
+    over_thresholds = jax.vmap(
+        lambda k, t: init_single(k, t, inputs, settings=settings), in_axes=(None, 0)
     )
-    return dict(
-        head_metric=head_m,
-        head_sfit=head_s,
-        best_metric=best_m,
-        best_sfit=best_s,
-        biased=biased,
-        delta=delta,
-        metric_history=m_hist,
-        sfit_history=s_hist,
+    return jax.vmap(over_thresholds, in_axes=(0, None))(keys, thresholds)
+
+
+@functools.partial(jax.jit, static_argnames=("settings", "chunk_epochs"))
+def tune_chunk(
+    state: State,
+    inputs: Inputs,
+    first_epoch: jnp.ndarray,
+    learning_rate,
+    l2,
+    *,
+    settings: Settings,
+    chunk_epochs: int,
+) -> tuple[State, dict]:
+    """`chunk_single` over the (S, L) axes of `state`; histories (S, L, chunk_epochs).
+
+    One compiled program per (settings, chunk_epochs): `first_epoch` () int32 is traced.
+    """
+    one = lambda st: chunk_single(
+        st, inputs, first_epoch, learning_rate, l2, settings=settings, chunk_epochs=chunk_epochs
     )
+    return jax.vmap(jax.vmap(one))(state)
 
 
-_STATIC = (
-    "num_classes",
-    "num_groups",
-    "metric",
-    "tune_split",
-    "init",
-    "optimizer",
-    "batch_size",
-    "batches_per_epoch",
-    "epochs",
-)
+@jax.jit
+def tune_results(state: State) -> dict:
+    """The heads and scores of finished states (S, L), and the best lambda per seed.
 
-
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def tune(keys: jax.Array, thresholds: jnp.ndarray, *args, **kwargs) -> dict:
-    """`tune_single` vmapped over seeds (S,) and thresholds (L,), then the best lambda per seed.
-
-    Returns the dict of `tune_single` with a leading (S, L) axis, plus ``head_wga_selected`` and
+    Returns ``head_metric`` / ``head_sfit`` (the heads chosen by the validation metric and by
+    SFit), ``best_metric``, ``best_sfit``, ``biased`` (d,) bool, ``delta`` (C, d) of the
+    reference head, each with leading (S, L) axes, and ``head_wga_selected`` /
     ``head_sfit_selected`` (S, C, d): the best over epochs and lambdas by each criterion.
     """
-    over_thresholds = jax.vmap(lambda k, t: tune_single(k, t, *args, **kwargs), in_axes=(None, 0))
-    out = jax.vmap(over_thresholds, in_axes=(0, None))(keys, thresholds)
 
     def select(head, score):  # head leaves (S, L, ...), score (S, L) -> (S, ...)
         best = jnp.argmax(score, axis=1)
@@ -337,9 +422,39 @@ def tune(keys: jax.Array, thresholds: jnp.ndarray, *args, **kwargs) -> dict:
             head,
         )
 
-    out["head_wga_selected"] = select(out["head_metric"], out["best_metric"])
-    out["head_sfit_selected"] = select(out["head_sfit"], out["best_sfit"])
-    return out
+    return dict(
+        head_metric=state.head_metric,
+        head_sfit=state.head_sfit,
+        best_metric=state.best_metric,
+        best_sfit=state.best_sfit,
+        biased=state.biased,
+        delta=state.delta,
+        head_wga_selected=select(state.head_metric, state.best_metric),
+        head_sfit_selected=select(state.head_sfit, state.best_sfit),
+    )
+
+
+def tune(
+    keys: jax.Array,
+    thresholds: jnp.ndarray,
+    inputs: Inputs,
+    learning_rate,
+    l2,
+    *,
+    settings: Settings,
+) -> dict:
+    """Every tuning epoch of every seed (S,) and threshold (L,) as one chunk: `tune_results`
+    plus the per-epoch histories ``metric_history`` / ``sfit_history`` (S, L, E).
+
+    The programs are those of a run in chunks (`tune_chunk` with fewer epochs, chained), so its
+    numbers equal these exactly.
+    """
+    state = tune_init(keys, thresholds, inputs, settings=settings)
+    first = jnp.asarray(0, jnp.int32)
+    state, history = tune_chunk(
+        state, inputs, first, learning_rate, l2, settings=settings, chunk_epochs=settings.epochs
+    )
+    return {**tune_results(state), **history}
 
 
 def reference_head(data: FeatureSet, config: ml_collections.ConfigDict) -> heads.LinearHead:
@@ -367,7 +482,7 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     checks.check_choice("neurontune", config, "init", ("current", "zeros"))
     checks.check_choice("neurontune", config, "optimizer", optim.OPTIMIZERS)
     checks.check_value("neurontune", config, "learning_rate", "positive")
-    for name in ("batch_size", "batches_per_epoch", "epochs"):
+    for name in ("batch_size", "batches_per_epoch", "epochs", "chunk_epochs"):
         checks.check_value("neurontune", config, name, "positive_int")
     checks.check_value("neurontune", config, "l2", "non_negative")
     if not data.has_head:  # the current head is an ERM head on train
@@ -379,45 +494,61 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
 
 
 def run_with_info(
-    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
+    data: FeatureSet,
+    config: ml_collections.ConfigDict,
+    keys: jax.Array,
+    *,
+    loop: epoch_loop.Options = epoch_loop.PLAIN,
 ) -> tuple[dict[str, heads.LinearHead], dict]:
-    """`run`, plus the full output of `tune` (biased dims, deltas, histories) for inspection."""
+    """`run`, plus the outputs of `tune` (biased dims, deltas, histories) for inspection.
+
+    The tuning epochs run in chunks of `config.chunk_epochs` (`epoch_loop.run`: a bar with the
+    current validation metric, checkpoints under `loop.checkpoint_dir`, resume from them), with
+    the numbers of one `tune` call. ``info["resumed_from"]``: the epoch it resumed from.
+    """
     metric = check(config, data)["selection_metric"]
-    reference = reference_head(data, config)
     val = data.val.to_arrays()
     values, rows = class_sorted_activations(
         activation_values(np.asarray(data.val.features, np.float32), config.activation),
         data.val.labels,
         data.num_classes,
     )
-    if config.tune_split == "train":
-        train = data.train.to_arrays()
-        train_x, train_y = train.features, train.labels
-    else:  # D_Tune is half of val: train is not read
-        train_x, train_y = None, None
-    out = tune(
-        keys,
-        jnp.asarray(config.thresholds, jnp.float32),
-        reference,
-        jnp.asarray(values),
-        jnp.asarray(rows),
-        val.features,
-        val.labels,
-        val.groups,
-        train_x,
-        train_y,
+    train = data.train.to_arrays() if config.tune_split == "train" else None  # else unread
+    inputs = Inputs(
+        reference=reference_head(data, config),
+        sorted_values=jnp.asarray(values),
+        sorted_rows=jnp.asarray(rows),
+        val_features=val.features,
+        val_labels=val.labels,
+        val_groups=val.groups,
+        train_features=None if train is None else train.features,
+        train_labels=None if train is None else train.labels,
+    )
+    settings = Settings(
         num_classes=data.num_classes,
         num_groups=data.num_groups,
         metric=metric,
         tune_split=config.tune_split,
         init=config.init,
         optimizer=config.optimizer,
-        learning_rate=float(config.learning_rate),
         batch_size=int(config.batch_size),
         batches_per_epoch=int(config.batches_per_epoch),
         epochs=int(config.epochs),
-        l2=float(config.l2),
     )
+    rates = (float(config.learning_rate), float(config.l2))
+    thresholds = jnp.asarray(config.thresholds, jnp.float32)
+    done = epoch_loop.run(
+        lambda: tune_init(keys, thresholds, inputs, settings=settings),
+        lambda state, first_epoch: tune_chunk(
+            state, inputs, first_epoch, *rates, settings=settings, chunk_epochs=config.chunk_epochs
+        ),
+        epochs=settings.epochs,
+        chunk_epochs=config.chunk_epochs,
+        options=loop,
+        epoch_axis=2,
+        status=lambda last: {f"val {metric}": f"{last['metric_history'].mean():.4f}"},
+    )
+    out = {**tune_results(done.state), **done.history, "resumed_from": done.resumed_from}
     rows_out = {
         "neurontune_wga": out["head_wga_selected"],
         "neurontune_sfit": out["head_sfit_selected"],
