@@ -448,7 +448,8 @@ def test_flowers_export_round_trip(tmp_path, backbone):
         datasets.get("flowers102", data_dir=root)
 
 
-# ----------------------------------------------------------------------------- TFDS
+# ----------------------------------------------------------------------------- TFDS (tests/test_tfds.py has
+# the tests that need tensorflow-datasets)
 
 
 def _fake_split(examples):
@@ -481,14 +482,6 @@ def test_tfds_reader_mapping_without_tensorflow():
     assert cub.describe()["tfds_name"] == "caltech_birds2011"
     with pytest.raises(ValueError, match="source must be 'files' or 'tfds'"):
         datasets.get("cub", data_dir="x", source="hub")
-
-
-def test_tfds_mock_data_round_trip(tmp_path):
-    tfds = pytest.importorskip("tensorflow_datasets")
-    with tfds.testing.mock_data(num_examples=6):
-        dataset = datasets.get("flowers102", source="tfds", tfds_data_dir=tmp_path)
-        assert len(dataset.index("train").ids) == 6
-        assert dataset.load_image("train", 0).mode == "RGB"
 
 
 def test_celeba_original_txt_layout(tmp_path):

