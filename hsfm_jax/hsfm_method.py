@@ -231,12 +231,6 @@ def run_with_info(
     return {"hsfm": out.best_head, "hsfm_last": out.last_head}, info
 
 
-def run(
-    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
-) -> dict[str, heads.LinearHead]:
-    return run_with_info(data, config, keys)[0]
-
-
 def save(info: dict, workdir: Path, run_id: str) -> None:
     """support.npz (final support embeddings, train rows of S) and history.json
     ({"run_id", "history": per-epoch values, per seed; strict JSON, NaN as null})."""

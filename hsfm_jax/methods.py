@@ -8,9 +8,10 @@ Every method is a module with
   cheap (nothing is traced), so every method is checked before any runs;
 - ``run(data, config, keys (S,)) -> {row name: LinearHead}``: heads over the raw features with a
   leading seed axis, weight (S, C, d) (or (1, C, d) for a deterministic method);
-- optionally ``run_with_info(...) -> (rows, info)``: ``info["report"]`` (JSON) goes into
-  results.json beside the method's rows, and the rest is for inspection (e.g. NeuronTune's biased
-  dimensions, HSFM's history); and ``save(info, workdir)`` for files of its own;
+- or, instead of ``run``, ``run_with_info(data, config, keys) -> (rows, info)``: the same rows,
+  plus ``info``: ``info["report"]`` (JSON) goes into results.json beside the method's rows, and
+  the rest is for inspection (e.g. NeuronTune's biased dimensions, HSFM's history); `run` below
+  calls whichever a method has; optionally ``save(info, workdir)`` for files of its own;
 - optionally ``RESUMABLE = True``: a method whose epochs are one scan runs them in chunks
   (`hsfm_jax.epoch_loop`: a progress bar, checkpoints, resume after a kill), and its
   ``run_with_info`` takes ``loop: epoch_loop.Options`` (where to checkpoint, whether to show

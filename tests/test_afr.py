@@ -169,7 +169,7 @@ def test_beats_erm_on_synthetic():
 
     compiled = afr.run_grid._cache_size()
     config.reg_grid = (0.0, 0.05, 0.1, 0.2)
-    afr.run(data, config, jax.random.split(jax.random.key(1), 3))
+    afr.run_with_info(data, config, jax.random.split(jax.random.key(1), 3))
     assert afr.run_grid._cache_size() == compiled
 
 

@@ -114,7 +114,7 @@ def test_beats_erm_on_synthetic():
     # New seeds reuse the compiled program (seeds and grid values are data, not static).
     compiled = group_dro.run_grid._cache_size()
     config.step_size_grid = (0.02, 0.2, 2.0)
-    group_dro.run(data, config, jax.random.split(jax.random.key(1), 3))
+    group_dro.run_with_info(data, config, jax.random.split(jax.random.key(1), 3))
     assert group_dro.run_grid._cache_size() == compiled
 
 
@@ -122,7 +122,7 @@ def test_full_batch_is_one_run_for_every_seed():
     data = _feature_set(num_train=400, val_per_group=10, test_per_group=10)
     config = group_dro.default_config()
     config.update(batch_size=0, steps=20, eval_every=10, step_size_grid=(0.1,), l2_grid=(0.1,))
-    rows = group_dro.run(data, config, jax.random.split(jax.random.key(0), 2))
+    rows, _ = group_dro.run_with_info(data, config, jax.random.split(jax.random.key(0), 2))
     chex.assert_shape(rows["group_dro"].weight, (2, 2, data.feature_dim))
     np.testing.assert_array_equal(rows["group_dro"].weight[0], rows["group_dro"].weight[1])
 

@@ -118,7 +118,7 @@ def test_beats_erm_on_synthetic():
 
     compiled = jtt.run_grid._cache_size()
     config.upweight_grid = (10.0, 30.0, 60.0)
-    jtt.run(data, config, jax.random.split(jax.random.key(1), 3))
+    jtt.run_with_info(data, config, jax.random.split(jax.random.key(1), 3))
     assert jtt.run_grid._cache_size() == compiled
 
 

@@ -40,8 +40,10 @@ def small_config(features_dir, **hsfm):
 def test_every_registered_method_has_the_contract():
     for name in methods.REGISTRY:
         module = methods.get(name)
-        for fn in ("default_config", "check", "run"):
+        for fn in ("default_config", "check"):
             assert callable(getattr(module, fn, None)), (name, fn)
+        runners = [fn for fn in ("run", "run_with_info") if callable(getattr(module, fn, None))]
+        assert len(runners) == 1, (name, runners)  # exactly one way to run it
         assert isinstance(module.default_config(), ml_collections.ConfigDict)
 
 

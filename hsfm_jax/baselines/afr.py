@@ -407,19 +407,3 @@ def run_with_info(
     g_mesh, r_mesh = np.meshgrid(gamma_grid, reg_grid, indexing="ij")
     out["grid"] = {"gamma": g_mesh.ravel(), "reg": r_mesh.ravel()}
     return {NAME: out["selected_head"]}, out
-
-
-def run(
-    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
-) -> dict[str, heads.LinearHead]:
-    """AFR row for every seed key.
-
-    Args:
-      data: the feature set (train without its group labels; the selection split; test never).
-      config: `default_config()`-shaped.
-      keys: (S,) PRNG keys.
-
-    Returns:
-      {"afr": LinearHead with weight (S, C, d), bias (S, C)} over raw features.
-    """
-    return run_with_info(data, config, keys)[0]

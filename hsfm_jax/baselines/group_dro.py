@@ -397,19 +397,3 @@ def run_with_info(
         out = common.repeat_seeds(out, num_seeds)
     out["grid"] = grid
     return {NAME: out["selected_head"]}, out
-
-
-def run(
-    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
-) -> dict[str, heads.LinearHead]:
-    """Group DRO row for every seed key.
-
-    Args:
-      data: the feature set (train with group labels; the selection split; test never).
-      config: `default_config()`-shaped.
-      keys: (S,) PRNG keys.
-
-    Returns:
-      {"group_dro": LinearHead with weight (S, C, d), bias (S, C)} over raw features.
-    """
-    return run_with_info(data, config, keys)[0]

@@ -272,19 +272,3 @@ def run_with_info(
     t_mesh, u_mesh = np.meshgrid(identification_steps, upweight_grid, indexing="ij")
     out["grid"] = {"identification_steps": t_mesh.ravel(), "upweight": u_mesh.ravel()}
     return {NAME: out["selected_head"]}, out
-
-
-def run(
-    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
-) -> dict[str, heads.LinearHead]:
-    """JTT row for every seed key.
-
-    Args:
-      data: the feature set (train without its group labels; the selection split; test never).
-      config: `default_config()`-shaped.
-      keys: (S,) PRNG keys.
-
-    Returns:
-      {"jtt": LinearHead with weight (S, C, d), bias (S, C)} over raw features.
-    """
-    return run_with_info(data, config, keys)[0]

@@ -554,21 +554,3 @@ def run_with_info(
         "neurontune_sfit": out["head_sfit_selected"],
     }
     return rows_out, out
-
-
-def run(
-    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
-) -> dict[str, heads.LinearHead]:
-    """NeuronTune rows for every seed key.
-
-    Args:
-      data: the feature set (train, val; test never).
-      config: `default_config()`-shaped.
-      keys: (S,) PRNG keys.
-
-    Returns:
-      {"neurontune_wga": heads chosen by the validation metric (WGA with groups),
-       "neurontune_sfit": heads chosen by SFit}, each weight (S, C, d), bias (S, C), over raw
-      features, with the suppressed dimensions as zero columns.
-    """
-    return run_with_info(data, config, keys)[0]
