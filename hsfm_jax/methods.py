@@ -8,6 +8,9 @@ Every method is a module with
   cheap (nothing is traced), so every method is checked before any runs;
 - ``run(data, config, keys (S,)) -> {row name: LinearHead}``: heads over the raw features with a
   leading seed axis, weight (S, C, d) (or (1, C, d) for a deterministic method);
+- ``group_use(config) -> {row name: {"train": bool, "val": bool}}``: for a resolved config,
+  whether each row reads train / val group labels (the results tables' ✓/✗, as the HSFM paper's
+  Table 1); tests/test_labelfree.py checks every ✗ by shuffling those labels;
 - optionally ``run_with_info(...) -> (rows, info)``: ``info["report"]`` (JSON) goes into
   results.json beside the method's rows, and the rest is for inspection (e.g. NeuronTune's biased
   dimensions, HSFM's history); and ``save(info, workdir)`` for files of its own.
@@ -86,6 +89,11 @@ def resolve(config: ml_collections.ConfigDict, name: str, resolved: dict):
     sub = method_config(config, name)
     sub.update(resolved)
     return sub
+
+
+def group_use(name: str, config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
+    """{row: {"train": bool, "val": bool}} of method `name` (config from `resolve`)."""
+    return get(name).group_use(config)
 
 
 def run(

@@ -72,7 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
     # Standardized features (folded into the head), as DFR, so one learning rate serves
     # backbones of any feature scale (the released code retrains on raw ResNet-50 embeddings).
     config.standardize = True
-    config.selection_metric = "auto"  # "auto": WGA with groups, else mean accuracy
+    config.selection_metric = "auto"  # WGA with groups, else mean acc (label-free: worst-class)
     # The ERM stage: the fields of experiments/configs/common.erm_config, which the experiment
     # runner puts here so AFR's theta_ERM is the ERM row's recipe (on D_ERM).
     config.erm = ml_collections.ConfigDict(
@@ -418,3 +418,9 @@ def run(
       {"afr": LinearHead with weight (S, C, d), bias (S, C)} over raw features.
     """
     return run_with_info(data, config, keys)[0]
+
+
+def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
+    """Which rows read train / val group labels, for a resolved config: val when selecting by WGA."""
+    select = config.selection_metric == "wga"
+    return {NAME: {"train": False, "val": select}}

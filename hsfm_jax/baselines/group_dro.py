@@ -85,6 +85,11 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     for field in ("group_balanced", "l2_bias", "standardize"):
         checks.check_bool(NAME, config, field)
     checks.check_eval_every(NAME, config, "steps")
+    if data.group_labels == "none":
+        raise ValueError(
+            f"{NAME} reads train group labels, which group_labels='none' removes; "
+            "drop it from config.methods"
+        )
     if data.num_groups == 0:
         raise ValueError(f"{NAME} needs group labels on train (num_groups=0)")
     unknown = int(np.sum(data.train.groups < 0))
@@ -413,3 +418,9 @@ def run(
       {"group_dro": LinearHead with weight (S, C, d), bias (S, C)} over raw features.
     """
     return run_with_info(data, config, keys)[0]
+
+
+def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
+    """Which rows read train / val group labels, for a resolved config: train always."""
+    select = config.selection_metric == "wga"
+    return {NAME: {"train": True, "val": select}}

@@ -60,7 +60,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.l2_bias = True  # PyTorch weight_decay penalizes the bias too
     config.eval_every = 50  # final-model steps between checkpoints (0: final head only)
     config.standardize = True  # train on standardized features (folded into the head)
-    config.selection_metric = "auto"  # "auto": WGA with groups, else mean accuracy
+    config.selection_metric = "auto"  # WGA with groups, else mean acc (label-free: worst-class)
     return config
 
 
@@ -288,3 +288,9 @@ def run(
       {"jtt": LinearHead with weight (S, C, d), bias (S, C)} over raw features.
     """
     return run_with_info(data, config, keys)[0]
+
+
+def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
+    """Which rows read train / val group labels, for a resolved config: val when selecting by WGA."""
+    select = config.selection_metric == "wga"
+    return {NAME: {"train": False, "val": select}}
