@@ -22,6 +22,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import ml_collections
@@ -31,15 +32,22 @@ from hsfm_jax import divergence, epoch_loop, heads, inputs, methods, results, ta
 from hsfm_jax import features as features_lib
 from hsfm_jax import workdir as workdir_lib
 
+GROUP_LABELS = ("all", "none")
+
 
 def check(config: ml_collections.ConfigDict) -> list[str]:
-    """The top-level checks: method names and seeds. Returns the method names."""
+    """The top-level checks: method names, seeds, group labels, bootstrap. Returns the names."""
     names = methods.parse(config.methods)
     if not isinstance(config.num_seeds, int) or config.num_seeds < 1:
         raise ValueError(f"num_seeds must be an integer > 0, got {config.num_seeds!r}")
     seconds = config.checkpoint_seconds
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
         raise ValueError(f"checkpoint_seconds must be a number >= 0, got {seconds!r}")
+    if config.group_labels not in GROUP_LABELS:
+        raise ValueError(f"group_labels must be one of {GROUP_LABELS}, got {config.group_labels!r}")
+    bootstrap = config.bootstrap
+    if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 0:
+        raise ValueError(f"bootstrap must be an integer >= 0 (0: off), got {bootstrap!r}")
     inputs.check(config)
     return names
 
@@ -55,7 +63,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *, progress: boo
     workdir_lib.check_usable(workdir)
     jax.config.update("jax_enable_x64", bool(config.float64))
     data = inputs.load(config)
-    resolved = methods.check(config, names, data)  # every method, before any runs
+    # every method, before any runs, on the data it will receive
+    resolved = methods.check(config, names, inputs.method_data(config, data))
     for name, choices in resolved.items():
         if choices:
             logging.info("%s: resolved %s", name, choices)
@@ -82,10 +91,60 @@ def _loop_fingerprint(config, name: str, method_config, data) -> str:
         "num_seeds": config.num_seeds,
         "float64": bool(config.float64),
         "val_split": config.val_split.to_dict(),
+        "group_labels": config.group_labels,
         "features": features_lib.fingerprint(data.path),
     }
     text = json.dumps(record, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Fitted(NamedTuple):
+    """What the methods of a run returned: ``rows`` {row: heads (S, C, d)}, ``owners`` {row:
+    method}, ``infos`` {method: info of `methods.run`}, ``timings`` {"<method>_s": seconds},
+    ``resumed`` {method: the epoch its loop resumed from, when it did}."""
+
+    rows: dict[str, heads.LinearHead]
+    owners: dict[str, str]
+    infos: dict[str, dict]
+    timings: dict[str, float]
+    resumed: dict[str, int]
+
+
+def fit(config, names, resolved, data, loops=None) -> Fitted:
+    """Runs every named method on `inputs.method_data(config, data)`, timing each (compile +
+    run). `loops(name, method_config) -> epoch_loop.Options` for the resumable methods' loops
+    (default: no checkpoints, no progress)."""
+    given = inputs.method_data(config, data)
+    dtype = features_lib.float_dtype()
+    check_on = {
+        "val": given.val.to_arrays(dtype).features,
+        "test": given.test.to_arrays(dtype).features,
+    }
+    keys = jax.random.split(jax.random.key(config.seed), config.num_seeds)
+    rows: dict[str, heads.LinearHead] = {}
+    owners: dict[str, str] = {}
+    if given.has_head:
+        head = heads.from_numpy(given.head_weight, given.head_bias, dtype)
+        rows["backbone_head"] = jax.tree_util.tree_map(lambda x: x[None], head)
+        owners["backbone_head"] = "backbone_head"
+        divergence.check_rows("backbone head.npz", rows, check_on)
+    timings: dict[str, float] = {}
+    infos: dict[str, dict] = {}
+    resumed: dict[str, int] = {}
+    for name in names:
+        start = time.perf_counter()
+        method_config = methods.resolve(config, name, resolved[name])
+        loop = epoch_loop.PLAIN if loops is None else loops(name, method_config)
+        method_rows, infos[name] = methods.run(name, given, method_config, keys, loop=loop)
+        method_rows = jax.block_until_ready(method_rows)
+        timings[f"{name}_s"] = time.perf_counter() - start
+        logging.info("%s: %d row(s) in %.1f s", name, len(method_rows), timings[f"{name}_s"])
+        if infos[name].get("resumed_from"):
+            resumed[name] = infos[name]["resumed_from"]
+        divergence.check_rows(name, method_rows, check_on, infos[name].get("must_be_finite"))
+        rows.update(method_rows)
+        owners.update(dict.fromkeys(method_rows, name))
+    return Fitted(rows, owners, infos, timings, resumed)
 
 
 def _run_methods(config, names, resolved, data, stage: Path, run_id: str, loops) -> dict:
@@ -94,44 +153,33 @@ def _run_methods(config, names, resolved, data, stage: Path, run_id: str, loops)
     record.resolved = {name: choices for name, choices in resolved.items() if choices}
     (stage / "config.json").write_text(record.to_json_best_effort(indent=2))
 
-    dtype = features_lib.float_dtype()
-    check_on = {
-        "val": data.val.to_arrays(dtype).features,
-        "test": data.test.to_arrays(dtype).features,
-    }
-    keys = jax.random.split(jax.random.key(config.seed), config.num_seeds)
-    rows: dict[str, heads.LinearHead] = {}
-    if data.has_head:
-        head = heads.from_numpy(data.head_weight, data.head_bias, dtype)
-        rows["backbone_head"] = jax.tree_util.tree_map(lambda x: x[None], head)
-        divergence.check_rows("backbone head.npz", rows, check_on)
-    timings: dict[str, float] = {}
-    reports: dict[str, dict] = {}
-    resumed: dict[str, int] = {}
+    rows, owners, infos, timings, resumed = fit(config, names, resolved, data, loops)
     for name in names:
-        start = time.perf_counter()
-        method_config = methods.resolve(config, name, resolved[name])
-        method_rows, info = methods.run(
-            name, data, method_config, keys, loop=loops(name, method_config)
-        )
-        if info.get("resumed_from"):
-            resumed[name] = info["resumed_from"]
-        method_rows = jax.block_until_ready(method_rows)
-        timings[f"{name}_s"] = time.perf_counter() - start
-        logging.info("%s: %d row(s) in %.1f s", name, len(method_rows), timings[f"{name}_s"])
-        divergence.check_rows(name, method_rows, check_on, info.get("must_be_finite"))
-        rows.update(method_rows)
-        module = methods.get(name)
-        if hasattr(module, "save"):
-            module.save(info, stage, run_id)
-        for row in method_rows:
-            reports[row] = {"resolved": resolved[name], **info.get("report", {})}
+        if hasattr(methods.get(name), "save"):
+            methods.get(name).save(infos[name], stage, run_id)
+    use = {
+        name: methods.group_use(name, methods.resolve(config, name, resolved[name]))
+        for name in names
+    }
+    reports: dict[str, dict] = {}
+    for row, name in owners.items():
+        if name == "backbone_head":  # the backbone's own last layer: trained without groups
+            reports[row] = {"group_use": {"train": False, "val": False}}
+            continue
+        if row not in use[name]:
+            raise ValueError(f"{name}.group_use does not list its row {row!r}")
+        reports[row] = {"resolved": resolved[name], "group_use": use[name][row]}
+        reports[row].update(infos[name].get("report", {}))
 
+    # Only here, after every method has returned its heads, are group labels read (when the
+    # run removed them from the methods' data: to report metrics, never to fit or select).
+    dtype = features_lib.float_dtype()
+    test = data.test.to_arrays(dtype)
     evaluated = results.evaluate_rows(
         rows,
         {
             "val": data["select" if "select" in data.splits else "val"].to_arrays(dtype),
-            "test": data.test.to_arrays(dtype),
+            "test": test,
             **{split: data[split].to_arrays(dtype) for split in inputs.extra_splits(config)},
         },
         num_classes=data.num_classes,
@@ -140,12 +188,26 @@ def _run_methods(config, names, resolved, data, stage: Path, run_id: str, loops)
         group_categories=data.meta.get("group_categories"),
     )
     summaries = {name: results.summarize(m) for name, m in evaluated.items()}
+    if config.bootstrap:
+        intervals = results.bootstrap_rows(
+            rows,
+            test,
+            segments=test.groups if data.num_groups else test.labels,
+            num_segments=data.num_groups or data.num_classes,
+            key=jax.random.fold_in(jax.random.key(config.seed), 1),
+            num_resamples=config.bootstrap,
+        )
+        metric = "wga" if data.num_groups else "worst_class_acc"
+        for name, interval in intervals.items():
+            reports[name]["bootstrap"] = {"split": "test", "metric": metric, **interval}
     report = {
         "run_id": run_id,
         "dataset": data.meta["dataset"],
         "backbone": data.meta["backbone"],
         "features_dir": str(data.path),
         "num_seeds": config.num_seeds,
+        "group_labels": config.group_labels,
+        "bootstrap_resamples": config.bootstrap,
         "val_metrics_on": "select" if "select" in data.splits else "val",
         "split_sizes": data.meta["splits"],
         "class_names": data.class_names,

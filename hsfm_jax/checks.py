@@ -96,7 +96,9 @@ def check_selection(method: str, config: ml_collections.ConfigDict, data: Featur
     """The selection metric's name; a bad ``selection_metric`` names the method's field."""
     _get(method, config, "selection_metric")
     try:
-        return evaluate.selection_metric_name(data.num_groups, config.selection_metric)
+        return evaluate.selection_metric_name(
+            data.num_groups, config.selection_metric, group_labels=data.group_labels
+        )
     except ValueError as error:
         raise ValueError(f"{method}.{error}") from None
 

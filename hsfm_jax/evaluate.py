@@ -10,6 +10,11 @@ Follows the convention of spurious_feature_learning / DFR (Kirichenko et al., 20
 - ``class_acc`` / ``worst_class_acc`` / ``mean_class_acc``: per-class accuracy, for datasets
   without groups (fine-grained sets) and as extra information otherwise.
 
+Model selection (`selection_score`) reads one of these by name, or ``sfit`` (NeuronTune's
+spuriousness fitness, `hsfm_jax.spuriousness`). ``worst_class_acc`` and ``sfit`` read no group
+label: with ``group_labels="none"`` "auto" resolves to ``worst_class_acc``, SubpopBench's
+``ValWorstAccAttributeNo`` (Yang et al., 2023).
+
 Everything is a pure jittable function of arrays, so it runs inside the jitted HSFM loop and
 vmaps over seeds. Metrics are returned as a dict of arrays (a pytree).
 """
@@ -20,10 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hsfm_jax import heads
+from hsfm_jax import heads, spuriousness
 from hsfm_jax.features import SplitArrays
 
-SELECTION_METRICS = ("wga", "mean_acc", "worst_class_acc", "mean_class_acc")
+SELECTION_METRICS = ("wga", "mean_acc", "worst_class_acc", "mean_class_acc", "sfit")
 
 
 def _segment_accuracy(correct: jnp.ndarray, segment: jnp.ndarray, num_segments: int):
@@ -129,19 +134,56 @@ def evaluate_logits(
     )
 
 
-def selection_metric_name(num_groups: int, requested: str = "auto") -> str:
-    """The metric used to pick a model: WGA when groups exist, else mean accuracy."""
+def selection_metric_name(
+    num_groups: int, requested: str = "auto", *, group_labels: str = "all"
+) -> str:
+    """The metric used to pick a model.
+
+    "auto": WGA when groups exist; without them mean accuracy, or worst-class accuracy when the
+    run removed its group labels (``group_labels="none"``, the label-free track).
+    """
     if requested == "auto":
+        if group_labels == "none":
+            return "worst_class_acc"
         return "wga" if num_groups > 0 else "mean_acc"
     if requested not in SELECTION_METRICS:
         raise ValueError(
             f"selection_metric must be 'auto' or one of {SELECTION_METRICS}, got {requested!r}"
+        )
+    if requested == "wga" and group_labels == "none":
+        raise ValueError(
+            "selection_metric='wga' reads val group labels, which group_labels='none' removes"
         )
     if requested == "wga" and num_groups == 0:
         raise ValueError(
             "selection_metric='wga' needs group labels, but the dataset has num_groups=0"
         )
     return requested
+
+
+def selection_score(
+    head: heads.LinearHead,
+    features: jnp.ndarray,
+    labels: jnp.ndarray,
+    groups: jnp.ndarray,
+    *,
+    metric: str,
+    num_classes: int,
+    num_groups: int,
+) -> jnp.ndarray:
+    """() the selection score `metric` (a name of `SELECTION_METRICS`) of `head`, higher is better.
+
+    Args:
+      head: weight (C, d), bias (C,).
+      features: (N, d) float; labels: (N,) int (< 0: row ignored by the per-class metrics and
+        SFit); groups: (N,) int, -1 where unknown (read only by ``wga``).
+    """
+    if metric == "sfit":
+        return spuriousness.sfit_score(head, features, labels, num_classes=num_classes)
+    correct = heads.predict(head, features) == labels
+    return accuracy_metrics(
+        correct, labels, groups, num_classes=num_classes, num_groups=num_groups
+    )[metric]
 
 
 def to_python(metrics) -> dict:

@@ -142,6 +142,11 @@ class FeatureSet:
         return list(self.meta["group_names"])
 
     @property
+    def group_labels(self) -> str:
+        """The group labels methods may read: "all", or "none" when `without_group_labels` removed them (the label-free track)."""
+        return self.meta.get("group_labels", "all")
+
+    @property
     def has_head(self) -> bool:
         return self.head_weight is not None
 
@@ -166,6 +171,21 @@ class FeatureSet:
         """(G,) number of train examples per group (zeros when groups are unknown)."""
         groups = self.train.groups
         return np.bincount(groups[groups >= 0], minlength=self.num_groups)[: self.num_groups]
+
+
+def without_group_labels(data: FeatureSet) -> FeatureSet:
+    """`data` with no group label left: every split's groups -1, ``num_groups`` 0, marked
+    ``group_labels="none"`` (so "auto" settings resolve to their label-free choices).
+
+    What every method receives under ``config.group_labels="none"``: none of them can read a group
+    label, of any split (`experiments/train.py` reports test metrics from the original data).
+    """
+    splits = {
+        name: dataclasses.replace(split, groups=np.full_like(split.groups, -1))
+        for name, split in data.splits.items()
+    }
+    meta = {**data.meta, "num_groups": 0, "group_names": [], "group_labels": "none"}
+    return dataclasses.replace(data, meta=meta, splits=splits)
 
 
 def split_by_class(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:

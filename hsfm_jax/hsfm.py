@@ -14,7 +14,8 @@ A run is a pure function of (data, initial head, rates, key):
    c. T steps of the head on (stop_gradient(H), y_S) with the head optimizer ("adam" as the
       released code, state kept across epochs; or "sgd");
    d. val logits and metrics of the new head; keep it if its selection score (val WGA by
-      default) is >= the best so far (ties go to the later epoch);
+      default; any of `evaluate.SELECTION_METRICS`, SFit included) is >= the best so far (ties
+      go to the later epoch);
 3. test metrics of every epoch's head, for the history (they feed nothing back, so a chunk of
    epochs is evaluated after its scan with one matmul when small enough: `run_epochs`).
 
@@ -38,7 +39,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from hsfm_jax import evaluate, hard_set, heads, losses, meta, optim
+from hsfm_jax import evaluate, hard_set, heads, losses, meta, optim, spuriousness
 from hsfm_jax.features import SplitArrays
 
 
@@ -251,7 +252,13 @@ def epoch(state: State, data: Data, rates: Rates, *, settings: Settings) -> tupl
         val_metrics = _metrics(val_logits, data.val, s, data)
     else:
         val_metrics = _metrics(heads.apply(head, data.select.features), data.select, s, data)
-    score = val_metrics[s.selection_metric]
+    if s.selection_metric == "sfit":  # reads features, not only predictions
+        split = data.selection_split
+        score = spuriousness.sfit_score(
+            head, split.features, split.labels, num_classes=s.num_classes
+        )
+    else:
+        score = val_metrics[s.selection_metric]
     better = score >= state.best_score  # ties go to the later epoch
     new_state = state.replace(
         head=head,

@@ -66,7 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
             init_head="auto",  # "auto": head.npz if present else the ERM row; "backbone"; "erm"
             remat=False,  # jax.checkpoint each inner step (long unrolls; "autodiff" only)
             meta_gradient="auto",  # "autodiff", "vjp", "gram" or "auto" (hsfm_jax.meta_cost)
-            selection_metric="auto",  # "auto": val WGA with groups, val accuracy without
+            selection_metric="auto",  # val WGA with groups, else accuracy; worst-class if label-free
             erm=erm.default_config(),  # theta_0 without head.npz: the `erm` row's recipe
         )
     )
@@ -244,3 +244,9 @@ def save(info: dict, workdir: Path, run_id: str) -> None:
     history = {k: results.json_array(v) for k, v in out.history.items()}
     text = json.dumps({"run_id": run_id, "history": history}, allow_nan=False)
     (workdir / "history.json").write_text(text)
+
+
+def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
+    """Which rows read train / val group labels, for a resolved config (hsfm_last selects nothing)."""
+    select = config.selection_metric == "wga"
+    return {"hsfm": {"train": False, "val": select}, "hsfm_last": {"train": False, "val": False}}

@@ -134,6 +134,16 @@ def without_unknown_groups(data: features_lib.FeatureSet) -> features_lib.Featur
     return dataclasses.replace(data, meta=meta)
 
 
+def method_data(
+    config: ml_collections.ConfigDict, data: features_lib.FeatureSet
+) -> features_lib.FeatureSet:
+    """What every method receives: `data`, or with ``config.group_labels="none"`` `data` without
+    any group label (`features.without_group_labels`), so no method can read one."""
+    if config.get("group_labels", "all") == "none":
+        return features_lib.without_group_labels(data)
+    return data
+
+
 def load(config: ml_collections.ConfigDict) -> features_lib.FeatureSet:
     """The feature set of `config`, with `config.val_split` applied."""
     data = features_lib.load(

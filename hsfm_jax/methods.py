@@ -12,6 +12,9 @@ Every method is a module with
   plus ``info``: ``info["report"]`` (JSON) goes into results.json beside the method's rows, and
   the rest is for inspection (e.g. NeuronTune's biased dimensions, HSFM's history); `run` below
   calls whichever a method has; optionally ``save(info, workdir)`` for files of its own;
+- ``group_use(config) -> {row name: {"train": bool, "val": bool}}``: for a resolved config,
+  whether each row reads train / val group labels (the results tables' ✓/✗, as the HSFM paper's
+  Table 1); tests/test_labelfree.py checks every ✗ by shuffling those labels;
 - optionally ``RESUMABLE = True``: a method whose epochs are one scan runs them in chunks
   (`hsfm_jax.epoch_loop`: a progress bar, checkpoints, resume after a kill), and its
   ``run_with_info`` takes ``loop: epoch_loop.Options`` (where to checkpoint, whether to show
@@ -91,6 +94,11 @@ def resolve(config: ml_collections.ConfigDict, name: str, resolved: dict):
     sub = method_config(config, name)
     sub.update(resolved)
     return sub
+
+
+def group_use(name: str, config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
+    """{row: {"train": bool, "val": bool}} of method `name` (config from `resolve`)."""
+    return get(name).group_use(config)
 
 
 def run(

@@ -1,4 +1,5 @@
-"""Results as data: evaluate rows of heads, aggregate over seeds (`tables` renders them).
+"""Results as data: evaluate rows of heads, aggregate over seeds (`tables` renders them), and
+optionally a bootstrap interval of test WGA over test examples (``config.bootstrap``).
 
 A "row" is a method's heads with a leading seed axis (S, C, d). Every row is evaluated by the
 one evaluator (`hsfm_jax.evaluate`) on the same splits, so rows are comparable.
@@ -10,6 +11,7 @@ import functools
 from collections.abc import Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from hsfm_jax import evaluate, heads
@@ -108,6 +110,75 @@ def summarize(metrics) -> dict:
         }
 
     return jax.tree_util.tree_map(one, metrics)
+
+
+# ----------------------------------------------------------------------------- bootstrap
+
+
+def resample_indices(key: jax.Array, num_examples: int, num_resamples: int) -> jax.Array:
+    """(B, N) int32: B resamples of N example indices, drawn uniformly with replacement."""
+    return jax.random.randint(key, (num_resamples, num_examples), 0, num_examples, jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("num_segments",))
+def bootstrap_worst_accuracy(
+    correct: jax.Array, segments: jax.Array, indices: jax.Array, *, num_segments: int
+) -> jax.Array:
+    """Worst-segment accuracy (WGA with groups as segments) on every resample.
+
+    Args:
+      correct: (S, N) bool or float, per seed and example.
+      segments: (N,) int in [0, num_segments), -1 ignored (as `evaluate.accuracy_metrics`).
+      indices: (B, N) from `resample_indices`.
+
+    Returns:
+      (B, S) float: per resample and seed, the lowest accuracy over the segments the resample
+      holds.
+    """
+    n = segments.shape[0]
+    one_hot = (segments[:, None] == jnp.arange(num_segments)).astype(jnp.float32)  # (N, G)
+    correct = correct.astype(jnp.float32)
+
+    def one(rows):
+        counts = jnp.zeros((n,), jnp.float32).at[rows].add(1.0)
+        total = counts @ one_hot  # (G,)
+        hits = (correct * counts) @ one_hot  # (S, G)
+        acc = jnp.where(total > 0, hits / jnp.maximum(total, 1.0), jnp.inf)
+        return jnp.min(acc, axis=-1)
+
+    return jax.lax.map(one, indices)
+
+
+def bootstrap_interval(samples: np.ndarray, level: float = 0.95) -> dict:
+    """Percentile intervals from `bootstrap_worst_accuracy`'s (B, S) samples: per seed, and of the
+    mean over seeds (the table's cell) -> {"per_seed": [[lo, hi]] * S, "seed_mean": [lo, hi]}."""
+    samples = np.asarray(samples, np.float64)
+    q = 100 * np.array([(1 - level) / 2, (1 + level) / 2])
+    return {
+        "level": level,
+        "per_seed": np.percentile(samples, q, axis=0).T.tolist(),
+        "seed_mean": np.percentile(samples.mean(axis=1), q).tolist(),
+    }
+
+
+def bootstrap_rows(
+    rows: Mapping[str, heads.LinearHead],
+    split: SplitArrays,
+    *,
+    segments: jax.Array,
+    num_segments: int,
+    key: jax.Array,
+    num_resamples: int,
+) -> dict[str, dict]:
+    """{row: `bootstrap_interval`} of every row's worst-segment accuracy on `split`, all rows on
+    the same resamples of its examples (so rows are compared on the same draws)."""
+    indices = resample_indices(key, split.labels.shape[0], num_resamples)
+    out = {}
+    for name, head in rows.items():
+        correct = jax.vmap(lambda h: heads.predict(h, split.features) == split.labels)(head)
+        samples = bootstrap_worst_accuracy(correct, segments, indices, num_segments=num_segments)
+        out[name] = bootstrap_interval(samples)
+    return out
 
 
 def json_array(x) -> list:

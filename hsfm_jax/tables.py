@@ -41,8 +41,17 @@ def _cell(summary: dict, split: str, metric: str) -> str:
 # ----------------------------------------------------------------------------- one run
 
 
-def method_table(summaries: Mapping[str, dict], *, num_groups: int, split: str = "test") -> str:
-    """A method x metric table (percent, mean ± std over seeds); `split` replaces "test"."""
+def method_table(
+    summaries: Mapping[str, dict],
+    *,
+    num_groups: int,
+    split: str = "test",
+    extra_columns: Sequence[tuple[str, Mapping[str, str]]] = (),
+) -> str:
+    """A method x metric table (percent, mean ± std over seeds); `split` replaces "test".
+
+    `extra_columns`: (header, {row: cell}) appended in order ('-' for a row without a cell).
+    """
     columns = results.GROUP_COLUMNS if num_groups else results.CLASS_COLUMNS
     columns = [
         (split if s == "test" else s, metric, title.replace("test", split))
@@ -51,9 +60,36 @@ def method_table(summaries: Mapping[str, dict], *, num_groups: int, split: str =
     rows = [
         [name, str(len(summary[split]["mean_acc"]["per_seed"]))]
         + [_cell(summary, s, metric) for s, metric, _ in columns]
+        + [cells.get(name, "-") for _, cells in extra_columns]
         for name, summary in summaries.items()
     ]
-    return markdown(["method", "seeds", *(c[2] for c in columns)], rows)
+    header = ["method", "seeds", *(c[2] for c in columns), *(h for h, _ in extra_columns)]
+    return markdown(header, rows)
+
+
+def group_use_cell(use: Mapping[str, bool]) -> str:
+    """'✗ / ✓': whether a row reads train / val group labels (the HSFM paper's Table 1)."""
+    return " / ".join("✓" if use[split] else "✗" for split in ("train", "val"))
+
+
+def interval(bounds: Sequence[float]) -> str:
+    """'[81.2, 90.3]' from fractions."""
+    return "[" + ", ".join(f"{100 * b:.1f}" for b in bounds) + "]"
+
+
+def _run_columns(report: dict) -> tuple[list, list]:
+    """The extra columns of a run's tables: (every split's, the test table's)."""
+    rows = report["methods"]
+    use = {name: group_use_cell(r["group_use"]) for name, r in rows.items() if "group_use" in r}
+    every = [("group labels (train / val)", use)]
+    ci = {
+        name: interval(r["bootstrap"]["seed_mean"]) for name, r in rows.items() if "bootstrap" in r
+    }
+    if not ci:
+        return every, every
+    metric = next(r["bootstrap"]["metric"] for r in rows.values() if "bootstrap" in r)
+    title = "test WGA" if metric == "wga" else "test worst-class acc"
+    return every, [(f"{title} 95% CI", ci), *every]
 
 
 def group_table(
@@ -86,15 +122,20 @@ def category_table(
 def render_run(report: dict, summaries: dict, data, extra_splits: Sequence[str] = ()) -> str:
     """results.md of one experiment: the method table, per-group and per-category tables."""
     num_groups = data.num_groups
-    text = f"# {report['dataset']} / {report['backbone']}: {report['num_seeds']} seed(s)\n\n"
-    text += method_table(summaries, num_groups=num_groups) + "\n"
+    every, test_columns = _run_columns(report)
+    text = f"# {report['dataset']} / {report['backbone']}: {report['num_seeds']} seed(s)"
+    if report.get("group_labels") == "none":
+        text += ", group labels off"
+    text += "\n\n" + method_table(summaries, num_groups=num_groups, extra_columns=test_columns)
+    text += "\n"
     if num_groups:
         text += "\n## Test accuracy per group\n\n"
         text += group_table(summaries, data.group_names) + "\n"
     for split in ("test", *extra_splits):
         if split != "test":
             text += f"\n## {split}\n\n"
-            text += method_table(summaries, num_groups=num_groups, split=split) + "\n"
+            text += method_table(summaries, num_groups=num_groups, split=split, extra_columns=every)
+            text += "\n"
         if num_groups and data.meta.get("group_categories"):
             text += f"\n## {split}: accuracy per category\n\n"
             names = list(data.meta["group_categories"])
@@ -112,8 +153,21 @@ def render_run(report: dict, summaries: dict, data, extra_splits: Sequence[str] 
         )
     text += (
         f" Val metrics are on the {report['val_metrics_on']} split. hsfm: head with the best val "
-        "selection score; hsfm_last: head after the last epoch.\n"
+        "selection score; hsfm_last: head after the last epoch. 'group labels (train / val)': "
+        "whether the row's method reads train / val group labels (✓), val labels used only for "
+        "model selection included (the HSFM paper's Table 1)."
     )
+    if report.get("group_labels") == "none":
+        text += (
+            " group_labels='none': no method received a group label of any split; the evaluator "
+            "read them afterwards, only to report these metrics."
+        )
+    if report.get("bootstrap_resamples"):
+        text += (
+            f" 95% CI: percentile interval of the seed-mean over {report['bootstrap_resamples']} "
+            "bootstrap resamples of the test examples (the same resamples for every row)."
+        )
+    text += "\n"
     timing = ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in report["timings_s"].items())
     return text + f"\nWall time (compile + run): {timing}.\n"
 

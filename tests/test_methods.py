@@ -40,7 +40,7 @@ def small_config(features_dir, **hsfm):
 def test_every_registered_method_has_the_contract():
     for name in methods.REGISTRY:
         module = methods.get(name)
-        for fn in ("default_config", "check"):
+        for fn in ("default_config", "check", "group_use"):
             assert callable(getattr(module, fn, None)), (name, fn)
         runners = [fn for fn in ("run", "run_with_info") if callable(getattr(module, fn, None))]
         assert len(runners) == 1, (name, runners)  # exactly one way to run it
@@ -62,7 +62,7 @@ def test_results_equal_those_recorded_before_the_refactor(features_dir, tmp_path
     assert report["methods"]["hsfm"]["resolved"] == resolved
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["resolved"]["hsfm"] == resolved
-    assert config["resolved"]["dfr"] == {"selection_metric": "wga"}
+    assert config["resolved"]["dfr"] == {"selection_metric": "wga", "balance": "groups"}
 
 
 BAD_SETTINGS = [
@@ -170,7 +170,11 @@ def _toy_module() -> types.ModuleType:
         zero = heads.zeros(data.num_classes, data.feature_dim)
         return {"toy": jax.tree_util.tree_map(lambda x: x[None], zero)}
 
+    def group_use(config):
+        return {"toy": {"train": False, "val": False}}
+
     module.default_config, module.check, module.run = default_config, check, run
+    module.group_use = group_use
     return module
 
 
@@ -183,6 +187,7 @@ def test_a_new_method_is_one_module_and_one_registry_line(features_dir, tmp_path
     report = train.run(config, tmp_path / "run")
     assert set(report["methods"]) == {"erm", "toy"}
     assert report["methods"]["toy"]["test"]["mean_acc"]["mean"] is not None
+    assert report["methods"]["toy"]["group_use"] == {"train": False, "val": False}
     config.toy.scale = -1.0
     with pytest.raises(ValueError, match="toy.scale must be > 0 and finite"):
         train.run(config, tmp_path / "run2")

@@ -57,6 +57,12 @@ def base_config() -> ml_collections.ConfigDict:
     # More splits to evaluate beside val and test (e.g. Hard-Spurious-ImageNet's "test_ar").
     config.extra_test_splits = ""
     config.methods = "erm,dfr,neurontune,group_dro,jtt,afr,hsfm"
+    # "none": the label-free track (SubpopBench's ValWorstAccAttributeNo). No method receives a
+    # group label of any split: "auto" selection is worst-class val accuracy, DFR balances classes,
+    # group_dro is an error (drop it from `methods`); test groups only report test metrics.
+    config.group_labels = "all"
+    # Resamples of the test examples for a 95% bootstrap interval of test WGA (0: off; e.g. 1000).
+    config.bootstrap = 0
     config.num_seeds = 5
     config.seed = 0
     config.float64 = False

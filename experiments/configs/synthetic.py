@@ -2,6 +2,12 @@ r"""HSFM vs ERM on the synthetic spurious-feature problem (`hsfm_jax.synthetic`)
 
   python -m experiments.main --config=experiments/configs/synthetic.py --workdir=runs/synthetic
 
+Without group labels (README "Without group labels"; HSFM by worst-class val accuracy, test WGA
+91.4 ± 1.9):
+
+  python -m experiments.main --config=experiments/configs/synthetic.py --workdir=runs/synthetic_nogroups \
+      --config.group_labels=none --config.methods=erm,dfr,neurontune,jtt,afr,hsfm
+
 Writes the features to `features_dir` first when they are missing. Learning rates were chosen on
 val (the features are unit-scale, unlike ResNet-50's). See README for the numbers it gives.
 """

@@ -72,7 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
     # Standardized features (folded into the head), as DFR, so one learning rate serves
     # backbones of any feature scale (the released code retrains on raw ResNet-50 embeddings).
     config.standardize = True
-    config.selection_metric = "auto"  # "auto": WGA with groups, else mean accuracy
+    config.selection_metric = "auto"  # WGA with groups, else mean acc (label-free: worst-class)
     # The ERM stage: the fields of experiments/configs/common.erm_config, which the experiment
     # runner puts here so AFR's theta_ERM is the ERM row's recipe (on D_ERM).
     config.erm = ml_collections.ConfigDict(
@@ -407,3 +407,9 @@ def run_with_info(
     g_mesh, r_mesh = np.meshgrid(gamma_grid, reg_grid, indexing="ij")
     out["grid"] = {"gamma": g_mesh.ravel(), "reg": r_mesh.ravel()}
     return {NAME: out["selected_head"]}, out
+
+
+def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
+    """Which rows read train / val group labels, for a resolved config: val when selecting by WGA."""
+    select = config.selection_metric == "wga"
+    return {NAME: {"train": False, "val": select}}

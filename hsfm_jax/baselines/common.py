@@ -29,9 +29,15 @@ def score(
     head: heads.LinearHead, split: SplitArrays, *, num_classes: int, num_groups: int, metric: str
 ) -> jnp.ndarray:
     """() the selection metric of `head` on `split` (higher is better)."""
-    return evaluate.evaluate_head(head, split, num_classes=num_classes, num_groups=num_groups)[
-        metric
-    ]
+    return evaluate.selection_score(
+        head,
+        split.features,
+        split.labels,
+        split.groups,
+        metric=metric,
+        num_classes=num_classes,
+        num_groups=num_groups,
+    )
 
 
 def take(tree, index: jnp.ndarray):

@@ -37,7 +37,8 @@ DFR's ImageNet-9 notebook): scaler fitted on the (group-balanced) val data the h
 PyTorch ``weight_decay = 100 / n_train`` to weight and bias.
 
 Datasets without groups (``num_groups == 0``, the fine-grained protocol) balance classes instead
-and select C by accuracy (`evaluate.selection_metric_name`).
+and select C by accuracy (`evaluate.selection_metric_name`); with ``group_labels="none"`` (the
+label-free track) they balance classes and select C by worst-class accuracy.
 
 Deviations from the script: (a) the solver runs to tolerance; liblinear stops at ``tol=1e-4`` on
 its own criterion, and the tr-DFR tuning fits used ``max_iter=20`` (an early-stopped solver),
@@ -75,9 +76,10 @@ def default_config() -> ml_collections.ConfigDict:
     config.tr_num_retrains = 10
     # StandardScaler in every variant (preprocess=True in the script).
     config.standardize = True
-    # "auto": groups when the dataset has them, else classes (fine-grained protocol).
+    # "auto": groups when the dataset has them, else classes (fine-grained protocol, and
+    # group_labels="none").
     config.balance = "auto"
-    # "auto": WGA with groups, else mean accuracy.
+    # "auto": WGA with groups, else mean accuracy (worst-class accuracy with group_labels="none").
     config.selection_metric = "auto"
     # L1 solver (`Solver`): "newton" (proximal Newton, liblinear's method) or "fista". Both stop
     # when every L1 optimality violation is <= tol (the penalty's slope is 1).
@@ -602,10 +604,15 @@ def ovr_to_head(coef: jnp.ndarray, intercept: jnp.ndarray, num_classes: int) -> 
 
 
 def _metric(head, features, labels, groups, num_classes, num_groups, metric):
-    correct = heads.predict(head, features) == labels
-    return evaluate.accuracy_metrics(
-        correct, labels, groups, num_classes=num_classes, num_groups=num_groups
-    )[metric]
+    return evaluate.selection_score(
+        head,
+        features,
+        labels,
+        groups,
+        metric=metric,
+        num_classes=num_classes,
+        num_groups=num_groups,
+    )
 
 
 def _solver(config) -> Solver:
@@ -904,7 +911,9 @@ def run(
     if unknown:
         raise ValueError(f"dfr: unknown variant(s) {unknown}; choose from {VARIANTS}")
     num_classes, num_groups = data.num_classes, data.num_groups
-    metric = evaluate.selection_metric_name(num_groups, config.selection_metric)
+    metric = evaluate.selection_metric_name(
+        num_groups, config.selection_metric, group_labels=data.group_labels
+    )
     solver = _solver(config)
     c_grid = jnp.asarray(config.c_grid, jnp.float32)
     val = data.val.to_arrays()
@@ -1005,10 +1014,34 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     checks.check_value("dfr.paper", config.paper, "learning_rate", "positive")
     checks.check_value("dfr.paper", config.paper, "l2", "non_negative")
     selection_metric = checks.check_selection("dfr", config, data)
-    if config.balance == "groups" or (config.balance == "auto" and data.num_groups > 0):
+    balance = config.balance
+    if balance == "auto":
+        balance = "groups" if data.num_groups > 0 else "classes"
+    if balance == "groups":
+        if data.group_labels == "none":
+            raise ValueError(
+                "dfr.balance='groups' reads group labels, which group_labels='none' removes; "
+                "use 'classes' or 'auto'"
+            )
         for split in (data.train, data.val):
             if not split.has_groups:
                 raise ValueError(
                     f"dfr: balance='groups' needs group labels on train and val ({data.path})"
                 )
-    return {"selection_metric": selection_metric}
+    return {"selection_metric": selection_metric, "balance": balance}
+
+
+def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
+    """Which rows read train / val group labels, for a resolved config (`check`'s choices).
+
+    dfr fits and selects on val; tr_dfr fits on train and selects on val; paper_dfr fits on val
+    and selects nothing.
+    """
+    groups = config.balance == "groups"
+    select = config.selection_metric == "wga"
+    use = {
+        "dfr": {"train": False, "val": groups or select},
+        "tr_dfr": {"train": groups, "val": select},
+        "paper_dfr": {"train": False, "val": groups and bool(config.paper.balance)},
+    }
+    return {row: use[row] for row in config.variants}

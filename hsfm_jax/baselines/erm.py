@@ -191,3 +191,9 @@ def run(
     """{"erm": heads (S, C, d)}, or one head (1, C, d) in full batch (deterministic)."""
     train = data.train.to_arrays(float_dtype())
     return {"erm": fit_heads(train, config, keys, num_classes=data.num_classes)}
+
+
+def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
+    """Which rows read train / val group labels: none (no selection, class labels only)."""
+    del config
+    return {"erm": {"train": False, "val": False}}

@@ -85,6 +85,11 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     for field in ("group_balanced", "l2_bias", "standardize"):
         checks.check_bool(NAME, config, field)
     checks.check_eval_every(NAME, config, "steps")
+    if data.group_labels == "none":
+        raise ValueError(
+            f"{NAME} reads train group labels, which group_labels='none' removes; "
+            "drop it from config.methods"
+        )
     if data.num_groups == 0:
         raise ValueError(f"{NAME} needs group labels on train (num_groups=0)")
     unknown = int(np.sum(data.train.groups < 0))
@@ -397,3 +402,9 @@ def run_with_info(
         out = common.repeat_seeds(out, num_seeds)
     out["grid"] = grid
     return {NAME: out["selected_head"]}, out
+
+
+def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
+    """Which rows read train / val group labels, for a resolved config: train always."""
+    select = config.selection_metric == "wga"
+    return {NAME: {"train": True, "val": select}}

@@ -60,7 +60,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.l2_bias = True  # PyTorch weight_decay penalizes the bias too
     config.eval_every = 50  # final-model steps between checkpoints (0: final head only)
     config.standardize = True  # train on standardized features (folded into the head)
-    config.selection_metric = "auto"  # "auto": WGA with groups, else mean accuracy
+    config.selection_metric = "auto"  # WGA with groups, else mean acc (label-free: worst-class)
     return config
 
 
@@ -272,3 +272,9 @@ def run_with_info(
     t_mesh, u_mesh = np.meshgrid(identification_steps, upweight_grid, indexing="ij")
     out["grid"] = {"identification_steps": t_mesh.ravel(), "upweight": u_mesh.ravel()}
     return {NAME: out["selected_head"]}, out
+
+
+def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
+    """Which rows read train / val group labels, for a resolved config: val when selecting by WGA."""
+    select = config.selection_metric == "wga"
+    return {NAME: {"train": False, "val": select}}

@@ -52,6 +52,7 @@ from flax import struct
 from hsfm_jax import checks, epoch_loop, evaluate, heads, optim
 from hsfm_jax.baselines import erm
 from hsfm_jax.features import FeatureSet
+from hsfm_jax.spuriousness import sfit, spuriousness_scores
 
 ACTIVATIONS = ("abs", "raw")
 RESUMABLE = True  # run_with_info takes `loop` (hsfm_jax.methods)
@@ -72,7 +73,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.epochs = 40  # Table 10 (Waterbirds, CelebA)
     config.chunk_epochs = 10  # epochs per compiled chunk: progress, checkpoints; same numbers
     config.l2 = 0.0  # Table 10 lists no weight decay for retraining
-    config.selection_metric = "auto"  # WGA with groups, else mean accuracy
+    config.selection_metric = "auto"  # WGA with groups, else mean acc (label-free: worst-class)
     # Current head when the feature set has no head.npz: an ERM head on train (our choice).
     config.erm = ml_collections.ConfigDict()
     config.erm.optimizer = "adam"
@@ -122,49 +123,6 @@ def class_sorted_activations(
     return values, rows
 
 
-def subset_median(values: jnp.ndarray, rows: jnp.ndarray, mask: jnp.ndarray):
-    """Per class and column, the median over the rows selected by `mask`.
-
-    Args:
-      values, rows: from `class_sorted_activations`, (C, M, d).
-      mask: (N,) bool, the subset (it is intersected with each class).
-
-    Returns:
-      (median (C, d), count (C,)): NumPy's median (mean of the two middle values for an even
-      count); NaN where the class has no selected row.
-    """
-    selected = jnp.where(rows >= 0, mask[jnp.maximum(rows, 0)], False)
-    cumulative = jnp.cumsum(selected, axis=1)  # (C, M, d)
-    count = cumulative[:, -1, :]  # (C, d), the same in every column
-
-    def kth(k):  # k-th smallest (0-based) selected value per (class, column)
-        position = jnp.argmax(cumulative > k[:, None, :], axis=1)
-        return jnp.take_along_axis(values, position[:, None, :], axis=1)[:, 0, :]
-
-    low = kth(jnp.maximum(count - 1, 0) // 2)
-    high = kth(count // 2)
-    median = jnp.where(count > 0, 0.5 * (low + high), jnp.nan)
-    return median, count[:, 0]
-
-
-def spuriousness_scores(
-    values: jnp.ndarray, rows: jnp.ndarray, correct: jnp.ndarray, member: jnp.ndarray
-) -> jnp.ndarray:
-    """delta_i^y of Eq. 5: median over misclassified minus median over correct, (C, d).
-
-    Args:
-      values, rows: `class_sorted_activations` of D_Ide's superset (C, M, d).
-      correct: (N,) bool, prediction outcomes of the current head.
-      member: (N,) bool, which rows belong to D_Ide.
-
-    A class with no misclassified or no correct member gets delta = 0.
-    """
-    wrong_median, wrong_count = subset_median(values, rows, member & ~correct)
-    right_median, right_count = subset_median(values, rows, member & correct)
-    both = (wrong_count > 0) & (right_count > 0)
-    return jnp.where(both[:, None], wrong_median - right_median, 0.0)
-
-
 def spuriousness_scores_numpy(
     activations: np.ndarray, labels: np.ndarray, correct: np.ndarray, num_classes: int
 ) -> np.ndarray:
@@ -183,27 +141,23 @@ def biased_dimensions(delta: jnp.ndarray, threshold: float | jnp.ndarray = 0.0) 
     return jnp.any(delta > threshold, axis=0)
 
 
-def sfit(delta: jnp.ndarray) -> jnp.ndarray:
-    """Spuriousness fitness score: sum over classes and dimensions of |delta|."""
-    return jnp.sum(jnp.abs(delta))
-
-
 # ----------------------------------------------------------------------------- tuning
 
 
 def _subset_metric(head, features, labels, groups, member, *, num_classes, num_groups, metric):
     """`metric` of the evaluator restricted to rows with member=True (fixed shapes)."""
-    correct = heads.predict(head, features) == labels
     if metric == "mean_acc":
+        correct = heads.predict(head, features) == labels
         return jnp.sum(correct & member) / jnp.maximum(jnp.sum(member), 1)
-    metrics = evaluate.accuracy_metrics(
-        correct,
+    return evaluate.selection_score(
+        head,
+        features,
         jnp.where(member, labels, -1),
         jnp.where(member, groups, -1),
+        metric=metric,
         num_classes=num_classes,
         num_groups=num_groups,
     )
-    return metrics[metric]
 
 
 class Inputs(struct.PyTreeNode):
@@ -554,3 +508,12 @@ def run_with_info(
         "neurontune_sfit": out["head_sfit_selected"],
     }
     return rows_out, out
+
+
+def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
+    """Which rows read train / val group labels, for a resolved config (the SFit row never)."""
+    select = config.selection_metric == "wga"
+    return {
+        "neurontune_wga": {"train": False, "val": select},
+        "neurontune_sfit": {"train": False, "val": False},
+    }

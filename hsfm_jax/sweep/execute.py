@@ -322,8 +322,16 @@ def run(
     jax.config.update("jax_enable_x64", bool(config.float64))
     dtype = jnp.float64 if config.float64 else jnp.float32
 
+    if config.get("group_labels", "all") != "all":
+        raise ValueError(
+            f"sweep: group_labels={config.group_labels!r} is not supported (experiments.main is)"
+        )
     data = inputs.load(config)
     settings_list, programs = plan(config, spec, data)
+    if any(p.settings.selection_metric == "sfit" for p in programs):
+        raise ValueError(
+            "sweep: hsfm.selection_metric='sfit' is not supported (experiments.main is)"
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     checkpointing.check_record(
         workdir / RECORD_FILE,
