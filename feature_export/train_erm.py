@@ -248,21 +248,29 @@ def train(
     train_subset: int | None = None,
     num_threads: int | None = None,
     objective: str = "erm",
-    **objective_overrides,
+    dro_step_size: float | None = None,
+    dro_adjustment: float | None = None,
+    jtt_epochs: int | None = None,
+    jtt_up_weight: int | None = None,
+    mix_ratio: float | None = None,
+    mix_alpha: float | None = None,
 ) -> dict:
     """Fine-tunes `arch` on `dataset`'s train split; resumes from `workdir` (see module doc).
 
     `num_threads`: torch CPU threads while training (restored after); None uses every core.
-    `objective`: one of `objectives.OBJECTIVES`; `objective_overrides` its settings
-    (dro_step_size, dro_adjustment, jtt_epochs, jtt_up_weight, mix_ratio, mix_alpha; None
-    keeps the default). Returns the final history entry (epoch, train loss/acc, val metrics).
+    `objective`: one of `objectives.OBJECTIVES`; the arguments after it are its settings (None
+    keeps the default: `objectives.objective_settings`). Returns the final history entry
+    (epoch, train loss/acc, val metrics).
     """
-    unknown = (
-        set(objective_overrides) - set(objectives.OBJECTIVE_DEFAULTS) - set(objectives.JTT_FALLBACK)
+    overrides = dict(
+        dro_step_size=dro_step_size,
+        dro_adjustment=dro_adjustment,
+        jtt_epochs=jtt_epochs,
+        jtt_up_weight=jtt_up_weight,
+        mix_ratio=mix_ratio,
+        mix_alpha=mix_alpha,
     )
-    if unknown:
-        raise TypeError(f"train: unknown argument(s) {sorted(unknown)}")
-    settings = objectives.objective_settings(dataset.name, objective, objective_overrides)
+    settings = objectives.objective_settings(dataset.name, objective, overrides)
     if objectives.USES_TRAIN_GROUPS[objective] and not dataset.group_names:
         raise ValueError(
             f"objective {objective!r} needs train group labels; {dataset.name} has none"
@@ -603,12 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dataset = build_dataset(args.dataset, args.data_dir, args.dataset_arg)
         params = inspect.signature(train).parameters
-        settings = {**objectives.OBJECTIVE_DEFAULTS, **objectives.JTT_FALLBACK}
-        options = {
-            k: getattr(args, k)
-            for k in vars(args)
-            if (k in params or k in settings) and k != "dataset"
-        }
+        options = {k: getattr(args, k) for k in vars(args) if k in params and k != "dataset"}
         options["random_init"] = bool(args.random_init)
         options["show_progress"] = not args.quiet
         result = train(dataset, **options)
