@@ -16,12 +16,14 @@ Helpers here make host data global and bring global results back to every host:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
 
 
 def check_flags(
@@ -107,16 +109,29 @@ def put_global(tree: Any, sharding: jax.sharding.Sharding) -> Any:
     return jax.tree_util.tree_map(put, tree)
 
 
+def _identity(tree: Any) -> Any:
+    return tree
+
+
+@functools.cache
+def _replicated(mesh: jax.sharding.Mesh):
+    """A jitted identity whose outputs are replicated on every device of `mesh`: one program
+    gathers a whole tree (`multihost_utils.process_allgather` compiles one per leaf)."""
+    return jax.jit(_identity, out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+
 def to_host(tree: Any) -> Any:
-    """Every leaf as a full NumPy array on every process (gathered across processes if the
-    leaf is a global array with shards elsewhere)."""
-
-    def get(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-        return np.asarray(x)
-
-    return jax.tree_util.tree_map(get, tree)
+    """Every leaf as a full NumPy array on every process (gathered across processes for global
+    arrays with shards elsewhere, which must all be on one `NamedSharding` mesh)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    remote = [
+        i for i, x in enumerate(leaves) if isinstance(x, jax.Array) and not x.is_fully_addressable
+    ]
+    if remote:
+        gathered = _replicated(leaves[remote[0]].sharding.mesh)([leaves[i] for i in remote])
+        for i, x in zip(remote, gathered, strict=True):
+            leaves[i] = x.addressable_data(0)
+    return jax.tree_util.tree_unflatten(treedef, [np.asarray(x) for x in leaves])
 
 
 def agreed(value: Any) -> Any:
