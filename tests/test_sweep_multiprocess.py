@@ -190,6 +190,28 @@ def test_check_flags_names_what_is_wrong():
             distributed.check_flags(**{**ok, **bad})
 
 
+def test_cli_bad_distributed_flags_are_one_line_errors(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.sweep",
+        "--config=experiments/configs/synthetic.py",
+    ]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+    done = subprocess.run(
+        [*command, f"--workdir={tmp_path}", "--num_processes=2", "--distributed_auto"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: --distributed_auto detects the cluster itself; drop --num_processes"
+    )
+
+
 @pytest.mark.parametrize("num_processes", [2, 3])
 def test_multiprocess_sweep_equals_single_process(
     reference, features_dir, cache_dir, tmp_path, num_processes
