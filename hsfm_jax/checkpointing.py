@@ -96,8 +96,11 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: obj}
 
 
-def check_record(path: str | os.PathLike, record: dict) -> None:
+def check_record(path: str | os.PathLike, record: dict, *, write: bool = True) -> None:
     """Writes `record` (JSON data) to `path`, or checks it equals the one already there.
+
+    With `write` False (the processes of a multi-process run other than process 0) a missing
+    record is left for process 0 to write; one already there is checked all the same.
 
     Raises:
       ValueError: naming the fields that differ, when `path` holds another record.
@@ -105,7 +108,8 @@ def check_record(path: str | os.PathLike, record: dict) -> None:
     path = Path(path)
     record = json.loads(json.dumps(record))
     if not path.exists():
-        write_json_atomic(path, record)
+        if write:
+            write_json_atomic(path, record)
         return
     saved = json.loads(path.read_text())
     if saved == record:

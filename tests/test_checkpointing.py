@@ -28,3 +28,14 @@ def test_other_layout_is_named(tmp_path):
     resumed = checkpointing.ProgramCheckpoints(tmp_path / "ckpt")
     with pytest.raises(ValueError, match=r"missing: state/val_logits; not expected: none.*delete"):
         resumed.restore(3, _tree(with_logits=True))
+
+
+def test_check_record_without_write_only_checks(tmp_path):
+    """The processes other than 0 of a multi-process sweep check the record but never write it."""
+    path = tmp_path / "sweep_config.json"
+    checkpointing.check_record(path, {"a": 1}, write=False)
+    assert not path.exists()
+    checkpointing.check_record(path, {"a": 1})
+    checkpointing.check_record(path, {"a": 1}, write=False)
+    with pytest.raises(ValueError, match=r"different configuration \(a: 1 in the workdir, 2 now"):
+        checkpointing.check_record(path, {"a": 2}, write=False)

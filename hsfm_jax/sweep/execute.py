@@ -17,6 +17,12 @@ How it runs:
 - With several devices the runs axis is sharded over a 1-D mesh ``("runs",)`` with
   `NamedSharding`; it is padded to a multiple of the device count by repeating the last run, whose
   copies are dropped. Runs are independent, so results do not depend on the device count.
+- Multi-process (`hsfm_jax.distributed`): the mesh spans every process's devices; every process
+  reads the features, plans the same programs and fills its own shards (`distributed.put_global`);
+  chunk results are gathered to every process (`distributed.to_host`), so each one saves the same
+  checkpoint collectively (orbax: every process calls save/restore; process 0 writes the NumPy
+  arrays). Process 0 alone writes the record, settings and summary files; decisions read from the
+  workdir (finished settings, the epoch to resume from) are process 0's (`distributed.agreed`).
 - A program runs its epochs in chunks of ``checkpoint_every`` (`hsfm.run_epochs`) and saves the
   vmapped state after each chunk (`checkpointing.ProgramCheckpoints`); each finished setting's
   results go to ``settings/<index>.json`` atomically; the summary (``sweep.md``, ``sweep.csv``,
@@ -53,7 +59,16 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from hsfm_jax import checkpointing, divergence, hsfm, hsfm_method, inputs, methods, results
+from hsfm_jax import (
+    checkpointing,
+    distributed,
+    divergence,
+    hsfm,
+    hsfm_method,
+    inputs,
+    methods,
+    results,
+)
 from hsfm_jax import features as features_lib
 from hsfm_jax.baselines import erm
 from hsfm_jax.sweep import report as report_lib
@@ -167,20 +182,22 @@ def _run_program(
     num_runs = keys.shape[0]
     index = _padded_index(num_runs, ctx.mesh.devices.size)
     runs = NamedSharding(ctx.mesh, PartitionSpec("runs"))
-    put_runs = lambda tree: jax.tree_util.tree_map(
-        lambda x: jax.device_put(np.asarray(x)[index], runs), tree
+    put_runs = lambda tree: distributed.put_global(
+        jax.tree_util.tree_map(lambda x: np.asarray(x)[index], tree), runs
     )
-    real_runs = lambda tree: jax.tree_util.tree_map(lambda x: np.asarray(x)[:num_runs], tree)
+    real_runs = lambda tree: jax.tree_util.tree_map(
+        lambda x: x[:num_runs], distributed.to_host(tree)
+    )
     init_runs, run_chunk = jitted(ctx.mesh)
     rates_dev = put_runs(rates)
     keys_dev = jax.random.wrap_key_data(put_runs(keys), impl=jax.random.key_impl(ctx.keys))
-    data_dev, head_dev = jax.device_put(
+    data_dev, head_dev = distributed.put_global(
         (ctx.arrays, init_head), NamedSharding(ctx.mesh, PartitionSpec())
     )
 
     checkpoints = checkpointing.ProgramCheckpoints(_program_dir(workdir, program))
     try:
-        start = checkpoints.latest_epoch() or 0
+        start = int(distributed.agreed(checkpoints.latest_epoch() or 0))
         if start:
             # Shapes of what was saved: real runs only, `start` epochs of history.
             abstract_state = jax.eval_shape(
@@ -304,7 +321,8 @@ def run(
       sweep: a spec string (see `parse_spec`) or a parsed `Spec`.
       workdir: where everything goes; a restart with the same arguments resumes.
       checkpoint_every: epochs per chunk; the state is saved after each chunk.
-      devices: devices of the 1-D mesh the runs axis is sharded over (default: all).
+      devices: devices of the 1-D mesh the runs axis is sharded over (default: all, those of
+        every process in a multi-process run).
       progress: show a progress bar over settings.
       max_settings, stop_after_epochs: test hooks that simulate a kill (raise `Interrupted`)
         once `max_settings` settings have results, or once a program has run
@@ -333,6 +351,7 @@ def run(
             "sweep: hsfm.selection_metric='sfit' is not supported (experiments.main is)"
         )
     workdir.mkdir(parents=True, exist_ok=True)
+    primary = distributed.is_primary()
     checkpointing.check_record(
         workdir / RECORD_FILE,
         {
@@ -342,6 +361,7 @@ def run(
             "checkpoint_every": checkpoint_every,
             "features": features_lib.fingerprint(data.path),
         },
+        write=primary,
     )
     devices = list(jax.devices() if devices is None else devices)
     ctx = _Context(
@@ -354,20 +374,27 @@ def run(
         erm_heads={},
     )
     logging.info(
-        "Sweep: %d settings in %d programs x %d seeds on %d device(s)",
+        "Sweep: %d settings in %d programs x %d seeds on %d device(s) in %d process(es)",
         len(settings_list),
         len(programs),
         config.num_seeds,
         len(devices),
+        jax.process_count(),
     )
 
     finished = lambda: sum(_setting_file(workdir, i).exists() for i in range(len(settings_list)))
-    bar = tqdm(total=len(settings_list), initial=finished(), unit="setting", disable=not progress)
+    bar = tqdm(
+        total=len(settings_list),
+        initial=finished(),
+        unit="setting",
+        disable=not (progress and primary),
+    )
     timings: dict[str, float] = {}
     resumed: dict[int, int] = {}
     try:
         for program in programs:
-            if all(_setting_file(workdir, i).exists() for i in program.setting_indices):
+            done = all(_setting_file(workdir, i).exists() for i in program.setting_indices)
+            if distributed.agreed(done):
                 continue
             bar.set_description(f"program {program.index}")
             start = time.perf_counter()
@@ -382,9 +409,11 @@ def run(
                     epoch=f"{epoch}/{s.epochs}"
                 ),
             )
-            for record in _setting_results(ctx, settings_list, program, out):
-                checkpointing.write_json_atomic(_setting_file(workdir, record["index"]), record)
-            checkpointing.remove(_program_dir(workdir, program))
+            records = _setting_results(ctx, settings_list, program, out)
+            if primary:
+                for record in records:
+                    checkpointing.write_json_atomic(_setting_file(workdir, record["index"]), record)
+                checkpointing.remove(_program_dir(workdir, program))
             timings[f"program_{program.index}"] = time.perf_counter() - start
             if resumed_from:
                 resumed[program.index] = resumed_from
@@ -393,6 +422,7 @@ def run(
                 raise Interrupted(f"stopped after {finished()} settings")
     finally:
         bar.close()
+    distributed.barrier("sweep: settings written")  # process 0 has written every setting file
 
     records = [json.loads(_setting_file(workdir, i).read_text()) for i in range(len(settings_list))]
     report = report_lib.build_report(
@@ -403,9 +433,11 @@ def run(
         backbone=data.meta["backbone"],
         val_metrics_on="select" if ctx.arrays.select is not None else "val",
         devices=len(devices),
+        processes=jax.process_count(),
         programs=[list(p.setting_indices) for p in programs],
         timings_s=timings,
         resumed_from_epoch={str(k): v for k, v in resumed.items()},
     )
-    report_lib.write_outputs(report, workdir)
+    if primary:
+        report_lib.write_outputs(report, workdir)
     return report
