@@ -55,7 +55,9 @@ _META_KEYS = (
     "preprocessing",
 )
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
-_FINITE_CHECK_ROWS = 65536
+# Elements per chunk of the finite check (64 MiB as float32): a split larger than memory is
+# checked through its memmap without holding more than a few chunks.
+_FINITE_CHECK_ELEMENTS = 2**24
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,8 +304,9 @@ def max_abs_feature(dim: int) -> float:
 
 def _check_finite(path: Path, features: np.ndarray):
     limit = max_abs_feature(features.shape[1])
-    for start in range(0, features.shape[0], _FINITE_CHECK_ROWS):
-        chunk = np.asarray(features[start : start + _FINITE_CHECK_ROWS], np.float32)
+    chunk_rows = max(1, _FINITE_CHECK_ELEMENTS // max(features.shape[1], 1))
+    for start in range(0, features.shape[0], chunk_rows):
+        chunk = np.asarray(features[start : start + chunk_rows], np.float32)
         finite = np.isfinite(chunk)
         if not finite.all():
             row = start + int(np.flatnonzero(~finite.all(axis=1))[0])
