@@ -58,7 +58,7 @@ def _toy(n=900, d=10, num_classes=3, seed=0):
 @pytest.mark.parametrize(
     "settings",
     [
-        dict(batch_size=32, steps=40),
+        dict(batch_size=32, steps=40, prefetch_depth=2),
         dict(
             batch_size=16,
             steps=30,
@@ -78,19 +78,22 @@ def test_minibatch_fit_stream_equals_fit_exactly(settings):
         settings["sample_weight"] = np.linspace(0.0, 2.0, split.num_examples)
     if settings.pop("feature_mask", False):
         settings["feature_mask"] = jnp.asarray(np.arange(10) % 3 != 0, jnp.float32)
+    depth = settings.pop("prefetch_depth", 0)
     key = jax.random.key(3)
     arrays = split.to_arrays(jnp.float32)
     expected = erm.fit(
         arrays.features, arrays.labels, key, num_classes=3, learning_rate=1e-2, **settings
     )
-    got = erm.fit_stream(split, key, num_classes=3, learning_rate=1e-2, **settings)
+    got = erm.fit_stream(
+        split, key, num_classes=3, learning_rate=1e-2, prefetch_depth=depth, **settings
+    )
     chex.assert_trees_all_equal(got, expected)
 
 
 @pytest.mark.parametrize(
     "settings",
     [
-        dict(steps=30, l2=0.1, l2_bias=True, lr_schedule="cosine"),
+        dict(steps=30, l2=0.1, l2_bias=True, lr_schedule="cosine", prefetch_depth=2),
         # class-balanced: with Adam, near-zero gradients (balanced classes, zero head) turn
         # rounding into lr-sized steps, so this one is checked with SGD
         dict(steps=30, optimizer="sgd", class_balanced=True),
@@ -99,12 +102,22 @@ def test_minibatch_fit_stream_equals_fit_exactly(settings):
 def test_full_batch_fit_stream_equals_fit_to_rounding(settings):
     """Blocks of 128 rows (the last one padded): the same gradient, summed in another order."""
     split = _toy()
+    settings = dict(settings)
+    depth = settings.pop("prefetch_depth", 0)
     key = jax.random.key(0)
     arrays = split.to_arrays(jnp.float32)
     expected = erm.fit(
         arrays.features, arrays.labels, key, num_classes=3, learning_rate=1e-2, **settings
     )
-    got = erm.fit_stream(split, key, num_classes=3, learning_rate=1e-2, block_rows=128, **settings)
+    got = erm.fit_stream(
+        split,
+        key,
+        num_classes=3,
+        learning_rate=1e-2,
+        block_rows=128,
+        prefetch_depth=depth,
+        **settings,
+    )
     chex.assert_trees_all_close(got, expected, atol=1e-6, rtol=1e-5)
 
 

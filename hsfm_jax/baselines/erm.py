@@ -207,6 +207,7 @@ def fit_stream(
     sample_weight: np.ndarray | None = None,
     feature_mask: jnp.ndarray | None = None,
     block_rows: int = 16384,
+    prefetch_depth: int = 0,
 ) -> heads.LinearHead:
     """`fit` (same arguments and result) on a host split read minibatch by minibatch.
 
@@ -218,6 +219,9 @@ def fit_stream(
       train: host split (features (N, d), possibly a memmap; labels (N,)).
       dtype: the float dtype the features are cast to (as `Split.to_arrays`).
       block_rows: rows per full-batch block.
+      prefetch_depth: > 0 reads that many batches ahead in a thread (`stream.prefetch`). Off by
+        default: on 2 shared cores the read (a cast) competes with XLA's threads and the thread
+        gains nothing (minibatch) or loses (full batch); benchmarks/results/stream_erm_cpu.json.
     """
     n, d = train.features.shape
     labels = jnp.asarray(train.labels, jnp.int32)
@@ -230,6 +234,7 @@ def fit_stream(
     opt_state = tx.init(head)
     l2 = jnp.asarray(l2, dtype)
     step_keys = jax.random.split(key, steps)
+    feed = (lambda items: stream.prefetch(items, prefetch_depth)) if prefetch_depth else iter
     if batch_size:
 
         def batches():
@@ -245,7 +250,7 @@ def fit_stream(
                 for rows in indices:
                     yield stream.rows(train, rows, dtype), train.labels[rows]
 
-        for features, batch_labels in stream.prefetch(batches()):
+        for features, batch_labels in feed(batches()):
             head, opt_state = _minibatch_step(
                 head, opt_state, features, batch_labels, l2, feature_mask, tx=tx, l2_bias=l2_bias
             )
@@ -264,7 +269,7 @@ def fit_stream(
 
         for _ in range(steps):
             loss_grads = jax.tree_util.tree_map(jnp.zeros_like, head)
-            for block in stream.prefetch(blocks()):
+            for block in feed(blocks()):
                 grads = _block_grad(head, *block, feature_mask)
                 loss_grads = jax.tree_util.tree_map(jnp.add, loss_grads, grads)
             head, opt_state = _full_batch_step(
