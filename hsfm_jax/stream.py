@@ -7,12 +7,13 @@ the split is over the budget it reads it here instead:
 - `rows(split, indices, dtype)`: the given rows only (a minibatch, HSFM's support set);
 - `blocks(split, block_rows, dtype)`: all rows in fixed-size blocks (the last one zero-padded, so
   a jitted consumer compiles once), for full-batch passes;
-- `prefetch(iterable)`: a background thread keeps the next items ready while the device works.
+- `prefetch(iterable)`: optionally, a background thread keeps the next items ready.
 
-The reader is a plain thread over the memmap rather than grain or tf.data: tf.data would put
+The reader is a plain iterator over the memmap rather than grain or tf.data: tf.data would put
 TensorFlow into JAX processes (which the project keeps out, tests/test_methods.py) and grain is
-not among the environment's packages; reading a batch is one numpy gather and a cast, which a
-single thread hides behind the jitted step (README, "Train splits larger than memory").
+not among the environment's packages; reading a batch is one numpy gather and a cast. The
+prefetching thread measured no gain on 2 shared cores, where the cast competes with XLA's
+threads (benchmarks/results/stream_erm_cpu.json), so callers leave it off by default.
 """
 
 from __future__ import annotations
