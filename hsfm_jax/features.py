@@ -55,7 +55,9 @@ _META_KEYS = (
     "preprocessing",
 )
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
-_FINITE_CHECK_ROWS = 65536
+# Elements per chunk of the finite check (64 MiB as float32): a split larger than memory is
+# checked through its memmap without holding more than a few chunks.
+_FINITE_CHECK_ELEMENTS = 2**24
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,8 +324,12 @@ def max_abs_feature(dim: int) -> float:
 
 def _check_finite(path: Path, features: np.ndarray):
     limit = max_abs_feature(features.shape[1])
-    for start in range(0, features.shape[0], _FINITE_CHECK_ROWS):
-        chunk = np.asarray(features[start : start + _FINITE_CHECK_ROWS], np.float32)
+    chunk_rows = max(1, _FINITE_CHECK_ELEMENTS // max(features.shape[1], 1))
+    if features.dtype == np.float16 and limit >= float(np.finfo(np.float16).max):
+        _check_finite_float16(path, features, chunk_rows)
+        return
+    for start in range(0, features.shape[0], chunk_rows):
+        chunk = np.asarray(features[start : start + chunk_rows], np.float32)
         finite = np.isfinite(chunk)
         if not finite.all():
             row = start + int(np.flatnonzero(~finite.all(axis=1))[0])
@@ -336,6 +342,17 @@ def _check_finite(path: Path, features: np.ndarray):
                 f"{start + row}) exceeds {limit:.3g}, where float32 products overflow; "
                 "rescale the features"
             )
+
+
+def _check_finite_float16(path: Path, features: np.ndarray, chunk_rows: int):
+    """float16 features: every finite value is below the overflow limit, so only finiteness is
+    checked, on the bits (exponent all ones: inf or NaN) without casting a chunk to float."""
+    for start in range(0, features.shape[0], chunk_rows):
+        bits = np.asarray(features[start : start + chunk_rows]).view(np.uint16)
+        bad = (bits & 0x7C00) == 0x7C00
+        if bad.any():
+            row = start + int(np.flatnonzero(bad.any(axis=1))[0])
+            raise ValueError(f"{path}: non-finite value (NaN or inf) in row {row}")
 
 
 def _load_split(path: Path, name: str, meta: dict, mmap: bool) -> Split:

@@ -83,6 +83,9 @@ class Data(struct.PyTreeNode):
       train_group_counts: (G,) float, for the train-weighted average accuracy.
       select: optional `SplitArrays` for model selection (e.g. the other half of a split val, as
         the fine-grained protocol does); None selects on `val`.
+      train_rows: optional (R,) sorted int32 train rows whose features `train.features` (R, d)
+        holds (labels and groups stay all N rows): a train split too large for the device
+        carries just the rows the support sets draw (`support_indices`); None: all rows.
     """
 
     train: SplitArrays
@@ -90,6 +93,7 @@ class Data(struct.PyTreeNode):
     test: SplitArrays
     train_group_counts: jnp.ndarray
     select: SplitArrays | None = None
+    train_rows: jnp.ndarray | None = None
 
     @property
     def selection_split(self) -> SplitArrays:
@@ -172,6 +176,15 @@ def _hard_set_groups(groups: jnp.ndarray, num_groups: int) -> jnp.ndarray:
     return jax.ops.segment_sum(valid.astype(jnp.int32), jnp.where(valid, groups, 0), num_groups)
 
 
+def support_indices(
+    key: jax.Array, train_labels: jnp.ndarray, *, settings: Settings
+) -> jnp.ndarray:
+    """(C * support_per_class,) int32 train rows of the support set S that `init` draws."""
+    return hard_set.sample_per_class(
+        key, train_labels, num_classes=settings.num_classes, per_class=settings.support_per_class
+    )
+
+
 def init(
     data: Data,
     init_head: heads.LinearHead,
@@ -182,17 +195,18 @@ def init(
 ) -> State:
     """Draws the support set and builds the state before the first epoch (Alg. 1, lines 3-4)."""
     s = settings
-    support_indices = hard_set.sample_per_class(
-        key, data.train.labels, num_classes=s.num_classes, per_class=s.support_per_class
-    )
-    support0 = data.train.features[support_indices]
+    rows = support_indices(key, data.train.labels, settings=s)
+    if data.train_rows is None:
+        support0 = data.train.features[rows]
+    else:
+        support0 = data.train.features[jnp.searchsorted(data.train_rows, rows)]
     return State(
         head=init_head,
         head_opt_state=optim.make(s.head_optimizer, rates.head_lr).init(init_head),
         support=support0,
         support0=support0,
-        support_indices=support_indices,
-        support_labels=data.train.labels[support_indices],
+        support_indices=rows,
+        support_labels=data.train.labels[rows],
         val_logits=heads.apply(init_head, data.val.features),
         meta_opt_state=_meta_transform(s, rates).init(support0),
         best_head=init_head,

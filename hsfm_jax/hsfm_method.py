@@ -20,9 +20,20 @@ import ml_collections
 import numpy as np
 from ml_collections import config_dict
 
-from hsfm_jax import checks, epoch_loop, hard_set, heads, hsfm, meta, meta_cost, optim, results
+from hsfm_jax import (
+    checks,
+    epoch_loop,
+    hard_set,
+    heads,
+    hsfm,
+    meta,
+    meta_cost,
+    optim,
+    results,
+    stream,
+)
 from hsfm_jax.baselines import erm
-from hsfm_jax.features import FeatureSet, float_dtype
+from hsfm_jax.features import FeatureSet, SplitArrays, float_dtype
 
 INIT_HEADS = ("auto", "backbone", "erm")
 RESUMABLE = True  # run_with_info takes `loop` (hsfm_jax.methods)
@@ -145,16 +156,43 @@ def rates(config: ml_collections.ConfigDict, dtype=None) -> hsfm.Rates:
     )
 
 
-def device_data(data: FeatureSet, dtype=None) -> hsfm.Data:
-    """Every array a run reads, on the device (`select` when the val split was split)."""
+def device_data(data: FeatureSet, dtype=None, *, train_rows: np.ndarray | None = None) -> hsfm.Data:
+    """Every array a run reads, on the device (`select` when the val split was split).
+
+    `train_rows`: (R,) sorted train rows; only their features are read and put on the device
+    (`hsfm.Data.train_rows`). None: all of train.
+    """
     dtype = dtype or float_dtype()
+    if train_rows is None:
+        train = data.train.to_arrays(dtype)
+    else:
+        train = SplitArrays(
+            features=jax.numpy.asarray(stream.rows(data.train, train_rows, dtype)),
+            labels=jax.numpy.asarray(data.train.labels, jax.numpy.int32),
+            groups=jax.numpy.asarray(data.train.groups, jax.numpy.int32),
+        )
     return hsfm.Data(
-        train=data.train.to_arrays(dtype),
+        train=train,
+        train_rows=None if train_rows is None else jax.numpy.asarray(train_rows, jax.numpy.int32),
         val=data.val.to_arrays(dtype),
         test=data.test.to_arrays(dtype),
         train_group_counts=jax.numpy.asarray(data.train_group_counts(), dtype),
         select=data["select"].to_arrays(dtype) if "select" in data.splits else None,
     )
+
+
+def support_rows(data: FeatureSet, keys: jax.Array, settings_: hsfm.Settings) -> np.ndarray:
+    """(R,) sorted train rows the support sets of `keys` (S,) draw: all a run reads of train."""
+    labels = jax.numpy.asarray(data.train.labels, jax.numpy.int32)
+    draw = jax.vmap(lambda key: hsfm.support_indices(key, labels, settings=settings_))
+    return np.unique(np.asarray(draw(keys)))
+
+
+def streams_train(config: ml_collections.ConfigDict) -> bool:
+    """HSFM reads only its support rows of a train split over the memory budget, and its ERM
+    initial head streams (`hsfm_jax.methods`)."""
+    del config
+    return True
 
 
 def initial_head(
@@ -171,14 +209,19 @@ def initial_head(
     Args:
       config: the HSFM config (with its `erm` subtree).
       data: the feature set (for head.npz).
-      train: train `SplitArrays` the ERM recipe fits on.
+      train: train `SplitArrays` the ERM recipe fits on; None: `data.train` from the host
+        (`erm.fit_heads_split`, streamed when over the memory budget).
       keys: (S,) seed keys of the run.
       dtype: of head.npz's arrays (default `float_dtype()`).
       erm_heads: the ERM recipe's heads (S, C, d) when already fitted (sweeps share them).
     """
     if check(config, data)["init_head"] == "backbone":
         return heads.from_numpy(data.head_weight, data.head_bias, dtype or float_dtype())
-    if erm_heads is None:
+    if erm_heads is None and train is None:
+        erm_heads = erm.fit_heads_split(
+            data.train, config.erm, keys, num_classes=data.num_classes, dtype=dtype or float_dtype()
+        )
+    elif erm_heads is None:
         erm_heads = erm.fit_heads(train, config.erm, keys, num_classes=data.num_classes)
     return jax.tree_util.tree_map(lambda x: x[0], erm_heads)
 
@@ -201,11 +244,16 @@ def run_with_info(
       `hsfm.Result` ("result"), the JSON summary for results.json ("report") and the epoch the
       run resumed from ("resumed_from", 0 for a fresh run).
     """
-    arrays = device_data(data)
     static = settings(config, data)
+    in_memory = stream.fits(data.train, erm.memory_budget_gb(config.erm), float_dtype())
+    arrays = device_data(data, train_rows=None if in_memory else support_rows(data, keys, static))
     rates_ = rates(config)
     init = lambda: hsfm.init_seeds(
-        arrays, initial_head(config, data, arrays.train, keys), rates_, keys, settings=static
+        arrays,
+        initial_head(config, data, arrays.train if in_memory else None, keys),
+        rates_,
+        keys,
+        settings=static,
     )
     chunk = lambda state, first_epoch: hsfm.run_chunk_seeds(
         state, arrays, rates_, first_epoch, settings=static, chunk_epochs=config.chunk_epochs

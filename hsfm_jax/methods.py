@@ -34,8 +34,9 @@ import types
 import jax
 import ml_collections
 
-from hsfm_jax import epoch_loop, heads
-from hsfm_jax.features import FeatureSet
+from hsfm_jax import epoch_loop, heads, stream
+from hsfm_jax.baselines import erm
+from hsfm_jax.features import FeatureSet, float_dtype
 
 # name -> module, in the order results tables list the rows.
 REGISTRY = {
@@ -85,8 +86,25 @@ def method_config(config: ml_collections.ConfigDict, name: str) -> ml_collection
 
 
 def check(config: ml_collections.ConfigDict, names, data: FeatureSet) -> dict[str, dict]:
-    """Checks the named methods' configs against `data`: {name: resolved "auto" choices}."""
-    return {name: get(name).check(method_config(config, name), data) for name in names}
+    """Checks the named methods' configs against `data`: {name: resolved "auto" choices}.
+
+    A train split over `erm.train_memory_budget_gb` only runs methods whose
+    ``streams_train(config)`` says they read it from the host (`hsfm_jax.stream`).
+    """
+    resolved = {name: get(name).check(method_config(config, name), data) for name in names}
+    budget = erm.memory_budget_gb(config.erm)
+    if stream.fits(data.train, budget, float_dtype()):
+        return resolved
+    for name in names:
+        streams = getattr(get(name), "streams_train", lambda config: False)
+        if not streams(method_config(config, name)):
+            size = stream.device_bytes(data.train, float_dtype()) / 2**30
+            raise ValueError(
+                f"{name} puts all of train on the device, but {data.path}/train takes "
+                f"{size:.3g} GiB > erm.train_memory_budget_gb={budget:g}; raise the budget or "
+                "run the methods that stream (erm, hsfm, dfr without tr_dfr)"
+            )
+    return resolved
 
 
 def resolve(config: ml_collections.ConfigDict, name: str, resolved: dict):

@@ -134,9 +134,10 @@ def test_float_labels_rejected(features_dir):
         features.load(features_dir)
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_non_finite_features(features_dir, bad):
-    feats = np.load(features_dir / "val" / "features.npy")
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_features(features_dir, bad, dtype):
+    feats = np.load(features_dir / "val" / "features.npy").astype(dtype)
     feats[5, 2] = bad
     np.save(features_dir / "val" / "features.npy", feats)
     with pytest.raises(ValueError, match=r"val/features\.npy: non-finite value .* row 5"):

@@ -993,6 +993,12 @@ def run(
     return rows
 
 
+def streams_train(config: ml_collections.ConfigDict) -> bool:
+    """Over the train memory budget (`hsfm_jax.methods`), DFR on val reads train only for its
+    scaler, in host chunks (`host_scaler`); tr_dfr puts train on the device."""
+    return "tr_dfr" not in config.variants
+
+
 def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     """Raises ValueError naming the first bad field; returns the resolved selection metric."""
     checks.check_subset("dfr", config, "variants", VARIANTS)

@@ -15,10 +15,11 @@ import functools
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
-from hsfm_jax import checks, heads, losses, optim
-from hsfm_jax.features import FeatureSet, SplitArrays, float_dtype
+from hsfm_jax import checks, heads, losses, optim, stream
+from hsfm_jax.features import FeatureSet, Split, SplitArrays, float_dtype
 
 
 def _objective(head, features, labels, weights, l2, l2_bias=False, feature_mask=None):
@@ -30,6 +31,27 @@ def _objective(head, features, labels, weights, l2, l2_bias=False, feature_mask=
     data_loss = jnp.sum(per_example * weights) / jnp.sum(weights)
     penalty = jnp.sum(head.weight**2) + (jnp.sum(head.bias**2) if l2_bias else 0.0)
     return data_loss + 0.5 * l2 * penalty
+
+
+def _example_weight(labels, num_classes, dtype, *, sample_weight, class_balanced):
+    """(N,) weight of each example in the loss (full batch) or sampling (minibatch)."""
+    base_weight = (
+        jnp.ones(labels.shape, dtype)
+        if sample_weight is None
+        else jnp.asarray(sample_weight, dtype)
+    )
+    counts = jnp.zeros((num_classes,), dtype).at[labels].add(base_weight)
+    return base_weight / jnp.maximum(counts[labels], 1e-12) if class_balanced else base_weight
+
+
+def _optimizer(optimizer, learning_rate, lr_schedule, steps) -> optax.GradientTransformation:
+    if lr_schedule == "constant":
+        schedule = learning_rate
+    elif lr_schedule == "cosine":
+        schedule = optax.cosine_decay_schedule(learning_rate, steps)
+    else:
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    return optim.make(optimizer, schedule)
 
 
 @functools.partial(
@@ -89,22 +111,14 @@ def fit(
     """
     n, d = features.shape
     head = heads.zeros(num_classes, d, features.dtype) if init is None else init
-    base_weight = (
-        jnp.ones((n,), features.dtype)
-        if sample_weight is None
-        else jnp.asarray(sample_weight, features.dtype)
+    example_weight = _example_weight(
+        labels,
+        num_classes,
+        features.dtype,
+        sample_weight=sample_weight,
+        class_balanced=class_balanced,
     )
-    counts = jnp.zeros((num_classes,), features.dtype).at[labels].add(base_weight)
-    example_weight = (
-        base_weight / jnp.maximum(counts[labels], 1e-12) if class_balanced else base_weight
-    )
-    if lr_schedule == "constant":
-        schedule = learning_rate
-    elif lr_schedule == "cosine":
-        schedule = optax.cosine_decay_schedule(learning_rate, steps)
-    else:
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
-    tx = optim.make(optimizer, schedule)
+    tx = _optimizer(optimizer, learning_rate, lr_schedule, steps)
     grad_fn = jax.grad(_objective)
 
     def step(carry, step_key):
@@ -126,6 +140,146 @@ def fit(
     return head
 
 
+# ------------------------------------------------------------------- train larger than memory
+# `fit_stream` is `fit` with the features read from the host (`hsfm_jax.stream`) instead of
+# held on the device: the same objective, optimizer and (for minibatches) the same example
+# indices, drawn on the device from the labels alone with `fit`'s per-step keys. One compiled
+# program per step kind; the loop over steps is Python's. Buffers are not donated: the state is
+# one (C, d) head and its optimizer state, and CPU backends ignore donation with a warning.
+_cached_optimizer = functools.lru_cache(_optimizer)
+_INDEX_STEPS = 1024  # steps whose minibatch indices are drawn at once: (1024, batch_size) int32
+
+
+@functools.partial(jax.jit, static_argnames=("num_examples", "batch_size"))
+def _minibatch_indices(step_keys, example_weight, *, num_examples, batch_size):
+    """(K, batch_size) int32: the rows `fit`'s scan gathers at the steps of `step_keys` (K,)."""
+    p = example_weight / jnp.sum(example_weight)
+    draw = lambda k: jax.random.choice(k, num_examples, (batch_size,), replace=True, p=p)
+    return jax.vmap(draw)(step_keys)
+
+
+@functools.partial(jax.jit, static_argnames=("tx", "l2_bias"))
+def _minibatch_step(head, opt_state, features, labels, l2, feature_mask, *, tx, l2_bias):
+    weights = jnp.ones((features.shape[0],), features.dtype)
+    grads = jax.grad(_objective)(head, features, labels, weights, l2, l2_bias, feature_mask)
+    updates, opt_state = tx.update(grads, opt_state, head)
+    return jax.tree_util.tree_map(jnp.add, head, updates), opt_state
+
+
+@jax.jit
+def _block_grad(head, features, labels, weights, feature_mask):
+    """Gradient of sum_i w_i CE_i over one block (padding rows have w_i = 0)."""
+
+    def weighted_sum(h):
+        x = features if feature_mask is None else features * feature_mask
+        per_example = losses.per_example_cross_entropy(logits=heads.apply(h, x), labels=labels)
+        return jnp.sum(per_example * weights)
+
+    return jax.grad(weighted_sum)(head)
+
+
+@functools.partial(jax.jit, static_argnames=("tx", "l2_bias"))
+def _full_batch_step(head, opt_state, loss_grads, total_weight, l2, *, tx, l2_bias):
+    """`fit`'s full-batch step from the summed block gradients of the data term."""
+    grads = heads.LinearHead(
+        loss_grads.weight / total_weight + l2 * head.weight,
+        loss_grads.bias / total_weight + (l2 * head.bias if l2_bias else 0.0),
+    )
+    updates, opt_state = tx.update(grads, opt_state, head)
+    return jax.tree_util.tree_map(jnp.add, head, updates), opt_state
+
+
+def fit_stream(
+    train: Split,
+    key: jax.Array,
+    *,
+    num_classes: int,
+    dtype=jnp.float32,
+    optimizer: str = "adam",
+    learning_rate: float = 1e-3,
+    steps: int = 1000,
+    l2: float = 0.0,
+    batch_size: int = 0,
+    class_balanced: bool = False,
+    init: heads.LinearHead | None = None,
+    lr_schedule: str = "constant",
+    l2_bias: bool = False,
+    sample_weight: np.ndarray | None = None,
+    feature_mask: jnp.ndarray | None = None,
+    block_rows: int = 16384,
+    prefetch_depth: int = 0,
+) -> heads.LinearHead:
+    """`fit` (same arguments and result) on a host split read minibatch by minibatch.
+
+    Minibatch steps read only their `batch_size` rows; a full-batch step reads train in blocks
+    of `block_rows` and sums their gradients, so device memory holds one block. Results equal
+    `fit`'s to float rounding (the same indices; sums in another order).
+
+    Args:
+      train: host split (features (N, d), possibly a memmap; labels (N,)).
+      dtype: the float dtype the features are cast to (as `Split.to_arrays`).
+      block_rows: rows per full-batch block.
+      prefetch_depth: > 0 reads that many batches ahead in a thread (`stream.prefetch`). Off by
+        default: on 2 shared cores the read (a cast) competes with XLA's threads and the thread
+        gains nothing (minibatch) or loses (full batch); benchmarks/results/stream_erm_cpu.json.
+    """
+    n, d = train.features.shape
+    labels = jnp.asarray(train.labels, jnp.int32)
+    head = heads.zeros(num_classes, d, dtype) if init is None else init
+    example_weight = _example_weight(
+        labels, num_classes, dtype, sample_weight=sample_weight, class_balanced=class_balanced
+    )
+    # cached: the step programs take `tx` as a static argument, so one per recipe compiles
+    tx = _cached_optimizer(optimizer, float(learning_rate), lr_schedule, steps)
+    opt_state = tx.init(head)
+    l2 = jnp.asarray(l2, dtype)
+    step_keys = jax.random.split(key, steps)
+    feed = (lambda items: stream.prefetch(items, prefetch_depth)) if prefetch_depth else iter
+    if batch_size:
+
+        def batches():
+            for start in range(0, steps, _INDEX_STEPS):
+                indices = np.asarray(
+                    _minibatch_indices(
+                        step_keys[start : start + _INDEX_STEPS],
+                        example_weight,
+                        num_examples=n,
+                        batch_size=batch_size,
+                    )
+                )
+                for rows in indices:
+                    yield stream.rows(train, rows, dtype), train.labels[rows]
+
+        for features, batch_labels in feed(batches()):
+            head, opt_state = _minibatch_step(
+                head, opt_state, features, batch_labels, l2, feature_mask, tx=tx, l2_bias=l2_bias
+            )
+    else:
+        weight_host = np.asarray(example_weight)
+        total_weight = jnp.sum(example_weight)
+
+        def blocks():
+            for i, (features, valid) in enumerate(stream.blocks(train, block_rows, dtype)):
+                rows = slice(i * block_rows, (i + 1) * block_rows)
+                block_labels = np.zeros((block_rows,), np.int32)
+                block_weights = np.zeros((block_rows,), weight_host.dtype)
+                block_labels[valid] = train.labels[rows]
+                block_weights[valid] = weight_host[rows]
+                yield features, block_labels, block_weights
+
+        for _ in range(steps):
+            loss_grads = jax.tree_util.tree_map(jnp.zeros_like, head)
+            for block in feed(blocks()):
+                grads = _block_grad(head, *block, feature_mask)
+                loss_grads = jax.tree_util.tree_map(jnp.add, loss_grads, grads)
+            head, opt_state = _full_batch_step(
+                head, opt_state, loss_grads, total_weight, l2, tx=tx, l2_bias=l2_bias
+            )
+    if feature_mask is not None:
+        head = head.replace(weight=head.weight * feature_mask)
+    return head
+
+
 # ------------------------------------------------------------------------- the method contract
 
 
@@ -140,6 +294,10 @@ def default_config() -> ml_collections.ConfigDict:
             l2=0.0,
             batch_size=0,  # 0: full batch
             class_balanced=False,
+            # GiB train's features may take on the device; a larger train split is read from the
+            # host memmap minibatch by minibatch (`fit_stream`, `hsfm_jax.stream`). Every method
+            # reads it from here (one ERM recipe per run); 0 streams always.
+            train_memory_budget_gb=4.0,
         )
     )
 
@@ -154,6 +312,7 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet, prefix: str = "er
     )
     checks.check_value(prefix, config, "l2", "non_negative")
     checks.check_value(prefix, config, "batch_size", "non_negative_int")
+    checks.check_value(prefix, config, "train_memory_budget_gb", "non_negative")
     del data
     return {}
 
@@ -185,12 +344,48 @@ def fit_heads(
     return jax.vmap(one)(keys if config.batch_size else keys[:1])
 
 
+def memory_budget_gb(config: ml_collections.ConfigDict) -> float:
+    """The ERM recipe's `train_memory_budget_gb` (the default where a config predates it)."""
+    return float(config.get("train_memory_budget_gb", default_config().train_memory_budget_gb))
+
+
+def fit_heads_split(
+    train: Split, config: ml_collections.ConfigDict, keys: jax.Array, *, num_classes: int, dtype
+) -> heads.LinearHead:
+    """`fit_heads` on a host split: on the device when its features fit the recipe's
+    `train_memory_budget_gb`, else streamed from the host (`fit_stream`, one seed at a time)."""
+    if stream.fits(train, memory_budget_gb(config), dtype):
+        return fit_heads(train.to_arrays(dtype), config, keys, num_classes=num_classes)
+    one = lambda key: fit_stream(
+        train,
+        key,
+        num_classes=num_classes,
+        dtype=dtype,
+        optimizer=config.optimizer,
+        learning_rate=config.learning_rate,
+        steps=num_steps(config, train.num_examples),
+        l2=config.l2,
+        batch_size=config.batch_size,
+        class_balanced=config.class_balanced,
+    )
+    fitted = [one(key) for key in (keys if config.batch_size else keys[:1])]
+    return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *fitted)
+
+
+def streams_train(config: ml_collections.ConfigDict) -> bool:
+    """ERM reads a train split over the memory budget from the host (`hsfm_jax.methods`)."""
+    del config
+    return True
+
+
 def run(
     data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
 ) -> dict[str, heads.LinearHead]:
     """{"erm": heads (S, C, d)}, or one head (1, C, d) in full batch (deterministic)."""
-    train = data.train.to_arrays(float_dtype())
-    return {"erm": fit_heads(train, config, keys, num_classes=data.num_classes)}
+    heads_ = fit_heads_split(
+        data.train, config, keys, num_classes=data.num_classes, dtype=float_dtype()
+    )
+    return {"erm": heads_}
 
 
 def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
