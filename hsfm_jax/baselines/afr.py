@@ -352,10 +352,7 @@ def run_grid(
         erm_l2,
         **static,
     )
-    out = jax.vmap(single)(keys)
-    out["selected"] = jnp.argmax(out["score"], axis=1)
-    out["selected_head"] = jax.vmap(common.take)(out["head"], out["selected"])
-    return out
+    return common.select_best(jax.vmap(single)(keys))
 
 
 def run_with_info(

@@ -52,6 +52,14 @@ def take(tree, index: jnp.ndarray):
     return jax.tree_util.tree_map(lambda x: x[index], tree)
 
 
+def select_best(out: dict) -> dict:
+    """Adds the best grid point per seed to a seeds x grid result: ``selected`` (S,) the argmax
+    of ``score`` (S, P) and ``selected_head`` (S, C, d) that point's ``head`` (S, P, C, d)."""
+    out["selected"] = jnp.argmax(out["score"], axis=1)
+    out["selected_head"] = jax.vmap(take)(out["head"], out["selected"])
+    return out
+
+
 def best_over_checkpoints(
     advance: Callable,
     state,

@@ -340,11 +340,7 @@ def run_grid(
         )
         return jax.vmap(point)(grid["step_size"], grid["l2"], grid["adjustment"])
 
-    out = jax.vmap(one_seed)(keys)
-    selected = jnp.argmax(out["score"], axis=1)
-    out["selected"] = selected
-    out["selected_head"] = jax.vmap(common.take)(out["head"], selected)
-    return out
+    return common.select_best(jax.vmap(one_seed)(keys))
 
 
 def grid_points(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
