@@ -441,7 +441,8 @@ def _train(
     row_labels, row_groups = full_train.labels[rows], full_train.groups[rows]
     q = None
     if objective == "group_dro":
-        q = torch.full((num_groups,), 1.0 / num_groups)
+        # uniform at the start; a resumed run continues from the checkpoint's weights
+        q = objective_state.get("q", torch.full((num_groups,), 1.0 / num_groups)).clone()
         adjustment = objectives.group_adjustment(row_groups, num_groups, settings["dro_adjustment"])
     if objective == "lisa":
         objectives.attributes_of(row_groups, row_labels, num_groups, num_classes)  # checks
@@ -454,8 +455,6 @@ def _train(
             batch_size=config["batch_size"],
             num_workers=num_workers,
         )
-    if q is not None and "q" in objective_state:
-        q = objective_state["q"].clone()
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(start_epoch, config["epochs"]):
         # Seeding per epoch makes a resumed run repeat the uninterrupted run's data order and
