@@ -84,9 +84,14 @@ def test_objective_and_step_match_numpy():
     expected = (weights * ce).sum() + 0.7 * (((w - w0) ** 2).sum() + ((b - b0) ** 2).sum())
     args = (jnp.asarray(x, jnp.float32), jnp.asarray(y), jnp.asarray(weights, jnp.float32))
     np.testing.assert_allclose(afr.objective(head, *args, ref, 0.7), expected, rtol=1e-5)
+    # the closed-form gradient the retraining uses is the objective's autodiff gradient
+    autodiff = jax.grad(afr.objective)(head, *args, ref, 0.7)
+    onehot_t = jnp.asarray(np.eye(2)[y].T, jnp.float32)
+    grads = afr.objective_grad(head, args[0], onehot_t, args[2], ref, 0.7)
+    np.testing.assert_allclose(grads.weight, autodiff.weight, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads.bias, autodiff.bias, rtol=1e-5, atol=1e-6)
     for clip in (0.0, 0.05):  # 0.05 is below this gradient's norm, so clipping acts
         tx = afr.make_optimizer("sgd", 0.1, clip)
-        grads = jax.grad(afr.objective)(head, *args, ref, 0.7)
         updates, _ = tx.update(grads, tx.init(head), head)
         new = jax.tree_util.tree_map(jnp.add, head, updates)
         w1, b1 = _numpy_step(w, b, x, y, weights, w0, b0, 0.7, 0.1, clip)

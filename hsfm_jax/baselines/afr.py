@@ -188,6 +188,34 @@ def objective(
     return jnp.sum(weights * per_example) + reg * pull
 
 
+def objective_grad(
+    head: heads.LinearHead,
+    features: jnp.ndarray,
+    onehot_t: jnp.ndarray,
+    weights: jnp.ndarray,
+    reference: heads.LinearHead,
+    reg: jnp.ndarray,
+) -> heads.LinearHead:
+    """The gradient of `objective` in closed form: ``G = (softmax(Z) - Y) diag(w)`` on the
+    transposed logits ``Z = W X^T + b`` (C, N), then ``G X + 2 reg (W - W_ref)`` and
+    ``G 1 + 2 reg (b - b_ref)``.
+
+    ``jax.grad(objective)`` gives the same values (tests/test_afr.py), but vmapped over the
+    (gamma x lambda) grid XLA lays its logits out as (N, C), and with C small every elementwise
+    op then runs on rows of C values: this (C, N) form runs the grid about 3x faster on CPU.
+
+    Args:
+      head: weight (C, d), bias (C,); features: (N, d); onehot_t: (C, N) one-hot labels,
+        transposed; weights: (N,); reference: the pull-back head; reg: () lambda.
+    """
+    logits = head.weight @ features.T + head.bias[:, None]
+    g = weights * (jax.nn.softmax(logits, axis=0) - onehot_t)
+    return heads.LinearHead(
+        weight=g @ features + 2.0 * reg * (head.weight - reference.weight),
+        bias=jnp.sum(g, axis=1) + 2.0 * reg * (head.bias - reference.bias),
+    )
+
+
 def make_optimizer(optimizer: str, learning_rate, grad_clip: float) -> optax.GradientTransformation:
     """`optim.make`, after a global-norm clip when ``grad_clip > 0``."""
     tx = optim.make(optimizer, learning_rate)
@@ -268,7 +296,7 @@ def afr_single(
     )(gamma_grid)  # (Γ, N_rw)
 
     tx = make_optimizer(optimizer, learning_rate, grad_clip)
-    grad = jax.grad(objective)
+    onehot_t = (jnp.arange(num_classes)[:, None] == y[None, :]).astype(x.dtype)  # (C, N_rw)
     raw = lambda state: dfr.fold_scaler(state[0], mean, scale)
     score_of = functools.partial(
         common.score, split=select, num_classes=num_classes, num_groups=num_groups, metric=metric
@@ -277,7 +305,9 @@ def afr_single(
     def retrain(w, reg):
         def step(state, _):
             head, opt_state = state
-            updates, opt_state = tx.update(grad(head, x, y, w, erm_head, reg), opt_state, head)
+            updates, opt_state = tx.update(
+                objective_grad(head, x, onehot_t, w, erm_head, reg), opt_state, head
+            )
             return (jax.tree_util.tree_map(jnp.add, head, updates), opt_state), None
 
         advance = lambda state, keys: jax.lax.scan(step, state, keys)[0]

@@ -23,14 +23,24 @@ from hsfm_jax.features import FeatureSet, Split, SplitArrays, float_dtype
 
 
 def _objective(head, features, labels, weights, l2, l2_bias=False, feature_mask=None):
-    if feature_mask is not None:
-        features = features * feature_mask
+    # `features * feature_mask` seen by the head, computed as the masked head on the features:
+    # the same logits, and heads that share `features` (NeuronTune's lambda grid, vmapped) then
+    # share one gather of the minibatch and one matmul.
+    masked = head if feature_mask is None else head.replace(weight=head.weight * feature_mask)
     per_example = losses.per_example_cross_entropy(
-        logits=heads.apply(head, features), labels=labels
+        logits=heads.apply(masked, features), labels=labels
     )
     data_loss = jnp.sum(per_example * weights) / jnp.sum(weights)
     penalty = jnp.sum(head.weight**2) + (jnp.sum(head.bias**2) if l2_bias else 0.0)
     return data_loss + 0.5 * l2 * penalty
+
+
+def _draw_minibatches(step_keys, example_weight, *, num_examples, batch_size):
+    """(K, batch_size) int32 rows drawn with replacement, P(row) proportional to its weight, one
+    draw per key of `step_keys` (K,)."""
+    p = example_weight / jnp.sum(example_weight)
+    draw = lambda k: jax.random.choice(k, num_examples, (batch_size,), replace=True, p=p)
+    return jax.vmap(draw)(step_keys)
 
 
 def _example_weight(labels, num_classes, dtype, *, sample_weight, class_balanced):
@@ -121,11 +131,9 @@ def fit(
     tx = _optimizer(optimizer, learning_rate, lr_schedule, steps)
     grad_fn = jax.grad(_objective)
 
-    def step(carry, step_key):
+    def step(carry, idx):
         head, opt_state = carry
         if batch_size:
-            p = example_weight / jnp.sum(example_weight)
-            idx = jax.random.choice(step_key, n, (batch_size,), replace=True, p=p)
             grads = grad_fn(
                 head, features[idx], labels[idx], jnp.ones((batch_size,)), l2, l2_bias, feature_mask
             )
@@ -134,7 +142,15 @@ def fit(
         updates, opt_state = tx.update(grads, opt_state, head)
         return (jax.tree_util.tree_map(jnp.add, head, updates), opt_state), None
 
-    (head, _), _ = jax.lax.scan(step, (head, tx.init(head)), jax.random.split(key, steps))
+    step_keys = jax.random.split(key, steps)
+    # Every step's minibatch drawn before the loop: the same rows as one draw per step (one
+    # key each), without a cumulative sum and search inside each sequential step.
+    xs = (
+        _draw_minibatches(step_keys, example_weight, num_examples=n, batch_size=batch_size)
+        if batch_size
+        else step_keys
+    )
+    (head, _), _ = jax.lax.scan(step, (head, tx.init(head)), xs)
     if feature_mask is not None:
         head = head.replace(weight=head.weight * feature_mask)
     return head
@@ -153,9 +169,9 @@ _INDEX_STEPS = 1024  # steps whose minibatch indices are drawn at once: (1024, b
 @functools.partial(jax.jit, static_argnames=("num_examples", "batch_size"))
 def _minibatch_indices(step_keys, example_weight, *, num_examples, batch_size):
     """(K, batch_size) int32: the rows `fit`'s scan gathers at the steps of `step_keys` (K,)."""
-    p = example_weight / jnp.sum(example_weight)
-    draw = lambda k: jax.random.choice(k, num_examples, (batch_size,), replace=True, p=p)
-    return jax.vmap(draw)(step_keys)
+    return _draw_minibatches(
+        step_keys, example_weight, num_examples=num_examples, batch_size=batch_size
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("tx", "l2_bias"))
@@ -171,8 +187,9 @@ def _block_grad(head, features, labels, weights, feature_mask):
     """Gradient of sum_i w_i CE_i over one block (padding rows have w_i = 0)."""
 
     def weighted_sum(h):
-        x = features if feature_mask is None else features * feature_mask
-        per_example = losses.per_example_cross_entropy(logits=heads.apply(h, x), labels=labels)
+        masked = h if feature_mask is None else h.replace(weight=h.weight * feature_mask)
+        logits = heads.apply(masked, features)
+        per_example = losses.per_example_cross_entropy(logits=logits, labels=labels)
         return jnp.sum(per_example * weights)
 
     return jax.grad(weighted_sum)(head)
