@@ -73,7 +73,8 @@ def _run(command, log: Path) -> float:
     with log.open("w") as err:
         done = subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
     if done.returncode:
-        raise SystemExit(f"{' '.join(map(str, command))} failed; see {log}")
+        tail = log.read_text()[-3000:]
+        raise SystemExit(f"{' '.join(map(str, command))} failed:\n{tail}")
     return time.perf_counter() - start
 
 

@@ -49,6 +49,7 @@ class ProgramCheckpoints:
     def save(self, epoch: int, tree: Any) -> None:
         """Saves `tree` (moved to host first) as the checkpoint of `epoch`."""
         host = jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+        host = jax.tree_util.tree_map(_stand_in_for_empty, host)
         self._manager.save(epoch, args=ocp.args.StandardSave(host))
         self._manager.wait_until_finished()
 
@@ -67,11 +68,23 @@ class ProgramCheckpoints:
                 f"(missing: {missing}; not expected: {extra}); it was written by another version "
                 f"of hsfm_jax: delete {self.directory} to run this program from its start"
             )
-        target = jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), like)
-        return self._manager.restore(epoch, args=ocp.args.StandardRestore(target))
+        target = jax.tree_util.tree_map(
+            lambda x: _stand_in_for_empty(np.zeros(x.shape, x.dtype)), like
+        )
+        restored = self._manager.restore(epoch, args=ocp.args.StandardRestore(target))
+        return jax.tree_util.tree_map(
+            lambda got, x: np.zeros(x.shape, x.dtype) if np.size(x) == 0 else got, restored, like
+        )
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _stand_in_for_empty(x: np.ndarray) -> np.ndarray:
+    """Orbax cannot save zero-size arrays (e.g. the per-group history of a run without groups,
+    (S, E, 0)): such a leaf is saved as one zero of its dtype, and `restore` gives back the empty
+    array of the wanted shape, which holds no data to lose."""
+    return np.zeros((1,), x.dtype) if x.size == 0 else x
 
 
 def remove(directory: str | os.PathLike) -> None:

@@ -22,6 +22,17 @@ def test_round_trip(tmp_path):
     np.testing.assert_array_equal(restored["history"]["val_wga"], tree["history"]["val_wga"])
 
 
+def test_zero_size_leaves_round_trip(tmp_path):
+    """A run without groups has an (S, E, 0) per-group history; orbax alone refuses to save it."""
+    tree = _tree(with_logits=True)
+    tree["history"]["hard_set_group_counts"] = np.zeros((3, 4, 0), np.int32)
+    checkpointing.ProgramCheckpoints(tmp_path / "ckpt").save(3, tree)
+    restored = checkpointing.ProgramCheckpoints(tmp_path / "ckpt").restore(3, tree)
+    empty = restored["history"]["hard_set_group_counts"]
+    assert empty.shape == (3, 4, 0) and empty.dtype == np.int32
+    np.testing.assert_array_equal(restored["history"]["val_wga"], tree["history"]["val_wga"])
+
+
 def test_other_layout_is_named(tmp_path):
     checkpoints = checkpointing.ProgramCheckpoints(tmp_path / "ckpt")
     checkpoints.save(3, _tree(with_logits=False))  # as written before State had val_logits
