@@ -12,6 +12,8 @@ from pathlib import Path
 import jax
 from absl import flags, logging
 
+from hsfm_jax import program_cache
+
 CACHE_ENV = "HSFM_JAX_CACHE_DIR"
 _DEFAULT_CACHE = os.environ.get(CACHE_ENV) or str(
     Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hsfm_jax" / "jax"
@@ -45,14 +47,17 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def enable_compilation_cache() -> str | None:
     """Turns on JAX's persistent compilation cache (every program, however small or quick to
-    compile: the programs here compile in well under JAX's default 1 s threshold). Returns the
-    cache directory, or None with --nocompilation_cache."""
+    compile: the programs here compile in well under JAX's default 1 s threshold) and, in its
+    ``programs/`` subdirectory, `hsfm_jax.program_cache` (whole executables, so that a rerun
+    also skips tracing and lowering). Returns the cache directory, or None with
+    --nocompilation_cache."""
     if not _CACHE.value:
         return None
     jax.config.update("jax_compilation_cache_dir", _CACHE_DIR.value)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    logging.info("JAX compilation cache: %s", _CACHE_DIR.value)
+    program_cache.enable(Path(_CACHE_DIR.value) / "programs")
+    logging.info("JAX compilation cache: %s (programs: %s)", _CACHE_DIR.value, "programs/")
     return _CACHE_DIR.value
 
 

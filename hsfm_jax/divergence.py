@@ -13,14 +13,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hsfm_jax import heads
+from hsfm_jax import heads, program_cache
 
 
 class Diverged(ValueError):
     """A method produced non-finite heads or logits."""
 
 
-@jax.jit
+@program_cache.jit
 def _finite_per_seed(head: heads.LinearHead, features: jnp.ndarray) -> jnp.ndarray:
     """(S,) bool: the seed's head and its logits on `features` (N, d) are all finite."""
 

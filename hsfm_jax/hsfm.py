@@ -31,7 +31,6 @@ scalars, so sweeps can vmap over them without recompiling.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -39,7 +38,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from hsfm_jax import evaluate, hard_set, heads, losses, meta, optim, spuriousness
+from hsfm_jax import evaluate, hard_set, heads, losses, meta, optim, program_cache, spuriousness
 from hsfm_jax.features import SplitArrays
 
 
@@ -420,7 +419,7 @@ def run(
     return finish(state, history)
 
 
-@functools.partial(jax.jit, static_argnames=("settings",))
+@program_cache.jit(static_argnames=("settings",))
 def init_seeds(
     data: Data, init_head: heads.LinearHead, rates: Rates, keys: jax.Array, *, settings: Settings
 ) -> State:
@@ -428,7 +427,7 @@ def init_seeds(
     return jax.vmap(lambda k: init(data, init_head, rates, k, settings=settings))(keys)
 
 
-@functools.partial(jax.jit, static_argnames=("settings", "chunk_epochs"))
+@program_cache.jit(static_argnames=("settings", "chunk_epochs"))
 def run_chunk_seeds(
     state: State,
     data: Data,

@@ -7,14 +7,13 @@ one evaluator (`hsfm_jax.evaluate`) on the same splits, so rows are comparable.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hsfm_jax import evaluate, heads
+from hsfm_jax import evaluate, heads, program_cache
 from hsfm_jax.features import SplitArrays
 
 GROUP_COLUMNS = (
@@ -69,7 +68,7 @@ def evaluate_rows(
     }
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "num_groups", "categories"))
+@program_cache.jit(static_argnames=("num_classes", "num_groups", "categories"))
 def _evaluate_seeds(head, split, train_group_counts, *, num_classes, num_groups, categories):
     def one(head):
         metrics = evaluate.evaluate_head(
@@ -120,7 +119,7 @@ def resample_indices(key: jax.Array, num_examples: int, num_resamples: int) -> j
     return jax.random.randint(key, (num_resamples, num_examples), 0, num_examples, jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("num_segments",))
+@program_cache.jit(static_argnames=("num_segments",))
 def bootstrap_worst_accuracy(
     correct: jax.Array, segments: jax.Array, indices: jax.Array, *, num_segments: int
 ) -> jax.Array:

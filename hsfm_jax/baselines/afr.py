@@ -36,7 +36,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from hsfm_jax import checks, heads, losses, optim
+from hsfm_jax import checks, heads, losses, optim, program_cache
 from hsfm_jax.baselines import common, dfr, erm
 from hsfm_jax.features import FeatureSet, SplitArrays
 
@@ -347,7 +347,7 @@ _STATIC = (
 )
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@program_cache.jit(static_argnames=_STATIC)
 def run_grid(
     keys: jax.Array,
     features: jnp.ndarray,

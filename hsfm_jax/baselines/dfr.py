@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hsfm_jax import checks, evaluate, heads
+from hsfm_jax import checks, evaluate, heads, program_cache
 from hsfm_jax.baselines import erm
 from hsfm_jax.features import FeatureSet
 
@@ -530,7 +530,7 @@ def _ovr_targets(labels, num_classes, dtype):
     return jnp.where(labels[None, :] == positives[:, None], 1.0, -1.0).astype(dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "solver", "batch_axes"))
+@program_cache.jit(static_argnames=("num_classes", "solver", "batch_axes"))
 def fit_l1_logreg(
     features: jnp.ndarray,
     labels: jnp.ndarray,
@@ -858,7 +858,7 @@ _TR_STATIC = (
 _PAPER_STATIC = ("num_classes", "num_strata", "subsample_size", "epochs", "balance")
 
 
-@functools.partial(jax.jit, static_argnames=_DFR_STATIC)
+@program_cache.jit(static_argnames=_DFR_STATIC)
 def dfr_val(keys: jax.Array, *args, **static) -> tuple[heads.LinearHead, jnp.ndarray]:
     """`dfr_val_single` for each key (S,): heads (S, C, d), chosen C index (S,).
 
@@ -867,14 +867,14 @@ def dfr_val(keys: jax.Array, *args, **static) -> tuple[heads.LinearHead, jnp.nda
     return jax.lax.map(lambda k: dfr_val_single(k, *args, **static), keys)
 
 
-@functools.partial(jax.jit, static_argnames=_TR_STATIC)
+@program_cache.jit(static_argnames=_TR_STATIC)
 def tr_dfr(keys: jax.Array, *args, **static) -> tuple[heads.LinearHead, jnp.ndarray]:
     """`tr_dfr_single` for each key (S,), one after another (as `dfr_val`): heads (S, C, d),
     chosen C index (S,)."""
     return jax.lax.map(lambda k: tr_dfr_single(k, *args, **static), keys)
 
 
-@functools.partial(jax.jit, static_argnames=_PAPER_STATIC)
+@program_cache.jit(static_argnames=_PAPER_STATIC)
 def paper_dfr(keys: jax.Array, *args, **kwargs) -> heads.LinearHead:
     """`paper_dfr_single` vmapped over keys (S,): heads (S, C, d)."""
     return jax.vmap(lambda k: paper_dfr_single(k, *args, **kwargs))(keys)

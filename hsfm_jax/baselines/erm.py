@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from hsfm_jax import checks, heads, losses, optim, stream
+from hsfm_jax import checks, heads, losses, optim, program_cache, stream
 from hsfm_jax.features import FeatureSet, Split, SplitArrays, float_dtype
 
 
@@ -64,8 +64,7 @@ def _optimizer(optimizer, learning_rate, lr_schedule, steps) -> optax.GradientTr
     return optim.make(optimizer, schedule)
 
 
-@functools.partial(
-    jax.jit,
+@program_cache.jit(
     static_argnames=(
         "num_classes",
         "optimizer",
@@ -74,7 +73,7 @@ def _optimizer(optimizer, learning_rate, lr_schedule, steps) -> optax.GradientTr
         "class_balanced",
         "lr_schedule",
         "l2_bias",
-    ),
+    )
 )
 def fit(
     features: jnp.ndarray,
@@ -342,14 +341,24 @@ def num_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
     return config.steps
 
 
+@program_cache.jit(
+    static_argnames=("num_classes", "optimizer", "steps", "batch_size", "class_balanced")
+)
+def fit_seeds(
+    features: jnp.ndarray, labels: jnp.ndarray, keys: jax.Array, **kwargs
+) -> heads.LinearHead:
+    """`fit` (the same keyword arguments) for each key (S,): heads (S, C, d), one program."""
+    return jax.vmap(lambda key: fit(features, labels, key, **kwargs))(keys)
+
+
 def fit_heads(
     train: SplitArrays, config: ml_collections.ConfigDict, keys: jax.Array, *, num_classes: int
 ) -> heads.LinearHead:
     """ERM heads (S, C, d): one per key when minibatched, else one deterministic head (1, C, d)."""
-    one = lambda key: fit(
+    return fit_seeds(
         train.features,
         train.labels,
-        key,
+        keys if config.batch_size else keys[:1],
         num_classes=num_classes,
         optimizer=config.optimizer,
         learning_rate=config.learning_rate,
@@ -358,7 +367,6 @@ def fit_heads(
         batch_size=config.batch_size,
         class_balanced=config.class_balanced,
     )
-    return jax.vmap(one)(keys if config.batch_size else keys[:1])
 
 
 def memory_budget_gb(config: ml_collections.ConfigDict) -> float:

@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 from flax import struct
 
-from hsfm_jax import checks, heads, losses, optim
+from hsfm_jax import checks, heads, losses, optim, program_cache
 from hsfm_jax.baselines import common, dfr
 from hsfm_jax.features import FeatureSet, SplitArrays
 
@@ -297,7 +297,7 @@ _STATIC = (
 )
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@program_cache.jit(static_argnames=_STATIC)
 def run_grid(
     keys: jax.Array,
     features: jnp.ndarray,

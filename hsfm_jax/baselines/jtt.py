@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hsfm_jax import checks, heads, optim
+from hsfm_jax import checks, heads, optim, program_cache
 from hsfm_jax.baselines import common, dfr, erm
 from hsfm_jax.features import FeatureSet, SplitArrays
 
@@ -197,7 +197,7 @@ _STATIC = (
 )
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@program_cache.jit(static_argnames=_STATIC)
 def run_grid(
     keys: jax.Array,
     features: jnp.ndarray,

@@ -49,7 +49,7 @@ import ml_collections
 import numpy as np
 from flax import struct
 
-from hsfm_jax import checks, epoch_loop, evaluate, heads, optim
+from hsfm_jax import checks, epoch_loop, evaluate, heads, optim, program_cache
 from hsfm_jax.baselines import erm
 from hsfm_jax.features import FeatureSet
 from hsfm_jax.spuriousness import sfit, spuriousness_scores
@@ -335,7 +335,7 @@ def chunk_single(
     return jax.lax.scan(body, state, jnp.arange(chunk_epochs))
 
 
-@functools.partial(jax.jit, static_argnames=("settings",))
+@program_cache.jit(static_argnames=("settings",))
 def tune_init(keys: jax.Array, thresholds: jnp.ndarray, inputs: Inputs, *, settings) -> State:
     """`init_single` for every seed (S,) and threshold (L,): a state with leading axes (S, L)."""
     over_thresholds = jax.vmap(
@@ -344,7 +344,7 @@ def tune_init(keys: jax.Array, thresholds: jnp.ndarray, inputs: Inputs, *, setti
     return jax.vmap(over_thresholds, in_axes=(0, None))(keys, thresholds)
 
 
-@functools.partial(jax.jit, static_argnames=("settings", "chunk_epochs"))
+@program_cache.jit(static_argnames=("settings", "chunk_epochs"))
 def tune_chunk(
     state: State,
     inputs: Inputs,
@@ -381,7 +381,7 @@ def tune_chunk(
     return jax.vmap(one_seed)(state)
 
 
-@jax.jit
+@program_cache.jit
 def tune_results(state: State) -> dict:
     """The heads and scores of finished states (S, L), and the best lambda per seed.
 
