@@ -56,8 +56,8 @@ def enable_compilation_cache() -> str | None:
     jax.config.update("jax_compilation_cache_dir", _CACHE_DIR.value)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    program_cache.enable(Path(_CACHE_DIR.value) / "programs")
-    logging.info("JAX compilation cache: %s (programs: %s)", _CACHE_DIR.value, "programs/")
+    programs = program_cache.enable(Path(_CACHE_DIR.value) / "programs")
+    logging.info("JAX compilation cache: %s (programs: %s)", _CACHE_DIR.value, programs)
     return _CACHE_DIR.value
 
 

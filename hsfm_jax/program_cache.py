@@ -146,25 +146,27 @@ class Program:
         # rebuilt). Later processes load <name>.pkl without waiting.
         path = _directory / f"{self._fun.__qualname__}-{key[:32]}.pkl"
         trial = path.with_suffix(".new.pkl")
-        executable = self._loaded.get(path)
-        if executable is None and (executable := self._load(path)) is not None:
-            self._loaded[path] = executable
-        if executable is None and (executable := self._load(trial)) is not None:
-            try:
-                out = jax.block_until_ready(executable(*args, **dynamic))
-            except jax.errors.JaxRuntimeError as error:
-                logging.warning("program cache: %s failed to run (%s); rebuilding it", trial, error)
-                trial.unlink(missing_ok=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):  # another process renamed it
-                    os.replace(trial, path)
-                self._loaded[path] = executable
-                return out
-            executable = None
+        executable, ran = self._loaded.get(path) or self._load(path), False
+        if executable is None and (candidate := self._load(trial)) is not None:
+            ran, out = self._first_run(candidate, trial, path, args, dynamic)
+            executable = candidate if ran else None
         if executable is None:
             executable = self._build(trial, args, kwargs)
-            self._loaded[path] = executable
-        return executable(*args, **dynamic)
+        self._loaded[path] = executable
+        return out if ran else executable(*args, **dynamic)
+
+    def _first_run(self, executable, trial: Path, path: Path, args, dynamic) -> tuple[bool, Any]:
+        """(True, output) of a new entry's first run, waited for, once `trial` is renamed to
+        `path`; (False, None) when the run fails, `trial` removed."""
+        try:
+            out = jax.block_until_ready(executable(*args, **dynamic))
+        except jax.errors.JaxRuntimeError as error:
+            logging.warning("program cache: %s failed to run (%s); rebuilding it", trial, error)
+            trial.unlink(missing_ok=True)
+            return False, None
+        with contextlib.suppress(FileNotFoundError):  # another process renamed it
+            os.replace(trial, path)
+        return True, out
 
     def _key(self, args, kwargs) -> tuple[str, dict]:
         if jax.device_count() > 1 or jax.process_count() > 1:

@@ -15,3 +15,20 @@ def small_features_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("features") / "synthetic_small"
     synthetic.write(path, **SMALL)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_features_dir(tmp_path_factory):
+    """A tiny synthetic feature directory (200 train, d=12), shared by the sweep tests. Their
+    synthetic.py config prepares it: the first sweep remakes it with that config's arguments."""
+    path = tmp_path_factory.mktemp("features") / "synthetic_tiny"
+    synthetic.write(
+        path,
+        num_train=200,
+        val_per_group=20,
+        test_per_group=20,
+        num_core=4,
+        num_spurious=4,
+        num_noise=4,
+    )
+    return path

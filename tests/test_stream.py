@@ -55,6 +55,27 @@ def _toy(n=900, d=10, num_classes=3, seed=0):
     return features.Split(x.astype(np.float16), labels, np.zeros(n, np.int32))
 
 
+def _fit_and_fit_stream(split, key, settings, **stream_only):
+    """(erm.fit_stream's head, erm.fit's head) with the same settings (`prefetch_depth` and
+    `stream_only` go to fit_stream alone)."""
+    settings = dict(settings)
+    depth = settings.pop("prefetch_depth", 0)
+    arrays = split.to_arrays(jnp.float32)
+    expected = erm.fit(
+        arrays.features, arrays.labels, key, num_classes=3, learning_rate=1e-2, **settings
+    )
+    got = erm.fit_stream(
+        split,
+        key,
+        num_classes=3,
+        learning_rate=1e-2,
+        prefetch_depth=depth,
+        **stream_only,
+        **settings,
+    )
+    return got, expected
+
+
 @pytest.mark.parametrize(
     "settings",
     [
@@ -78,15 +99,7 @@ def test_minibatch_fit_stream_equals_fit_exactly(settings):
         settings["sample_weight"] = np.linspace(0.0, 2.0, split.num_examples)
     if settings.pop("feature_mask", False):
         settings["feature_mask"] = jnp.asarray(np.arange(10) % 3 != 0, jnp.float32)
-    depth = settings.pop("prefetch_depth", 0)
-    key = jax.random.key(3)
-    arrays = split.to_arrays(jnp.float32)
-    expected = erm.fit(
-        arrays.features, arrays.labels, key, num_classes=3, learning_rate=1e-2, **settings
-    )
-    got = erm.fit_stream(
-        split, key, num_classes=3, learning_rate=1e-2, prefetch_depth=depth, **settings
-    )
+    got, expected = _fit_and_fit_stream(split, jax.random.key(3), settings)
     chex.assert_trees_all_equal(got, expected)
 
 
@@ -101,23 +114,7 @@ def test_minibatch_fit_stream_equals_fit_exactly(settings):
 )
 def test_full_batch_fit_stream_equals_fit_to_rounding(settings):
     """Blocks of 128 rows (the last one padded): the same gradient, summed in another order."""
-    split = _toy()
-    settings = dict(settings)
-    depth = settings.pop("prefetch_depth", 0)
-    key = jax.random.key(0)
-    arrays = split.to_arrays(jnp.float32)
-    expected = erm.fit(
-        arrays.features, arrays.labels, key, num_classes=3, learning_rate=1e-2, **settings
-    )
-    got = erm.fit_stream(
-        split,
-        key,
-        num_classes=3,
-        learning_rate=1e-2,
-        block_rows=128,
-        prefetch_depth=depth,
-        **settings,
-    )
+    got, expected = _fit_and_fit_stream(_toy(), jax.random.key(0), settings, block_rows=128)
     chex.assert_trees_all_close(got, expected, atol=1e-6, rtol=1e-5)
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from experiments.configs import synthetic as synthetic_config
 from hsfm_jax import features as features_lib
-from hsfm_jax import hsfm, hsfm_method, methods, synthetic, tables
+from hsfm_jax import hsfm, hsfm_method, methods, tables
 from hsfm_jax.sweep import execute as sweep_execute
 from hsfm_jax.sweep import plan as sweep_plan
 from hsfm_jax.sweep import report as sweep_report
@@ -37,18 +37,8 @@ def tiny_config(features_dir):
 
 
 @pytest.fixture(scope="module")
-def features_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("features")
-    synthetic.write(
-        path,
-        num_train=200,
-        val_per_group=20,
-        test_per_group=20,
-        num_core=4,
-        num_spurious=4,
-        num_noise=4,
-    )
-    return path
+def features_dir(tiny_features_dir):
+    return tiny_features_dir
 
 
 @pytest.fixture(scope="module")

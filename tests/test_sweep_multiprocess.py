@@ -20,7 +20,7 @@ import jax
 import pytest
 
 from experiments.configs import synthetic as synthetic_config
-from hsfm_jax import distributed, synthetic
+from hsfm_jax import distributed
 from hsfm_jax.sweep import execute as sweep_execute
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,18 +33,8 @@ TABLES = ("sweep.md", "sweep.csv")
 
 
 @pytest.fixture(scope="module")
-def features_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("features")
-    synthetic.write(
-        path,
-        num_train=200,
-        val_per_group=20,
-        test_per_group=20,
-        num_core=4,
-        num_spurious=4,
-        num_noise=4,
-    )
-    return path
+def features_dir(tiny_features_dir):
+    return tiny_features_dir
 
 
 @pytest.fixture(scope="module")

@@ -267,23 +267,21 @@ def chunk_single(
     *,
     settings: Settings,
     chunk_epochs: int,
-    train_key: jnp.ndarray | None = None,
-    ide_member: jnp.ndarray | None = None,
+    train_key: jnp.ndarray,
+    ide_member: jnp.ndarray,
 ) -> tuple[State, dict]:
     """Tuning epochs `first_epoch` .. `first_epoch + chunk_epochs - 1` (0-based; those past the
     last epoch are skipped, their history rows zero) for one seed and one lambda.
 
     Epoch e draws its minibatches with the e-th of `settings.epochs` keys split from the state's
     key, whatever the chunks, so chained chunks give the numbers of one chunk of all epochs.
-    `train_key` / `ide_member`, when given, stand for the state's own (the same values): passed
-    unbatched by `tune_chunk`, they let the lambdas of a seed share their minibatch draws.
+    `train_key` / `ide_member` are the state's own values, passed unbatched by `tune_chunk` so
+    that the lambdas of a seed share their minibatch draws.
 
     Returns:
       (state, {"metric_history": (chunk_epochs,), "sfit_history": (chunk_epochs,)}).
     """
     s = settings
-    train_key = state.train_key if train_key is None else train_key
-    ide_member = state.ide_member if ide_member is None else ide_member
     val_half = s.tune_split == "val_half"
     tune_x = inputs.val_features if val_half else inputs.train_features
     tune_y = inputs.val_labels if val_half else inputs.train_labels
