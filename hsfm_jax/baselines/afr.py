@@ -196,23 +196,18 @@ def objective_grad(
     reference: heads.LinearHead,
     reg: jnp.ndarray,
 ) -> heads.LinearHead:
-    """The gradient of `objective` in closed form: ``G = (softmax(Z) - Y) diag(w)`` on the
-    transposed logits ``Z = W X^T + b`` (C, N), then ``G X + 2 reg (W - W_ref)`` and
-    ``G 1 + 2 reg (b - b_ref)``.
-
-    ``jax.grad(objective)`` gives the same values (tests/test_afr.py), but vmapped over the
-    (gamma x lambda) grid XLA lays its logits out as (N, C), and with C small every elementwise
-    op then runs on rows of C values: this (C, N) form runs the grid about 3x faster on CPU.
+    """The gradient of `objective` in closed form: `losses.weighted_ce_grad` (on the transposed
+    (C, N) logits, about 3x faster over the vmapped grid than ``jax.grad``, which gives the same
+    values: tests/test_afr.py) plus ``2 reg (W - W_ref)`` and ``2 reg (b - b_ref)``.
 
     Args:
       head: weight (C, d), bias (C,); features: (N, d); onehot_t: (C, N) one-hot labels,
         transposed; weights: (N,); reference: the pull-back head; reg: () lambda.
     """
-    logits = head.weight @ features.T + head.bias[:, None]
-    g = weights * (jax.nn.softmax(logits, axis=0) - onehot_t)
+    data = losses.weighted_ce_grad(head, features, onehot_t, weights)
     return heads.LinearHead(
-        weight=g @ features + 2.0 * reg * (head.weight - reference.weight),
-        bias=jnp.sum(g, axis=1) + 2.0 * reg * (head.bias - reference.bias),
+        weight=data.weight + 2.0 * reg * (head.weight - reference.weight),
+        bias=data.bias + 2.0 * reg * (head.bias - reference.bias),
     )
 
 
@@ -296,7 +291,7 @@ def afr_single(
     )(gamma_grid)  # (Γ, N_rw)
 
     tx = make_optimizer(optimizer, learning_rate, grad_clip)
-    onehot_t = (jnp.arange(num_classes)[:, None] == y[None, :]).astype(x.dtype)  # (C, N_rw)
+    onehot_t = losses.onehot_columns(y, num_classes, x.dtype)  # (C, N_rw)
     raw = lambda state: dfr.fold_scaler(state[0], mean, scale)
     score_of = functools.partial(
         common.score, split=select, num_classes=num_classes, num_groups=num_groups, metric=metric

@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 from flax import struct
 
-from hsfm_jax import checks, heads, losses, optim, program_cache
+from hsfm_jax import checks, heads, losses, optim, program_cache, sampling
 from hsfm_jax.baselines import common, dfr
 from hsfm_jax.features import FeatureSet, SplitArrays
 
@@ -172,7 +172,11 @@ def make_step(
 
     def step(state: State, key: jax.Array) -> State:
         if batch_size:
-            idx = jax.random.choice(key, n, (batch_size,), replace=True, p=sample_p)
+            idx = (
+                jax.random.choice(key, n, (batch_size,), replace=True)
+                if sample_p is None
+                else sampling.choice(key, sample_p, (batch_size,))  # = jax.random.choice's
+            )
             x, y, g = features[idx], labels[idx], groups[idx]
         else:
             x, y, g = features, labels, groups
