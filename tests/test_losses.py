@@ -50,3 +50,13 @@ def test_erm_objective_grad_equals_autodiff(masked, l2_bias):
     np.testing.assert_allclose(got.bias, auto.bias, rtol=1e-5, atol=1e-6)
     if masked:  # masked features get only the weight decay
         np.testing.assert_allclose(got.weight[:, ::3], 0.3 * head.weight[:, ::3], rtol=1e-6)
+
+
+def test_per_example_cross_entropy_columns_equals_rows():
+    head, x, y, _ = _problem(35, 6, 4, seed=3)
+    np.testing.assert_allclose(
+        losses.per_example_cross_entropy_columns(head, x, losses.onehot_columns(y, 4)),
+        losses.per_example_cross_entropy(logits=heads.apply(head, x), labels=y),
+        rtol=1e-5,
+        atol=1e-6,
+    )

@@ -23,6 +23,9 @@ from hsfm_jax.features import FeatureSet, Split, SplitArrays, float_dtype
 
 
 def _objective(head, features, labels, weights, l2, l2_bias=False, feature_mask=None):
+    """What `fit` minimizes: the weighted mean cross-entropy plus ``l2 / 2`` times the squared
+    weight (and bias). `fit` steps along its closed-form gradient, `_objective_grad`
+    (tests/test_losses.py checks the two against ``jax.grad``)."""
     # `features * feature_mask` seen by the head, computed as the masked head on the features:
     # the same logits, and heads that share `features` (NeuronTune's lambda grid, vmapped) then
     # share one gather of the minibatch and one matmul.

@@ -181,11 +181,9 @@ def make_step(
         else:
             x, y, g = features, labels, groups
 
-        def per_group(head):
-            per_example = losses.per_example_cross_entropy(logits=heads.apply(head, x), labels=y)
-            return group_losses(per_example, g, num_groups)[0]
-
-        group_loss, vjp = jax.vjp(per_group, state.head)
+        onehot_t = losses.onehot_columns(y, state.head.num_classes, x.dtype)  # (C, B)
+        per_example = losses.per_example_cross_entropy_columns(state.head, x, onehot_t)
+        group_loss, batch_counts = group_losses(per_example, g, num_groups)
         log_q = update_log_weights(
             state.log_q,
             group_loss,
@@ -193,7 +191,10 @@ def make_step(
             adjustment=adjustment,
             group_counts=group_counts,
         )
-        (grads,) = vjp(jnp.exp(log_q))  # gradient of sum_g q_g L_g at the current head
+        # The gradient of sum_g q_g L_g at the current head, in closed form: a weighted CE sum,
+        # each row weighted q_g / (its group's rows in the batch).
+        row_weight = (jnp.exp(log_q) / jnp.maximum(batch_counts, 1.0))[g]
+        grads = losses.weighted_ce_grad(state.head, x, onehot_t, row_weight)
         grads = heads.LinearHead(
             grads.weight + l2 * state.head.weight,
             grads.bias + (l2 * state.head.bias if l2_bias else 0.0),
