@@ -38,7 +38,7 @@ import optax
 
 from hsfm_jax import checks, heads, losses, optim, program_cache
 from hsfm_jax.baselines import common, dfr, erm
-from hsfm_jax.features import FeatureSet, SplitArrays
+from hsfm_jax.features import FeatureSet, SplitArrays, to_device
 
 NAME = "afr"
 CLASS_BALANCE = ("count", "sum", "none")
@@ -392,11 +392,7 @@ def run_with_info(
     check(config, data)
     metric = checks.check_selection(NAME, config, data)
     train = data.train.to_arrays()
-    if config.standardize:
-        mean, scale = map(jnp.asarray, dfr.host_scaler(data.train.features))
-    else:
-        mean = jnp.zeros((data.feature_dim,), jnp.float32)
-        scale = jnp.ones((data.feature_dim,), jnp.float32)
+    mean, scale = common.train_scaler(data, config.standardize)
     num_erm, _ = split_sizes(data.train.num_examples, config.erm_fraction)
     gamma_grid = np.asarray(config.gamma_grid, np.float32)
     reg_grid = np.asarray(config.reg_grid, np.float32)
@@ -407,8 +403,8 @@ def run_with_info(
         common.selection_split(data).to_arrays(),
         mean,
         scale,
-        jnp.asarray(gamma_grid),
-        jnp.asarray(reg_grid),
+        to_device(gamma_grid, jnp.float32),
+        to_device(reg_grid, jnp.float32),
         jnp.asarray(config.learning_rate, jnp.float32),
         jnp.asarray(config.erm.learning_rate, jnp.float32),
         jnp.asarray(config.erm.l2, jnp.float32),

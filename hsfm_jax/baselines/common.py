@@ -4,7 +4,8 @@
   and the selection score of a head on it;
 - training with checkpoints: advance a state chunk by chunk, score the head after each chunk,
   keep the best (early stopping by the validation metric, as every one of these papers tunes);
-- seeds of a deterministic (full-batch) method computed once and repeated.
+- seeds of a deterministic (full-batch) method computed once and repeated;
+- the train scaler every one of them trains under (DFR's, folded into the heads).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hsfm_jax import evaluate, heads
-from hsfm_jax.features import FeatureSet, Split, SplitArrays
+from hsfm_jax.baselines import dfr
+from hsfm_jax.features import FeatureSet, Split, SplitArrays, to_device
 
 # ----------------------------------------------------------------------------- selection
 
@@ -116,3 +119,13 @@ def chunk_keys(key: jax.Array, steps: int, eval_every: int) -> jax.Array:
 def repeat_seeds(tree, num_seeds: int):
     """Leaves with a leading axis of 1 -> the same values for `num_seeds` seeds."""
     return jax.tree_util.tree_map(lambda x: jnp.repeat(x, num_seeds, axis=0), tree)
+
+
+def train_scaler(data: FeatureSet, standardize: bool) -> tuple[jax.Array, jax.Array]:
+    """(d,) float32 mean and scale of train's features (`dfr.host_scaler`), or 0 and 1 when the
+    method does not standardize, on the device."""
+    if standardize:
+        mean, scale = dfr.host_scaler(data.train.features)
+    else:
+        mean, scale = np.zeros(data.feature_dim), np.ones(data.feature_dim)
+    return to_device(mean, jnp.float32), to_device(scale, jnp.float32)

@@ -59,7 +59,7 @@ import numpy as np
 
 from hsfm_jax import checks, evaluate, heads, program_cache
 from hsfm_jax.baselines import erm
-from hsfm_jax.features import FeatureSet
+from hsfm_jax.features import FeatureSet, to_device
 
 VARIANTS = ("dfr", "tr_dfr", "paper_dfr")
 
@@ -915,10 +915,10 @@ def run(
         num_groups, config.selection_metric, group_labels=data.group_labels
     )
     solver = _solver(config)
-    c_grid = jnp.asarray(config.c_grid, jnp.float32)
+    c_grid = to_device(config.c_grid, jnp.float32)
     val = data.val.to_arrays()
     val_strata_np, num_strata = _strata(data.val, num_classes, num_groups, config.balance)
-    val_strata = jnp.asarray(val_strata_np, jnp.int32)
+    val_strata = to_device(val_strata_np, jnp.int32)
     rows = {}
 
     if "dfr" in config.variants or "tr_dfr" in config.variants:
@@ -959,7 +959,7 @@ def run(
             keys,
             train.features,
             train.labels,
-            jnp.asarray(train_strata_np, jnp.int32),
+            to_device(train_strata_np, jnp.int32),
             val.features,
             val.labels,
             val.groups,

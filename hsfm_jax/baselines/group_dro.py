@@ -39,7 +39,7 @@ from flax import struct
 
 from hsfm_jax import checks, heads, losses, optim, program_cache, sampling
 from hsfm_jax.baselines import common, dfr
-from hsfm_jax.features import FeatureSet, SplitArrays
+from hsfm_jax.features import FeatureSet, SplitArrays, to_device
 
 NAME = "group_dro"
 
@@ -369,13 +369,9 @@ def run_with_info(
     check(config, data)
     metric = checks.check_selection(NAME, config, data)
     train = data.train.to_arrays()
-    if config.standardize:
-        mean, scale = map(jnp.asarray, dfr.host_scaler(data.train.features))
-    else:
-        mean = jnp.zeros((data.feature_dim,), jnp.float32)
-        scale = jnp.ones((data.feature_dim,), jnp.float32)
+    mean, scale = common.train_scaler(data, config.standardize)
     grid = grid_points(config)
-    group_counts = jnp.asarray(data.train_group_counts(), jnp.float32)
+    group_counts = to_device(data.train_group_counts(), jnp.float32)
     num_seeds = keys.shape[0]
     deterministic = config.batch_size == 0
     out = run_grid(
@@ -387,7 +383,7 @@ def run_with_info(
         common.selection_split(data).to_arrays(),
         mean,
         scale,
-        {k: jnp.asarray(v) for k, v in grid.items()},
+        {k: to_device(v, jnp.float32) for k, v in grid.items()},
         jnp.asarray(config.learning_rate, jnp.float32),
         num_classes=data.num_classes,
         num_groups=data.num_groups,

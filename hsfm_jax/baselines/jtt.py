@@ -35,7 +35,7 @@ import numpy as np
 
 from hsfm_jax import checks, heads, optim, program_cache
 from hsfm_jax.baselines import common, dfr, erm
-from hsfm_jax.features import FeatureSet, SplitArrays
+from hsfm_jax.features import FeatureSet, SplitArrays, to_device
 
 NAME = "jtt"
 
@@ -235,11 +235,7 @@ def run_with_info(
     check(config, data)
     metric = checks.check_selection(NAME, config, data)
     train = data.train.to_arrays()
-    if config.standardize:
-        mean, scale = map(jnp.asarray, dfr.host_scaler(data.train.features))
-    else:
-        mean = jnp.zeros((data.feature_dim,), jnp.float32)
-        scale = jnp.ones((data.feature_dim,), jnp.float32)
+    mean, scale = common.train_scaler(data, config.standardize)
     identification_steps = tuple(sorted(int(t) for t in config.identification_steps_grid))
     upweight_grid = np.asarray(config.upweight_grid, np.float32)
     num_seeds = keys.shape[0]
@@ -251,7 +247,7 @@ def run_with_info(
         common.selection_split(data).to_arrays(),
         mean,
         scale,
-        jnp.asarray(upweight_grid),
+        to_device(upweight_grid, jnp.float32),
         jnp.asarray(config.learning_rate, jnp.float32),
         jnp.asarray(config.l2, jnp.float32),
         identification_steps=identification_steps,

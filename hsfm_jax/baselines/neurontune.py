@@ -51,7 +51,7 @@ from flax import struct
 
 from hsfm_jax import checks, epoch_loop, evaluate, heads, optim, program_cache
 from hsfm_jax.baselines import erm
-from hsfm_jax.features import FeatureSet
+from hsfm_jax.features import FeatureSet, to_device
 from hsfm_jax.spuriousness import sfit, spuriousness_scores
 
 ACTIVATIONS = ("abs", "raw")
@@ -490,8 +490,8 @@ def run_with_info(
     train = data.train.to_arrays() if config.tune_split == "train" else None  # else unread
     inputs = Inputs(
         reference=reference_head(data, config),
-        sorted_values=jnp.asarray(values),
-        sorted_rows=jnp.asarray(rows),
+        sorted_values=to_device(values, jnp.float32),
+        sorted_rows=to_device(rows, jnp.int32),
         val_features=val.features,
         val_labels=val.labels,
         val_groups=val.groups,
@@ -510,7 +510,7 @@ def run_with_info(
         epochs=int(config.epochs),
     )
     rates = (float(config.learning_rate), float(config.l2))
-    thresholds = jnp.asarray(config.thresholds, jnp.float32)
+    thresholds = to_device(config.thresholds, jnp.float32)
     done = epoch_loop.run(
         lambda: tune_init(keys, thresholds, inputs, settings=settings),
         lambda state, first_epoch: tune_chunk(
