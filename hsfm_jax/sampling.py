@@ -8,8 +8,8 @@ there: 60% of JTT's run on the synthetic problem (45 heads x 1,000 steps x 128 d
 
 `search_sorted` finds the same index by a search of branching factor 8: each level compares a
 draw with the 8 block boundaries of its current block, read as one contiguous row of a table,
-so 4,000 rows take 4 levels of 8 vectorized compares instead of 12 scalar gathers (2.6x faster
-there). `choice` is ``jax.random.choice`` with it: the same indices, bit for bit
+so 4,000 rows take 4 levels of 8 vectorized compares instead of 12 scalar gathers (2.7x faster
+there: 0.216 -> 0.080 s). `choice` is ``jax.random.choice`` with it: the same indices, bit for bit
 (tests/test_sampling.py), so results do not change.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-BRANCHING = 8  # measured fastest of 4, 8, 12, 16, 32, 64 (benchmark in the module docstring)
+BRANCHING = 8  # fastest of 4, 8, 12, 16, 32, 64 in a JTT-shaped microbenchmark (45 x 6,400 draws)
 
 
 def _levels(n: int, branching: int) -> int:
