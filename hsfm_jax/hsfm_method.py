@@ -318,8 +318,7 @@ def run_with_info(
     out = hsfm_scale.from_unit(out, c)
     if c != 1.0:
         report["feature_scale"]["effective_rates"] = [
-            hsfm_scale.effective_rates(hsfm.make_rates(**r, dtype=np.float64), c)
-            for r in grid_rates
+            hsfm_scale.effective_rates(r, c) for r in grid_rates
         ]
     report["best_epoch"] = np.asarray(out.best_epoch).tolist()
     must_be_finite = {k: np.asarray(out.history[k]) for k in FINITE_HISTORY}

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
 import numpy as np
 from absl import logging
 
@@ -86,14 +85,14 @@ def factor(rate_units: str, scale: FeatureScale) -> float:
     return scale.train_rms / REFERENCE_RMS
 
 
-def effective_rates(rates: hsfm.Rates, c: float) -> dict[str, float]:
-    """The paper-unit rates for the head's weight and H that `rates` in units scaled by `c` are."""
-    r = jax.device_get(rates)
+def effective_rates(rates: dict[str, float], c: float) -> dict[str, float]:
+    """The paper-unit rates of the head's weight and of H that `rates` ({`hsfm.Rates` field:
+    value}, head_lr resolved) are on features whose RMS is c × `REFERENCE_RMS`."""
     return {
-        "inner_lr": float(r.inner_lr) / c**2,
-        "meta_lr": float(r.meta_lr) * c,
-        "head_lr": float(r.head_lr) / c,
-        "meta_grad_clip": float(r.meta_grad_clip) / c,
+        "inner_lr": rates["inner_lr"] / c**2,
+        "meta_lr": rates["meta_lr"] * c,
+        "head_lr": rates["head_lr"] / c,
+        "meta_grad_clip": rates["meta_grad_clip"] / c,
     }
 
 
