@@ -244,9 +244,10 @@ def run_with_info(
     *,
     loop: epoch_loop.Options = epoch_loop.PLAIN,
 ) -> tuple[dict[str, heads.LinearHead], dict]:
-    """HSFM for every seed key: rows "hsfm" (best val selection) and "hsfm_last"; with a rate
-    grid (`config.grid`, `hsfm_jax.hsfm_grid`), "hsfm" and "hsfm_last" are those of each seed's
-    val-selected setting and "hsfm_fixed" the best heads of the configured rates.
+    """HSFM for every seed key: rows "hsfm" (best val selection) and "hsfm_last" (last epoch);
+    with a rate grid (`config.grid`, `hsfm_jax.hsfm_grid`), "hsfm" is each seed's val-selected
+    setting's best head, "hsfm_fixed" the configured rates' best head and "hsfm_last" the
+    configured rates' last head (nothing selected on val).
 
     The epochs run in chunks of `config.chunk_epochs` (`epoch_loop.run`: a bar over epochs with
     the current val selection metric, checkpoints under `loop.checkpoint_dir`, resume from them);
@@ -254,8 +255,9 @@ def run_with_info(
     "feature_rms" units run on the rescaled features (`hsfm_jax.hsfm_scale`).
 
     Returns:
-      ({"hsfm": heads (S, C, d), "hsfm_last": heads (S, C, d)[, "hsfm_fixed": ...]}, info)
-      where info holds the `hsfm.Result` of the rows "hsfm" ("result"), the JSON summary for
+      ({"hsfm": heads (S, C, d)[, "hsfm_fixed": ...], "hsfm_last": ...}, info) where info
+      holds the `hsfm.Result` of the row "hsfm" ("result": with a grid, each seed's selected
+      run), the JSON summary for
       results.json ("report") and the epoch the run resumed from ("resumed_from", 0 for a fresh
       run).
     """
@@ -299,14 +301,14 @@ def run_with_info(
     )
     out = hsfm.finish(done.state, done.history)
     report = {"feature_scale": hsfm_scale.report(config.rate_units, scale)}
-    rows = {}
+    last = None
     if grid:
         out = jax.device_get(out)
         chosen = hsfm_grid.select(out, len(grid_rates), num_seeds, FINITE_HISTORY)
         take = lambda runs: jax.tree_util.tree_map(lambda x: x[runs], out)
         fixed = hsfm_scale.from_unit(take(np.arange(num_seeds)), c)
         out = take(hsfm_grid.runs_of(chosen["selected"], num_seeds))
-        rows["hsfm_fixed"] = fixed.best_head
+        last = fixed.last_head
         report["grid"] = {
             "spec": config.grid,
             "settings": grid_rates,  # configured rates first, in `rate_units`
@@ -328,7 +330,9 @@ def run_with_info(
         "must_be_finite": must_be_finite,
         "resumed_from": done.resumed_from,
     }
-    return {"hsfm": out.best_head, "hsfm_last": out.last_head, **rows}, info
+    if last is None:
+        return {"hsfm": out.best_head, "hsfm_last": out.last_head}, info
+    return {"hsfm": out.best_head, "hsfm_fixed": fixed.best_head, "hsfm_last": last}, info
 
 
 def _best_mean(scores: np.ndarray, num_seeds: int) -> float:
@@ -356,7 +360,6 @@ def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
     """Which rows read train / val group labels, for a resolved config (hsfm_last selects nothing)."""
     select = config.selection_metric == "wga"
     use = {"hsfm": {"train": False, "val": select}, "hsfm_last": {"train": False, "val": False}}
-    if config.grid.strip() != hsfm_grid.NONE:  # every row's setting was selected on val
-        use["hsfm_fixed"] = {"train": False, "val": select}
-        use["hsfm_last"] = {"train": False, "val": select}
+    if config.grid.strip() != hsfm_grid.NONE:  # hsfm_last: the configured rates, unselected
+        use = {"hsfm": use["hsfm"], "hsfm_fixed": use["hsfm"], "hsfm_last": use["hsfm_last"]}
     return use

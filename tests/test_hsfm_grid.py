@@ -148,6 +148,9 @@ def test_grid_is_one_program_and_rows_are_the_selected_runs(data, monkeypatch):
                 )
             if k == 0:
                 np.testing.assert_allclose(rows["hsfm_fixed"].weight, one_rows["hsfm"].weight, 1e-9)
+                np.testing.assert_allclose(
+                    rows["hsfm_last"].weight, one_rows["hsfm_last"].weight, 1e-9
+                )
 
 
 def test_grid_none_is_the_configured_run(data):
@@ -210,7 +213,8 @@ def test_group_use_lists_the_fixed_row(data):
     config.update(hsfm_method.check(config, data))
     use = hsfm_method.group_use(config)
     assert set(use) == {"hsfm", "hsfm_last", "hsfm_fixed"}
-    assert use["hsfm_fixed"] == {"train": False, "val": True}
+    assert use["hsfm_fixed"] == use["hsfm"] == {"train": False, "val": True}
+    assert use["hsfm_last"] == {"train": False, "val": False}  # the configured rates' last head
     assert set(hsfm_method.group_use(_config(grid="none", selection_metric="wga"))) == {
         "hsfm",
         "hsfm_last",
