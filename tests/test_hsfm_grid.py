@@ -8,8 +8,10 @@ import jax
 import numpy as np
 import pytest
 
+from experiments.configs import synthetic as synthetic_config
 from hsfm_jax import epoch_loop, features, heads, hsfm, hsfm_grid, hsfm_method, hsfm_scale
 from hsfm_jax.baselines import erm
+from hsfm_jax.sweep import execute as sweep_execute
 
 GRID = "meta_lr=x0.1,x1 inner_lr=x0.3,x1,x3"
 
@@ -289,3 +291,12 @@ def test_feature_scale_is_logged_and_far_scales_warn(data, caplog):
     with caplog.at_level(logging.INFO, logger="absl"):
         units = hsfm_scale.report("feature_rms", far_scale)
     assert not units["far_from_reference"] and "may not suit" not in caplog.text
+
+
+def test_sweep_refuses_feature_rms_units(small_features_dir, tmp_path):
+    config = synthetic_config.get_config()
+    config.features_dir = str(small_features_dir)
+    config.prepare = ""
+    config.hsfm.rate_units = "feature_rms"
+    with pytest.raises(ValueError, match="rate_units='feature_rms' is not supported"):
+        sweep_execute.run(config, "meta_lr=0.1,1 seeds=2", tmp_path / "sweep", progress=False)

@@ -350,6 +350,11 @@ def run(
         raise ValueError(
             "sweep: hsfm.selection_metric='sfit' is not supported (experiments.main is)"
         )
+    if config.hsfm.rate_units != "paper":
+        raise ValueError(
+            f"sweep: hsfm.rate_units={config.hsfm.rate_units!r} is not supported (experiments.main "
+            "is); a sweep runs its settings' rates as written (hsfm.grid does not apply either)"
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     primary = distributed.is_primary()
     checkpointing.check_record(
