@@ -7,6 +7,7 @@ Feature sets (`--sets`, comma-separated; default all):
   synthetic        experiments/configs/synthetic.py (features written under --workdir)
   unit_waterbirds  the same synthetic (unit-scale) features with the Waterbirds ResNet-50 config
                    (Table 11 rates), as a user with other features would first try
+  unit_waterbirds_rms  the same, with hsfm.rate_units=feature_rms
   digit_dominoes   experiments/configs/digit_dominoes.py (exported under --workdir)
   mfd_pre, mfd_ft  the MobileNetV2 Fashion-MNIST dominoes configs on the features in
                    --mfd_pre / --mfd_ft (read-only)
@@ -37,13 +38,20 @@ from experiments.configs import (
     waterbirds_resnet50,
 )
 
-SETS = ("synthetic", "unit_waterbirds", "digit_dominoes", "mfd_pre", "mfd_ft")
+SETS = (
+    "synthetic",
+    "unit_waterbirds",
+    "unit_waterbirds_rms",
+    "digit_dominoes",
+    "mfd_pre",
+    "mfd_ft",
+)
 ROWS = ("erm", "dfr", "group_dro", "hsfm_fixed", "hsfm")
 
 
 def _config(name: str, args):
     workdir = Path(args.workdir)
-    if name in ("synthetic", "unit_waterbirds"):
+    if name in ("synthetic", "unit_waterbirds", "unit_waterbirds_rms"):
         config = synthetic.get_config() if name == "synthetic" else waterbirds_resnet50.get_config()
         config.features_dir = str(workdir / "synthetic_features")
         config.prepare = "synthetic"
@@ -68,6 +76,9 @@ def _config(name: str, args):
             if name == "mfd_ft"
             else "mnist_fashion_dominoes_mobilenet_v2_pretrained.py"
         )
+    if name.endswith("_rms"):
+        config.hsfm.rate_units = "feature_rms"
+        flags += " --config.hsfm.rate_units=feature_rms"
     config.num_seeds = 5
     config.methods = "erm,dfr,group_dro,hsfm"
     command = (

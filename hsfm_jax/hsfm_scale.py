@@ -9,8 +9,8 @@ step on the head grows like s² (its rate should shrink like 1/s²). The paper's
 `hsfm.rate_units` says in which units the configured rates are:
 
 - ``"paper"``: as written, whatever the features' scale (the paper configs' default).
-- ``"feature_rms"``: relative to the features' scale. With r the train features' RMS (over every
-  entry) and r_ref = `REFERENCE_RMS`, the run is that of the configured rates on the features
+- ``"feature_rms"``: relative to the features' scale. With r the train features' RMS norm
+  (sqrt of the mean of ||x||² over train rows) and r_ref = `REFERENCE_RMS`, the run is that of the configured rates on the features
   divided by c = r / r_ref, with its heads, support embeddings and edit norms mapped back
   (weights / c, H × c). For the head's weight and H this is the configured rates scaled as
 
@@ -22,11 +22,18 @@ step on the head grows like s² (its rate should shrink like 1/s²). The paper's
   on features × s, breaking the symmetry). So the run on features × s gives the same
   predictions and accuracies and H and its edit × s (tests/test_hsfm_scale.py, float64).
 
-r_ref = 1: a rate in "feature_rms" units is the paper-unit rate for features whose entries have
-RMS 1, the order of ResNet-50's pooled (post-ReLU average) features. That order is an
-assumption, not a measurement: no ResNet-50 features exist on this project's machines.
+r is a norm, not a per-entry RMS, because the head's steps act through x·w: the inner SGD
+step changes a logit by ~inner_lr ||x||², so 32-d unit-entry features (||x|| ~ 5) need a far
+larger inner_lr than 1280-d ones (||x|| ~ 35) with entries of the same size.
 
-Every HSFM run logs a feature-scale line (train RMS, each class's mean-feature norm, rate
+r_ref = 35: the RMS norm of the frozen ImageNet MobileNetV2 features of Fashion-MNIST dominoes
+(/work/features/mfd_pre: 34.8; 1280-d, per-entry RMS 0.97), on which Table 11's Dominoes rates
+match DFR (docs/hsfm_tuning.md). A rate in "feature_rms" units is the paper-unit rate for
+features of that RMS norm. ResNet-50's pooled 2048-d features, which the paper's rates were
+tuned on, are of the same order (entries of RMS ~0.5-1), but none exist on this project's
+machines to measure.
+
+Every HSFM run logs a feature-scale line (train RMS norm, each class's mean-feature norm, rate
 units) and writes it to results.json (``feature_scale``); with "paper" units and an RMS more
 than `WARN_FACTOR` away from r_ref it warns that the rates may not suit the features.
 """
@@ -42,7 +49,7 @@ from hsfm_jax import heads, hsfm
 from hsfm_jax.features import FeatureSet
 
 RATE_UNITS = ("paper", "feature_rms")
-REFERENCE_RMS = 1.0
+REFERENCE_RMS = 35.0
 WARN_FACTOR = 4.0
 _BLOCK_ROWS = 65536
 
@@ -51,7 +58,7 @@ class FeatureScale(NamedTuple):
     """The train features' scale.
 
     Attributes:
-      train_rms: RMS of every entry of the train features, sqrt(mean x²).
+      train_rms: RMS norm of the train feature vectors, sqrt(mean over rows of ||x||²).
       class_mean_norm: (C,) norm of each class's mean train feature vector.
     """
 
@@ -72,7 +79,7 @@ def measure(data: FeatureSet) -> FeatureScale:
             sums[c] += block[labels == c].sum(axis=0)
     counts = np.bincount(split.labels, minlength=data.num_classes)
     means = sums / np.maximum(counts, 1)[:, None]
-    rms = float(np.sqrt(squares / (split.num_examples * data.feature_dim)))
+    rms = float(np.sqrt(squares / split.num_examples))
     return FeatureScale(rms, tuple(float(v) for v in np.linalg.norm(means, axis=1)))
 
 
@@ -101,7 +108,7 @@ def report(rate_units: str, scale: FeatureScale) -> dict:
     "paper" rates meet features far from the reference scale."""
     ratio = scale.train_rms / REFERENCE_RMS
     logging.info(
-        "hsfm: feature scale: train rms %.4g (reference %.4g, ratio %.3g), class mean norms %s; "
+        "hsfm: feature scale: train rms norm %.4g (reference %.4g, ratio %.3g), class mean norms %s; "
         "rate units %r",
         scale.train_rms,
         REFERENCE_RMS,
@@ -112,8 +119,8 @@ def report(rate_units: str, scale: FeatureScale) -> dict:
     far = rate_units == "paper" and not 1 / WARN_FACTOR <= ratio <= WARN_FACTOR
     if far:
         logging.warning(
-            "hsfm: the train features' rms is %.3g, %.3gx the scale the paper's rates were "
-            "tuned for (rms ~%g); with hsfm.rate_units='paper' the rates may not suit these "
+            "hsfm: the train features' rms norm is %.3g, %.3gx the scale the paper-unit rates "
+            "suit (~%g); with hsfm.rate_units='paper' the rates may not suit these "
             "features: try --config.hsfm.rate_units=feature_rms or a rate grid (hsfm.grid)",
             scale.train_rms,
             ratio,

@@ -275,15 +275,18 @@ def test_feature_scale_is_logged_and_far_scales_warn(data, caplog):
     head = heads.LinearHead(np.zeros((2, data.feature_dim)), np.zeros(2))
     scale = hsfm_scale.measure(data)
     train = np.asarray(data.train.features, np.float64)
-    assert scale.train_rms == pytest.approx(np.sqrt(np.mean(train**2)))
+    assert scale.train_rms == pytest.approx(np.sqrt(np.mean(np.sum(train**2, axis=1))))
     means = [train[data.train.labels == c].mean(axis=0) for c in range(2)]
     assert scale.class_mean_norm == pytest.approx([np.linalg.norm(m) for m in means])
+    near_scale = hsfm_scale.measure(_scaled(data, hsfm_scale.REFERENCE_RMS / scale.train_rms, head))
     with caplog.at_level(logging.INFO, logger="absl"):
-        near = hsfm_scale.report("paper", scale)
-    assert "feature scale: train rms" in caplog.text and "WARNING" not in caplog.text
+        near = hsfm_scale.report("paper", near_scale)
+    assert "feature scale: train rms norm" in caplog.text and "WARNING" not in caplog.text
     assert not near["far_from_reference"]
     caplog.clear()
-    far_scale = hsfm_scale.measure(_scaled(data, 100.0, head))
+    far_scale = hsfm_scale.measure(
+        _scaled(data, 0.1 * near_scale.train_rms / scale.train_rms, head)
+    )
     with caplog.at_level(logging.INFO, logger="absl"):
         far = hsfm_scale.report("paper", far_scale)
     assert far["far_from_reference"] and "may not suit these features" in caplog.text
