@@ -12,7 +12,7 @@ Feature sets (`--sets`, comma-separated; default all):
   mfd_pre, mfd_ft  the MobileNetV2 Fashion-MNIST dominoes configs on the features in
                    --mfd_pre / --mfd_ft (read-only)
 
-For each set: one `experiments.train.run` with methods erm,dfr,group_dro,hsfm and the config's
+For each set: one `experiments.train.run` with --methods (erm,dfr,group_dro,hsfm) and the config's
 seeds (5) — rows erm, dfr, group_dro, hsfm (grid-selected), hsfm_fixed (configured rates) —
 then the wall time of HSFM's compiled program for the configured rates alone (S seeds) and for
 the grid (K x S runs), interleaved, best of --repeats: their ratio is the grid's cost. Writes the
@@ -83,7 +83,7 @@ def _config(name: str, args):
         config.hsfm.rate_units = "feature_rms"
         flags += " --config.hsfm.rate_units=feature_rms"
     config.num_seeds = 5
-    config.methods = "erm,dfr,group_dro,hsfm"
+    config.methods = args.methods
     command = (
         f"python -m experiments.main --config=experiments/configs/{path} "
         f"--workdir=runs/{name} {flags} --config.methods={config.methods}"
@@ -189,6 +189,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="benchmarks/results/hsfm_grid.json")
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--methods", default="erm,dfr,group_dro,hsfm")
     parser.add_argument("--mfd_pre", default="/work/features/mfd_pre")
     parser.add_argument("--mfd_ft", default="/work/features/mfd_ft")
     args = parser.parse_args(argv)
