@@ -17,7 +17,7 @@ from pathlib import Path
 import ml_collections
 from absl import logging
 
-from hsfm_jax import atomic, synthetic
+from hsfm_jax import apps, atomic, synthetic
 from hsfm_jax import features as features_lib
 
 PLACEHOLDER_PREFIX = "/path/to"
@@ -72,7 +72,7 @@ def run_export(argv: list[str]) -> None:
     """Runs the exporter in a subprocess; its one-line error becomes a ValueError here."""
     command = [sys.executable, "-m", "feature_export.pipeline", *argv]
     logging.info("Exporting features: %s", " ".join(command))
-    proc = subprocess.run(command, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(command, stderr=subprocess.PIPE, text=True, env=apps.subprocess_env())
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("error: ")]
