@@ -266,9 +266,6 @@ def run(
         data = inputs.load(config)
     # every method, before any runs, on the data it will receive
     resolved = methods_lib.check(config, names, inputs.method_data(config, data))
-    for name, choices in resolved.items():
-        if choices:
-            logging.info("%s: resolved %s", name, choices)
     if workdir is None:
         return _run_methods(config, names, resolved, data, None, workdir_lib.new_run_id(), None)
     fingerprint = _data_fingerprint(data)
@@ -356,7 +353,14 @@ def fit(config, names, resolved, data, loops=None) -> Fitted:
         method_rows, infos[name] = methods.run(name, given, method_config, keys, loop=loop)
         method_rows = jax.block_until_ready(method_rows)
         timings[f"{name}_s"] = time.perf_counter() - start
-        logging.info("%s: %d row(s) in %.1f s", name, len(method_rows), timings[f"{name}_s"])
+        choices = ", ".join(f"{k}={v}" for k, v in resolved[name].items())
+        logging.info(
+            "%s: %d row(s) in %.1f s%s",
+            name,
+            len(method_rows),
+            timings[f"{name}_s"],
+            f" (resolved {choices})" if choices else "",
+        )
         if infos[name].get("resumed_from"):
             resumed[name] = infos[name]["resumed_from"]
         divergence.check_rows(name, method_rows, check_on, infos[name].get("must_be_finite"))
