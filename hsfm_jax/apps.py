@@ -14,6 +14,7 @@ not a file; a path works as with ``python -m experiments.main``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -39,6 +40,28 @@ def subprocess_env() -> dict[str, str]:
     PYTHONPATH."""
     paths = [str(root()), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def config_path(name: str | os.PathLike) -> Path:
+    """A config file: `name` itself when it is a file, else ``experiments/configs/<name>.py``."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    named = root() / "experiments" / "configs" / f"{str(name).removesuffix('.py')}.py"
+    if "/" not in str(name) and named.is_file():
+        return named
+    known = sorted(p.stem for p in named.parent.glob("*.py") if not p.stem.startswith("_"))
+    raise FileNotFoundError(f"config {name}: no such file, nor a config named so in {known}")
+
+
+def load_config(name: str | os.PathLike):
+    """The ConfigDict of a config file's ``get_config()`` (`config_path`). The file is imported
+    by path; one that imports ``experiments.configs`` needs a checkout's root on sys.path."""
+    path = config_path(name)
+    spec = importlib.util.spec_from_file_location(f"_hsfm_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def _use_root() -> None:

@@ -43,7 +43,17 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from hsfm_jax import divergence, epoch_loop, heads, inputs, methods, results, synthetic, tables
+from hsfm_jax import (
+    apps,
+    divergence,
+    epoch_loop,
+    heads,
+    inputs,
+    methods,
+    results,
+    synthetic,
+    tables,
+)
 from hsfm_jax import features as features_lib
 from hsfm_jax import workdir as workdir_lib
 
@@ -124,13 +134,16 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
 
 
 def make_config(
-    config: ml_collections.ConfigDict | None = None,
+    config: ml_collections.ConfigDict | str | os.PathLike | None = None,
     *,
     methods: str | Sequence[str] | None = None,
     num_seeds: int | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> ml_collections.ConfigDict:
-    """A copy of `config` (default `default_config()`) with the given fields set."""
+    """A copy of `config` (default `default_config()`; a config file's path, or the name of one
+    in ``experiments/configs``, e.g. "own_features") with the given fields set."""
+    if isinstance(config, str | os.PathLike):
+        config = apps.load_config(config)
     config = ml_collections.ConfigDict((config or default_config()).to_dict())
     if methods is not None:
         config.methods = methods if isinstance(methods, str) else ",".join(methods)
@@ -229,7 +242,7 @@ def run(
     num_seeds: int | None = None,
     overrides: Mapping[str, Any] | None = None,
     workdir: str | os.PathLike | None = None,
-    config: ml_collections.ConfigDict | None = None,
+    config: ml_collections.ConfigDict | str | os.PathLike | None = None,
     progress: bool = False,
 ) -> Results:
     """Runs `methods` (default: every registered one) on `data` for `num_seeds` seeds.
@@ -243,8 +256,9 @@ def run(
         ``{"hsfm.meta_lr": 0.1, "erm": {"steps": 200}}`` (`default_config` lists them).
       workdir: where to write config.json, results.json, results.md and the methods' own files
         (module docstring); None: nothing is written and no loop is checkpointed.
-      config: the experiment config to start from (default `default_config()`), e.g. one of
-        ``experiments/configs``.
+      config: the experiment config to start from (default `default_config()`): a ConfigDict, a
+        config file, or the name of one in ``experiments/configs`` ("own_features": rates for
+        unit-scale features).
       progress: a bar over the epochs of each method's loop on stderr.
 
     Raises:
