@@ -214,7 +214,7 @@ def without_group_labels(data: FeatureSet) -> FeatureSet:
     ``group_labels="none"`` (so "auto" settings resolve to their label-free choices).
 
     What every method receives under ``config.group_labels="none"``: none of them can read a group
-    label, of any split (`experiments/train.py` reports test metrics from the original data).
+    label, of any split (`hsfm_jax.experiment` reports test metrics from the original data).
     """
     splits = {
         name: dataclasses.replace(split, groups=np.full_like(split.groups, -1))

@@ -13,7 +13,7 @@ How it runs:
   another program, compiled once.
 - In a program, every (setting, seed) pair is one *run*; runs form one leading axis (setting-major:
   run = setting * num_seeds + seed) that `jax.vmap` maps over, rates included. Seed keys are those
-  of `experiments.train.run`, so a setting's seeds reproduce a single experiment with that config.
+  of `hsfm_jax.experiment.run`, so a setting's seeds reproduce a single experiment with that config.
 - With several devices the runs axis is sharded over a 1-D mesh ``("runs",)`` with
   `NamedSharding`; it is padded to a multiple of the device count by repeating the last run, whose
   copies are dropped. Runs are independent, so results do not depend on the device count.
@@ -317,7 +317,7 @@ def run(
     """Runs (or resumes) a sweep and writes its summary files. Returns the sweep.json report.
 
     Args:
-      config: the base experiment config (as `experiments.train.run` takes).
+      config: the base experiment config (as `hsfm_jax.experiment.run` takes).
       sweep: a spec string (see `parse_spec`) or a parsed `Spec`.
       workdir: where everything goes; a restart with the same arguments resumes.
       checkpoint_every: epochs per chunk; the state is saved after each chunk.
