@@ -115,7 +115,7 @@ def fit(config, names, resolved, data, loops=None) -> Fitted:
     run). `loops(name, method_config) -> epoch_loop.Options` for the resumable methods' loops
     (default: no checkpoints, no progress)."""
     given = inputs.method_data(config, data)
-    dtype = features_lib.float_dtype()
+    dtype = given.dtype
     check_on = {
         "val": given.val.to_arrays(dtype).features,
         "test": given.test.to_arrays(dtype).features,
@@ -173,7 +173,7 @@ def _run_methods(config, names, resolved, data, stage: Path, run_id: str, loops)
 
     # Only here, after every method has returned its heads, are group labels read (when the
     # run removed them from the methods' data: to report metrics, never to fit or select).
-    dtype = features_lib.float_dtype()
+    dtype = data.dtype
     test = data.test.to_arrays(dtype)
     evaluated = results.evaluate_rows(
         rows,

@@ -33,7 +33,7 @@ from hsfm_jax import (
     stream,
 )
 from hsfm_jax.baselines import erm
-from hsfm_jax.features import FeatureSet, SplitArrays, float_dtype
+from hsfm_jax.features import FeatureSet, SplitArrays
 
 INIT_HEADS = ("auto", "backbone", "erm")
 RESUMABLE = True  # run_with_info takes `loop` (hsfm_jax.methods)
@@ -149,11 +149,9 @@ def settings(config: ml_collections.ConfigDict, data: FeatureSet) -> hsfm.Settin
     )
 
 
-def rates(config: ml_collections.ConfigDict, dtype=None) -> hsfm.Rates:
-    """The `hsfm.Rates` of a config (head_lr None: the inner lr)."""
-    return hsfm.make_rates(
-        **{field: config[field] for field in RATE_FIELDS}, dtype=dtype or float_dtype()
-    )
+def rates(config: ml_collections.ConfigDict, dtype) -> hsfm.Rates:
+    """The `hsfm.Rates` of a config in `dtype` (head_lr None: the inner lr)."""
+    return hsfm.make_rates(**{field: config[field] for field in RATE_FIELDS}, dtype=dtype)
 
 
 def device_data(data: FeatureSet, dtype=None, *, train_rows: np.ndarray | None = None) -> hsfm.Data:
@@ -162,7 +160,7 @@ def device_data(data: FeatureSet, dtype=None, *, train_rows: np.ndarray | None =
     `train_rows`: (R,) sorted train rows; only their features are read and put on the device
     (`hsfm.Data.train_rows`). None: all of train.
     """
-    dtype = dtype or float_dtype()
+    dtype = dtype or data.dtype
     if train_rows is None:
         train = data.train.to_arrays(dtype)
     else:
@@ -212,14 +210,14 @@ def initial_head(
       train: train `SplitArrays` the ERM recipe fits on; None: `data.train` from the host
         (`erm.fit_heads_split`, streamed when over the memory budget).
       keys: (S,) seed keys of the run.
-      dtype: of head.npz's arrays (default `float_dtype()`).
+      dtype: of head.npz's arrays (default `data.dtype`).
       erm_heads: the ERM recipe's heads (S, C, d) when already fitted (sweeps share them).
     """
     if check(config, data)["init_head"] == "backbone":
-        return heads.from_numpy(data.head_weight, data.head_bias, dtype or float_dtype())
+        return heads.from_numpy(data.head_weight, data.head_bias, dtype or data.dtype)
     if erm_heads is None and train is None:
         erm_heads = erm.fit_heads_split(
-            data.train, config.erm, keys, num_classes=data.num_classes, dtype=dtype or float_dtype()
+            data.train, config.erm, keys, num_classes=data.num_classes, dtype=dtype or data.dtype
         )
     elif erm_heads is None:
         erm_heads = erm.fit_heads(train, config.erm, keys, num_classes=data.num_classes)
@@ -245,9 +243,9 @@ def run_with_info(
       run resumed from ("resumed_from", 0 for a fresh run).
     """
     static = settings(config, data)
-    in_memory = stream.fits(data.train, erm.memory_budget_gb(config.erm), float_dtype())
+    in_memory = stream.fits(data.train, erm.memory_budget_gb(config.erm), data.dtype)
     arrays = device_data(data, train_rows=None if in_memory else support_rows(data, keys, static))
-    rates_ = rates(config)
+    rates_ = rates(config, data.dtype)
     init = lambda: hsfm.init_seeds(
         arrays,
         initial_head(config, data, arrays.train if in_memory else None, keys),

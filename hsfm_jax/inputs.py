@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import ml_collections
+import numpy as np
 from absl import logging
 
 from hsfm_jax import atomic, synthetic
@@ -145,9 +146,11 @@ def method_data(
 
 
 def load(config: ml_collections.ConfigDict) -> features_lib.FeatureSet:
-    """The feature set of `config`, with `config.val_split` applied."""
+    """The feature set of `config`, with `config.val_split` applied, computing in float64 when
+    ``config.float64`` (`features.with_dtype`; the caller turns ``jax_enable_x64`` on)."""
     data = features_lib.load(
         prepare_features(config), splits=(*features_lib.SPLITS, *extra_splits(config))
     )
     data = without_unknown_groups(data)
+    data = features_lib.with_dtype(data, np.float64 if config.float64 else np.float32)
     return features_lib.split_validation(data, config.val_split.fraction, config.val_split.seed)

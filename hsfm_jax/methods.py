@@ -36,7 +36,7 @@ import ml_collections
 
 from hsfm_jax import epoch_loop, heads, stream
 from hsfm_jax.baselines import erm
-from hsfm_jax.features import FeatureSet, float_dtype
+from hsfm_jax.features import FeatureSet
 
 # name -> module, in the order results tables list the rows.
 REGISTRY = {
@@ -93,12 +93,12 @@ def check(config: ml_collections.ConfigDict, names, data: FeatureSet) -> dict[st
     """
     resolved = {name: get(name).check(method_config(config, name), data) for name in names}
     budget = erm.memory_budget_gb(config.erm)
-    if stream.fits(data.train, budget, float_dtype()):
+    if stream.fits(data.train, budget, data.dtype):
         return resolved
     for name in names:
         streams = getattr(get(name), "streams_train", lambda config: False)
         if not streams(method_config(config, name)):
-            size = stream.device_bytes(data.train, float_dtype()) / 2**30
+            size = stream.device_bytes(data.train, data.dtype) / 2**30
             raise ValueError(
                 f"{name} puts all of train on the device, but {data.path}/train takes "
                 f"{size:.3g} GiB > erm.train_memory_budget_gb={budget:g}; raise the budget or "

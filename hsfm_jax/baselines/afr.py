@@ -394,8 +394,8 @@ def run_with_info(
     train = data.train.to_arrays()
     mean, scale = common.train_scaler(data, config.standardize)
     num_erm, _ = split_sizes(data.train.num_examples, config.erm_fraction)
-    gamma_grid = np.asarray(config.gamma_grid, np.float32)
-    reg_grid = np.asarray(config.reg_grid, np.float32)
+    gamma_grid = np.asarray(config.gamma_grid, data.dtype)
+    reg_grid = np.asarray(config.reg_grid, data.dtype)
     out = run_grid(
         keys,
         train.features,
@@ -403,11 +403,11 @@ def run_with_info(
         common.selection_split(data).to_arrays(),
         mean,
         scale,
-        to_device(gamma_grid, jnp.float32),
-        to_device(reg_grid, jnp.float32),
-        jnp.asarray(config.learning_rate, jnp.float32),
-        jnp.asarray(config.erm.learning_rate, jnp.float32),
-        jnp.asarray(config.erm.l2, jnp.float32),
+        to_device(gamma_grid, data.dtype),
+        to_device(reg_grid, data.dtype),
+        to_device(config.learning_rate, data.dtype),
+        to_device(config.erm.learning_rate, data.dtype),
+        to_device(config.erm.l2, data.dtype),
         num_erm=num_erm,
         num_classes=data.num_classes,
         num_groups=data.num_groups,

@@ -123,7 +123,11 @@ def balanced_mask(
     order = jnp.lexsort((jax.random.uniform(key, (n,)), strata))
     counts = jnp.bincount(strata, length=num_strata + 1)
     starts = jnp.cumsum(counts) - counts
-    rank = jnp.zeros((n,), jnp.int32).at[order].set(jnp.arange(n) - starts[strata[order]])
+    rank = (
+        jnp.zeros((n,), jnp.int32)
+        .at[order]
+        .set((jnp.arange(n) - starts[strata[order]]).astype(jnp.int32))
+    )
     present = counts[:num_strata] > 0
     smallest = jnp.min(jnp.where(present, counts[:num_strata], n))
     return valid & (rank < smallest)
@@ -160,7 +164,8 @@ def fit_scaler(features: jnp.ndarray, weights: jnp.ndarray | None = None):
 
 
 def host_scaler(features: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """`fit_scaler` for a (possibly memory-mapped, large) host array, in float64 chunks."""
+    """`fit_scaler` for a (possibly memory-mapped, large) host array, in float64 chunks: float64
+    (d,) mean and scale, which the caller casts to its dtype once."""
     n = features.shape[0]
     total = np.zeros(features.shape[1])
     for s in range(0, n, chunk):
@@ -171,7 +176,7 @@ def host_scaler(features: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, n
         sq += np.square(np.asarray(features[s : s + chunk], np.float64) - mean).sum(0)
     scale = np.sqrt(sq / n)
     scale = np.where(scale > 1e-12 * np.maximum(np.abs(mean), 1.0), scale, 1.0)
-    return mean.astype(np.float32), scale.astype(np.float32)
+    return mean, scale
 
 
 def fold_scaler(head: heads.LinearHead, mean: jnp.ndarray, scale: jnp.ndarray) -> heads.LinearHead:
@@ -915,7 +920,7 @@ def run(
         num_groups, config.selection_metric, group_labels=data.group_labels
     )
     solver = _solver(config)
-    c_grid = to_device(config.c_grid, jnp.float32)
+    c_grid = to_device(config.c_grid, data.dtype)
     val = data.val.to_arrays()
     val_strata_np, num_strata = _strata(data.val, num_classes, num_groups, config.balance)
     val_strata = to_device(val_strata_np, jnp.int32)
@@ -923,10 +928,13 @@ def run(
 
     if "dfr" in config.variants or "tr_dfr" in config.variants:
         if config.standardize:
-            train_mean, train_scale = map(jnp.asarray, host_scaler(data.train.features))
+            train_mean, train_scale = host_scaler(data.train.features)
         else:
-            train_mean = jnp.zeros((data.feature_dim,), jnp.float32)
-            train_scale = jnp.ones((data.feature_dim,), jnp.float32)
+            train_mean, train_scale = np.zeros(data.feature_dim), np.ones(data.feature_dim)
+        train_mean, train_scale = (
+            to_device(train_mean, data.dtype),
+            to_device(train_scale, data.dtype),
+        )
 
     if "dfr" in config.variants:
         rows["dfr"], _ = dfr_val(

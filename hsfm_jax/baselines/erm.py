@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from hsfm_jax import checks, heads, losses, optim, program_cache, sampling, stream
-from hsfm_jax.features import FeatureSet, Split, SplitArrays, float_dtype
+from hsfm_jax.features import FeatureSet, Split, SplitArrays
 
 
 def _objective(head, features, labels, weights, l2, l2_bias=False, feature_mask=None):
@@ -431,7 +431,7 @@ def run(
 ) -> dict[str, heads.LinearHead]:
     """{"erm": heads (S, C, d)}, or one head (1, C, d) in full batch (deterministic)."""
     heads_ = fit_heads_split(
-        data.train, config, keys, num_classes=data.num_classes, dtype=float_dtype()
+        data.train, config, keys, num_classes=data.num_classes, dtype=data.dtype
     )
     return {"erm": heads_}
 

@@ -208,7 +208,7 @@ def make_step(
 
 def initial_state(num_classes: int, feature_dim: int, group_counts: jnp.ndarray, tx) -> State:
     """Zero head, fresh optimizer state, q uniform over the groups present in train."""
-    head = heads.zeros(num_classes, feature_dim)
+    head = heads.zeros(num_classes, feature_dim, group_counts.dtype)
     present = group_counts > 0
     log_q = jnp.where(present, -jnp.log(jnp.sum(present)), -jnp.inf)
     return State(head, tx.init(head), log_q)
@@ -349,10 +349,10 @@ def run_grid(
 
 
 def grid_points(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
-    """The product grid eta_q x l2 x C as three (P,) float32 arrays (eta_q slowest)."""
+    """The product grid eta_q x l2 x C as three (P,) float64 arrays (eta_q slowest)."""
     mesh = np.meshgrid(config.step_size_grid, config.l2_grid, config.adjustment_grid, indexing="ij")
     return {
-        name: np.asarray(m, np.float32).ravel()
+        name: np.asarray(m, np.float64).ravel()
         for name, m in zip(("step_size", "l2", "adjustment"), mesh, strict=True)
     }
 
@@ -371,7 +371,7 @@ def run_with_info(
     train = data.train.to_arrays()
     mean, scale = common.train_scaler(data, config.standardize)
     grid = grid_points(config)
-    group_counts = to_device(data.train_group_counts(), jnp.float32)
+    group_counts = to_device(data.train_group_counts(), data.dtype)
     num_seeds = keys.shape[0]
     deterministic = config.batch_size == 0
     out = run_grid(
@@ -383,8 +383,8 @@ def run_with_info(
         common.selection_split(data).to_arrays(),
         mean,
         scale,
-        {k: to_device(v, jnp.float32) for k, v in grid.items()},
-        jnp.asarray(config.learning_rate, jnp.float32),
+        {k: to_device(v, data.dtype) for k, v in grid.items()},
+        to_device(config.learning_rate, data.dtype),
         num_classes=data.num_classes,
         num_groups=data.num_groups,
         metric=metric,

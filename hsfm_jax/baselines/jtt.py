@@ -93,14 +93,15 @@ def error_set(head: heads.LinearHead, features: jnp.ndarray, labels: jnp.ndarray
 
 def upweights(errors: jnp.ndarray, upweight: jnp.ndarray) -> jnp.ndarray:
     """(N,) example weights: lambda_up on the error set, 1 elsewhere."""
-    return jnp.where(errors, upweight, 1.0).astype(jnp.float32)
+    return jnp.where(errors, upweight, 1.0).astype(upweight.dtype)
 
 
 def identification_heads(
-    key: jax.Array, fit, num_classes: int, feature_dim: int, identification_steps: tuple
+    key: jax.Array, fit, zero: heads.LinearHead, identification_steps: tuple
 ) -> heads.LinearHead:
-    """Heads after each T of the (increasing) grid, from one chain of `fit` calls: (T, C, d)."""
-    head, done, out = heads.zeros(num_classes, feature_dim), 0, []
+    """Heads after each T of the (increasing) grid, from one chain of `fit` calls, starting at
+    the head `zero`: (T, C, d)."""
+    head, done, out = zero, 0, []
     for i, t in enumerate(identification_steps):
         head = fit(jax.random.fold_in(key, i), steps=t - done, init=head)
         done = t
@@ -155,7 +156,8 @@ def jtt_single(
         batch_size=batch_size,
         l2_bias=l2_bias,
     )
-    id_heads = identification_heads(k_id, fit, num_classes, features.shape[1], identification_steps)
+    zero = heads.zeros(num_classes, features.shape[1], features.dtype)
+    id_heads = identification_heads(k_id, fit, zero, identification_steps)
     errors = jax.vmap(lambda h: error_set(h, features, labels))(id_heads)  # (T, N)
     weights = jax.vmap(lambda e: jax.vmap(lambda u: upweights(e, u))(upweight_grid))(errors)
     weights = weights.reshape(-1, features.shape[0])  # (P, N)
@@ -170,7 +172,7 @@ def jtt_single(
         advance = lambda head, k: fit(k, steps=every, init=head, sample_weight=sample_weight)
         out = common.best_over_checkpoints(
             advance,
-            heads.zeros(num_classes, features.shape[1]),
+            zero,
             jax.random.split(k_final, steps // every),
             head_of=raw,
             score_of=score_of,
@@ -237,7 +239,7 @@ def run_with_info(
     train = data.train.to_arrays()
     mean, scale = common.train_scaler(data, config.standardize)
     identification_steps = tuple(sorted(int(t) for t in config.identification_steps_grid))
-    upweight_grid = np.asarray(config.upweight_grid, np.float32)
+    upweight_grid = np.asarray(config.upweight_grid, data.dtype)
     num_seeds = keys.shape[0]
     deterministic = config.batch_size == 0
     out = run_grid(
@@ -247,9 +249,9 @@ def run_with_info(
         common.selection_split(data).to_arrays(),
         mean,
         scale,
-        to_device(upweight_grid, jnp.float32),
-        jnp.asarray(config.learning_rate, jnp.float32),
-        jnp.asarray(config.l2, jnp.float32),
+        to_device(upweight_grid, data.dtype),
+        to_device(config.learning_rate, data.dtype),
+        to_device(config.l2, data.dtype),
         identification_steps=identification_steps,
         num_classes=data.num_classes,
         num_groups=data.num_groups,

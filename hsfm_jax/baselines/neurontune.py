@@ -96,7 +96,7 @@ def activation_values(features, activation: str = "abs"):
 
 
 def class_sorted_activations(
-    activations: np.ndarray, labels: np.ndarray, num_classes: int
+    activations: np.ndarray, labels: np.ndarray, num_classes: int, dtype=np.float32
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per class, every column's activations sorted ascending (host side, once).
 
@@ -104,16 +104,17 @@ def class_sorted_activations(
       activations: (N, d) float.
       labels: (N,) int in [0, C).
       num_classes: C.
+      dtype: of the values.
 
     Returns:
-      (values (C, M, d) float32 padded with +inf, rows (C, M, d) int32 row index of each value,
+      (values (C, M, d) `dtype` padded with +inf, rows (C, M, d) int32 row index of each value,
       -1 in padding), M = the largest class count.
     """
-    activations = np.asarray(activations, np.float32)
+    activations = np.asarray(activations, dtype)
     labels = np.asarray(labels)
     n, d = activations.shape
     size = max(int(np.bincount(labels, minlength=num_classes).max()), 1)
-    values = np.full((num_classes, size, d), np.inf, np.float32)
+    values = np.full((num_classes, size, d), np.inf, dtype)
     rows = np.full((num_classes, size, d), -1, np.int32)
     for y in range(num_classes):
         members = np.flatnonzero(labels == y)
@@ -434,7 +435,7 @@ def tune(
 def reference_head(data: FeatureSet, config: ml_collections.ConfigDict) -> heads.LinearHead:
     """The "current" head: the backbone's head.npz, else an ERM head on train (deterministic)."""
     if data.has_head:
-        return heads.from_numpy(data.head_weight, data.head_bias)
+        return heads.from_numpy(data.head_weight, data.head_bias, data.dtype)
     train = data.train.to_arrays()
     return erm.fit(
         train.features,
@@ -483,14 +484,15 @@ def run_with_info(
     metric = check(config, data)["selection_metric"]
     val = data.val.to_arrays()
     values, rows = class_sorted_activations(
-        activation_values(np.asarray(data.val.features, np.float32), config.activation),
+        activation_values(np.asarray(data.val.features, data.dtype), config.activation),
         data.val.labels,
         data.num_classes,
+        data.dtype,
     )
     train = data.train.to_arrays() if config.tune_split == "train" else None  # else unread
     inputs = Inputs(
         reference=reference_head(data, config),
-        sorted_values=to_device(values, jnp.float32),
+        sorted_values=to_device(values, data.dtype),
         sorted_rows=to_device(rows, jnp.int32),
         val_features=val.features,
         val_labels=val.labels,
@@ -510,7 +512,7 @@ def run_with_info(
         epochs=int(config.epochs),
     )
     rates = (float(config.learning_rate), float(config.l2))
-    thresholds = to_device(config.thresholds, jnp.float32)
+    thresholds = to_device(config.thresholds, data.dtype)
     done = epoch_loop.run(
         lambda: tune_init(keys, thresholds, inputs, settings=settings),
         lambda state, first_epoch: tune_chunk(

@@ -338,13 +338,13 @@ def run(
         raise ValueError(f"config.num_seeds must be >= 1, got {config.num_seeds}")
     workdir = Path(workdir)
     jax.config.update("jax_enable_x64", bool(config.float64))
-    dtype = jnp.float64 if config.float64 else jnp.float32
 
     if config.get("group_labels", "all") != "all":
         raise ValueError(
             f"sweep: group_labels={config.group_labels!r} is not supported (experiments.main is)"
         )
     data = inputs.load(config)
+    dtype = data.dtype
     settings_list, programs = plan(config, spec, data)
     if any(p.settings.selection_metric == "sfit" for p in programs):
         raise ValueError(
