@@ -212,7 +212,8 @@ def test_dfr_end_to_end_beats_erm_on_synthetic():
     config.tr_num_retrains = 2
     config.paper.epochs = 200
     keys = jax.random.split(jax.random.key(0), 2)
-    rows = dfr.run(data, config, keys)
+    config.update(dfr.check(config, data))
+    rows = dfr.run(data, config, keys).rows
     assert set(rows) == {"dfr", "tr_dfr", "paper_dfr"}
     d = data.feature_dim
     for head in rows.values():
@@ -229,6 +230,7 @@ def test_dfr_end_to_end_beats_erm_on_synthetic():
 
     # New seeds reuse the compiled programs (seeds are data, not static arguments).
     compiled = dfr.dfr_val._cache_size(), dfr.tr_dfr._cache_size(), dfr.paper_dfr._cache_size()
+    config.update(dfr.check(config, data))
     dfr.run(data, config, jax.random.split(jax.random.key(1), 2))
     assert (dfr.dfr_val._cache_size(), dfr.tr_dfr._cache_size(), dfr.paper_dfr._cache_size()) == (
         compiled

@@ -42,9 +42,9 @@ def test_every_registered_method_computes_in_float64(small_features_dir):
         assert data.dtype == dtype and data.val.to_arrays().features.dtype == dtype
         resolved = methods.check(config, names, data)
         for name in names:
-            rows, _ = methods.run(name, data, methods.resolve(config, name, resolved[name]), keys)
-            assert rows, name
-            for row, head in rows.items():
+            result = methods.run(name, data, methods.resolve(config, name, resolved[name]), keys)
+            assert result.rows, name
+            for row, head in result.rows.items():
                 for leaf in jax.tree_util.tree_leaves(head):
                     assert leaf.dtype == dtype, (name, row, leaf.dtype)
                     assert np.all(np.isfinite(np.asarray(leaf))), (name, row)

@@ -36,8 +36,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from hsfm_jax import checks, heads, losses, optim, program_cache
+from hsfm_jax import checks, epoch_loop, heads, losses, optim, program_cache
 from hsfm_jax.baselines import common, dfr, erm
+from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, SplitArrays, to_device
 
 NAME = "afr"
@@ -380,17 +381,22 @@ def run_grid(
     return common.select_best(jax.vmap(single)(keys))
 
 
-def run_with_info(
-    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
-) -> tuple[dict[str, heads.LinearHead], dict]:
-    """`run`, plus the ERM heads, D_RW rows, weights and every grid point's scores.
+def run(
+    data: FeatureSet,
+    config: ml_collections.ConfigDict,
+    keys: jax.Array,
+    *,
+    loop: epoch_loop.Options = epoch_loop.PLAIN,
+) -> MethodResult:
+    """Row "afr": the best grid point's best checkpoint per seed, heads (S, C, d).
 
     Returns:
-      (rows, info): info is the output of `run_grid` (leading seed axis) plus ``grid``
-      (``gamma`` and ``reg`` per grid point, (P,) each).
+      `MethodResult` whose ``info`` is the output of `run_grid` (ERM heads, D_RW rows, weights,
+      every grid point's scores; leading seed axis) plus ``grid`` (``gamma`` and ``reg`` per
+      grid point, (P,) each). `loop` is unused (no epoch loop).
     """
-    check(config, data)
-    metric = checks.check_selection(NAME, config, data)
+    del loop
+    metric = config.selection_metric
     train = data.train.to_arrays()
     mean, scale = common.train_scaler(data, config.standardize)
     num_erm, _ = split_sizes(data.train.num_examples, config.erm_fraction)
@@ -424,7 +430,13 @@ def run_with_info(
     )
     g_mesh, r_mesh = np.meshgrid(gamma_grid, reg_grid, indexing="ij")
     out["grid"] = {"gamma": g_mesh.ravel(), "reg": r_mesh.ravel()}
-    return {NAME: out["selected_head"]}, out
+    return MethodResult(rows={NAME: out["selected_head"]}, info=out)
+
+
+def streams_train(config: ml_collections.ConfigDict) -> bool:
+    """AFR puts all of train on the device (`hsfm_jax.methods`)."""
+    del config
+    return False
 
 
 def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:

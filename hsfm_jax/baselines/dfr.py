@@ -57,10 +57,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hsfm_jax import checks, evaluate, heads, program_cache
+from hsfm_jax import checks, epoch_loop, evaluate, heads, program_cache
 from hsfm_jax.baselines import erm
+from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, to_device
 
+NAME = "dfr"
 VARIANTS = ("dfr", "tr_dfr", "paper_dfr")
 
 
@@ -886,39 +888,35 @@ def paper_dfr(keys: jax.Array, *args, **kwargs) -> heads.LinearHead:
 
 
 def _strata(split, num_classes: int, num_groups: int, balance: str) -> tuple[np.ndarray, int]:
-    """(strata (N,), number of strata) that balanced subsampling equalizes."""
-    if balance == "auto":
-        balance = "groups" if num_groups > 0 else "classes"
+    """(strata (N,), number of strata) that balanced subsampling equalizes: groups or classes
+    (`balance` as `check` resolved it)."""
     if balance == "groups":
-        if num_groups == 0 or not split.has_groups:
-            raise ValueError("dfr: balance='groups' needs group labels on train and val")
         return np.asarray(split.groups), num_groups
-    if balance == "classes":
-        return np.asarray(split.labels), num_classes
-    raise ValueError(f"dfr: balance must be 'auto', 'groups' or 'classes', got {balance!r}")
+    return np.asarray(split.labels), num_classes
 
 
 def run(
-    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
-) -> dict[str, heads.LinearHead]:
+    data: FeatureSet,
+    config: ml_collections.ConfigDict,
+    keys: jax.Array,
+    *,
+    loop: epoch_loop.Options = epoch_loop.PLAIN,
+) -> MethodResult:
     """DFR rows for every seed key.
 
     Args:
       data: the feature set (train and val are used; test never).
-      config: `default_config()`-shaped.
+      config: `default_config()`-shaped, checked and resolved by `check`.
       keys: (S,) PRNG keys, one per seed.
+      loop: unused (no epoch loop).
 
     Returns:
-      {row name: LinearHead with weight (S, C, d), bias (S, C)} over raw features, for each of
-      ``config.variants`` ("dfr", "tr_dfr", "paper_dfr").
+      rows {row name: LinearHead with weight (S, C, d), bias (S, C)} over raw features, for each
+      of ``config.variants`` ("dfr", "tr_dfr", "paper_dfr").
     """
-    unknown = [v for v in config.variants if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f"dfr: unknown variant(s) {unknown}; choose from {VARIANTS}")
+    del loop
     num_classes, num_groups = data.num_classes, data.num_groups
-    metric = evaluate.selection_metric_name(
-        num_groups, config.selection_metric, group_labels=data.group_labels
-    )
+    metric = config.selection_metric
     solver = _solver(config)
     c_grid = to_device(config.c_grid, data.dtype)
     val = data.val.to_arrays()
@@ -998,7 +996,7 @@ def run(
             l2=float(paper.l2),
             balance=bool(paper.balance),
         )
-    return rows
+    return MethodResult(rows=rows)
 
 
 def streams_train(config: ml_collections.ConfigDict) -> bool:

@@ -37,8 +37,9 @@ import ml_collections
 import numpy as np
 from flax import struct
 
-from hsfm_jax import checks, heads, losses, optim, program_cache, sampling
+from hsfm_jax import checks, epoch_loop, heads, losses, optim, program_cache, sampling
 from hsfm_jax.baselines import common, dfr
+from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, SplitArrays, to_device
 
 NAME = "group_dro"
@@ -357,17 +358,23 @@ def grid_points(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
     }
 
 
-def run_with_info(
-    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
-) -> tuple[dict[str, heads.LinearHead], dict]:
-    """`run`, plus every grid point's heads, scores, checkpoints and final group weights.
+def run(
+    data: FeatureSet,
+    config: ml_collections.ConfigDict,
+    keys: jax.Array,
+    *,
+    loop: epoch_loop.Options = epoch_loop.PLAIN,
+) -> MethodResult:
+    """Row "group_dro": the best grid point's best checkpoint per seed, heads (S, C, d).
 
     Returns:
-      (rows, info): info is the output of `run_grid` (leading (S, P) axes; with full batch the
-      one deterministic run repeated S times) and ``grid`` (the (P,) grid arrays).
+      `MethodResult` whose ``info`` is the output of `run_grid` (every grid point's heads,
+      scores, checkpoints and final group weights; leading (S, P) axes; with full batch the one
+      deterministic run repeated S times) and ``grid`` (the (P,) grid arrays). `loop` is unused
+      (no epoch loop).
     """
-    check(config, data)
-    metric = checks.check_selection(NAME, config, data)
+    del loop
+    metric = config.selection_metric
     train = data.train.to_arrays()
     mean, scale = common.train_scaler(data, config.standardize)
     grid = grid_points(config)
@@ -398,7 +405,13 @@ def run_with_info(
     if deterministic:
         out = common.repeat_seeds(out, num_seeds)
     out["grid"] = grid
-    return {NAME: out["selected_head"]}, out
+    return MethodResult(rows={NAME: out["selected_head"]}, info=out)
+
+
+def streams_train(config: ml_collections.ConfigDict) -> bool:
+    """GroupDRO puts all of train on the device (`hsfm_jax.methods`)."""
+    del config
+    return False
 
 
 def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:

@@ -33,8 +33,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hsfm_jax import checks, heads, optim, program_cache
+from hsfm_jax import checks, epoch_loop, heads, optim, program_cache
 from hsfm_jax.baselines import common, dfr, erm
+from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, SplitArrays, to_device
 
 NAME = "jtt"
@@ -224,18 +225,23 @@ def run_grid(
     return common.select_best(jax.vmap(single)(keys))
 
 
-def run_with_info(
-    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
-) -> tuple[dict[str, heads.LinearHead], dict]:
-    """`run`, plus the error sets, identification heads and every grid point's scores.
+def run(
+    data: FeatureSet,
+    config: ml_collections.ConfigDict,
+    keys: jax.Array,
+    *,
+    loop: epoch_loop.Options = epoch_loop.PLAIN,
+) -> MethodResult:
+    """Row "jtt": the best grid point's best checkpoint per seed, heads (S, C, d).
 
     Returns:
-      (rows, info): info is the output of `run_grid` (leading seed axis; with full batch the one
-      deterministic run repeated S times) plus ``grid`` (``identification_steps`` and
-      ``upweight`` per grid point, (P,) each).
+      `MethodResult` whose ``info`` is the output of `run_grid` (error sets, identification
+      heads, every grid point's scores; leading seed axis; with full batch the one deterministic
+      run repeated S times) plus ``grid`` (``identification_steps`` and ``upweight`` per grid
+      point, (P,) each). `loop` is unused (no epoch loop).
     """
-    check(config, data)
-    metric = checks.check_selection(NAME, config, data)
+    del loop
+    metric = config.selection_metric
     train = data.train.to_arrays()
     mean, scale = common.train_scaler(data, config.standardize)
     identification_steps = tuple(sorted(int(t) for t in config.identification_steps_grid))
@@ -266,7 +272,13 @@ def run_with_info(
         out = common.repeat_seeds(out, num_seeds)
     t_mesh, u_mesh = np.meshgrid(identification_steps, upweight_grid, indexing="ij")
     out["grid"] = {"identification_steps": t_mesh.ravel(), "upweight": u_mesh.ravel()}
-    return {NAME: out["selected_head"]}, out
+    return MethodResult(rows={NAME: out["selected_head"]}, info=out)
+
+
+def streams_train(config: ml_collections.ConfigDict) -> bool:
+    """JTT puts all of train on the device (`hsfm_jax.methods`)."""
+    del config
+    return False
 
 
 def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:

@@ -51,11 +51,12 @@ from flax import struct
 
 from hsfm_jax import checks, epoch_loop, evaluate, heads, optim, program_cache
 from hsfm_jax.baselines import erm
+from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, to_device
 from hsfm_jax.spuriousness import sfit, spuriousness_scores
 
+NAME = "neurontune"
 ACTIVATIONS = ("abs", "raw")
-RESUMABLE = True  # run_with_info takes `loop` (hsfm_jax.methods)
 TUNE_SPLITS = ("train", "val_half")
 
 
@@ -468,20 +469,21 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     return {"selection_metric": checks.check_selection("neurontune", config, data)}
 
 
-def run_with_info(
+def run(
     data: FeatureSet,
     config: ml_collections.ConfigDict,
     keys: jax.Array,
     *,
     loop: epoch_loop.Options = epoch_loop.PLAIN,
-) -> tuple[dict[str, heads.LinearHead], dict]:
-    """`run`, plus the outputs of `tune` (biased dims, deltas, histories) for inspection.
+) -> MethodResult:
+    """Rows "neurontune_wga" and "neurontune_sfit" (heads (S, C, d)); ``info``: the outputs of
+    `tune` (biased dims, deltas, histories) for inspection.
 
     The tuning epochs run in chunks of `config.chunk_epochs` (`epoch_loop.run`: a bar with the
     current validation metric, checkpoints under `loop.checkpoint_dir`, resume from them), with
-    the numbers of one `tune` call. ``info["resumed_from"]``: the epoch it resumed from.
+    the numbers of one `tune` call; ``resumed_from``: the epoch it resumed from.
     """
-    metric = check(config, data)["selection_metric"]
+    metric = config.selection_metric
     val = data.val.to_arrays()
     values, rows = class_sorted_activations(
         activation_values(np.asarray(data.val.features, data.dtype), config.activation),
@@ -524,12 +526,19 @@ def run_with_info(
         epoch_axis=2,
         status=lambda last: {f"val {metric}": f"{last['metric_history'].mean():.4f}"},
     )
-    out = {**tune_results(done.state), **done.history, "resumed_from": done.resumed_from}
+    out = {**tune_results(done.state), **done.history}
     rows_out = {
         "neurontune_wga": out["head_wga_selected"],
         "neurontune_sfit": out["head_sfit_selected"],
     }
-    return rows_out, out
+    return MethodResult(rows=rows_out, info=out, resumed_from=done.resumed_from)
+
+
+def streams_train(config: ml_collections.ConfigDict) -> bool:
+    """NeuronTune puts train on the device to tune on it or fit its ERM head
+    (`hsfm_jax.methods`)."""
+    del config
+    return False
 
 
 def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:

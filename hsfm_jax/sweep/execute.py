@@ -134,13 +134,13 @@ def _program_inputs(ctx: _Context, settings_list, program: Program):
     configs = [apply(ctx.config, settings_list[i]) for i in program.setting_indices]
     num_seeds = ctx.keys.shape[0]
     # Built on the host: eager jnp indexing would compile a gather per array shape.
-    hsfm_configs = [methods.method_config(c, "hsfm") for c in configs]
+    hsfm_configs = [methods.checked(c, "hsfm", ctx.data) for c in configs]
     rates = [jax.device_get(hsfm_method.rates(c, ctx.dtype)) for c in hsfm_configs]
     rates = jax.tree_util.tree_map(lambda *xs: np.repeat(np.stack(xs), num_seeds, 0), *rates)
     keys = _host_keys(ctx.keys)[np.tile(np.arange(num_seeds), len(configs))]
     config = hsfm_configs[0]  # the settings of a program agree outside the rates
     erm_heads = None
-    if hsfm_method.check(config, ctx.data)["init_head"] == "erm":
+    if config.init_head == "erm":
         erm_key = config.erm.to_json()
         if erm_key not in ctx.erm_heads:  # programs that differ only outside config.erm share it
             ctx.erm_heads[erm_key] = erm.fit_heads(
