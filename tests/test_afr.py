@@ -7,8 +7,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from hsfm_jax import evaluate, features, heads, synthetic
-from hsfm_jax.baselines import afr, dfr, erm
+from hsfm_jax import evaluate, features, heads, scaling, synthetic
+from hsfm_jax.baselines import afr, erm
 
 
 def _feature_set(**kwargs) -> features.FeatureSet:
@@ -126,7 +126,7 @@ def test_pipeline_matches_numpy():
         learning_rate=1e-2,
         steps=50,
     )
-    folded = dfr.fold_scaler(
+    folded = scaling.fold_scaler(
         erm_head, jnp.asarray(mean, jnp.float32), jnp.asarray(scale, jnp.float32)
     )
     chex.assert_trees_all_close(_first_seed(info["erm_head"]), folded, rtol=1e-4, atol=1e-5)

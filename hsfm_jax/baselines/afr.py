@@ -36,8 +36,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from hsfm_jax import checks, epoch_loop, heads, losses, optim, program_cache
-from hsfm_jax.baselines import common, dfr, erm
+from hsfm_jax import checks, epoch_loop, heads, losses, optim, program_cache, scaling
+from hsfm_jax.baselines import common, erm
 from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, SplitArrays, to_device
 
@@ -293,7 +293,7 @@ def afr_single(
 
     tx = make_optimizer(optimizer, learning_rate, grad_clip)
     onehot_t = losses.onehot_columns(y, num_classes, x.dtype)  # (C, N_rw)
-    raw = lambda state: dfr.fold_scaler(state[0], mean, scale)
+    raw = lambda state: scaling.fold_scaler(state[0], mean, scale)
     score_of = functools.partial(
         common.score, split=select, num_classes=num_classes, num_groups=num_groups, metric=metric
     )
@@ -320,7 +320,7 @@ def afr_single(
     over_reg = jax.vmap(retrain, in_axes=(None, 0))
     out = jax.vmap(over_reg, in_axes=(0, None))(weights, reg_grid)  # (Γ, L, ...)
     out = jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
-    out["erm_head"] = dfr.fold_scaler(erm_head, mean, scale)
+    out["erm_head"] = scaling.fold_scaler(erm_head, mean, scale)
     out["reweight_rows"] = rw_rows
     out["weights"] = weights
     return out

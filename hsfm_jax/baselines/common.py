@@ -16,8 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hsfm_jax import evaluate, heads
-from hsfm_jax.baselines import dfr
+from hsfm_jax import evaluate, heads, scaling
 from hsfm_jax.features import FeatureSet, Split, SplitArrays, to_device
 
 # ----------------------------------------------------------------------------- selection
@@ -123,10 +122,10 @@ def repeat_seeds(tree, num_seeds: int):
 
 
 def train_scaler(data: FeatureSet, standardize: bool) -> tuple[jax.Array, jax.Array]:
-    """(d,) mean and scale of train's features (`dfr.host_scaler`), or 0 and 1 when the method
+    """(d,) mean and scale of train's features (`scaling.host_scaler`), or 0 and 1 when the method
     does not standardize, on the device in the data's dtype."""
     if standardize:
-        mean, scale = dfr.host_scaler(data.train.features)
+        mean, scale = scaling.host_scaler(data.train.features)
     else:
         mean, scale = np.zeros(data.feature_dim), np.ones(data.feature_dim)
     return to_device(mean, data.dtype), to_device(scale, data.dtype)

@@ -37,8 +37,8 @@ import ml_collections
 import numpy as np
 from flax import struct
 
-from hsfm_jax import checks, epoch_loop, heads, losses, optim, program_cache, sampling
-from hsfm_jax.baselines import common, dfr
+from hsfm_jax import checks, epoch_loop, heads, losses, optim, program_cache, sampling, scaling
+from hsfm_jax.baselines import common
 from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, SplitArrays, to_device
 
@@ -272,7 +272,7 @@ def fit(
         l2_bias=l2_bias,
     )
     advance = lambda state, keys: jax.lax.scan(lambda s, k: (step(s, k), None), state, keys)[0]
-    raw = lambda state: dfr.fold_scaler(state.head, mean, scale)
+    raw = lambda state: scaling.fold_scaler(state.head, mean, scale)
     out = common.best_over_checkpoints(
         advance,
         initial_state(num_classes, features.shape[1], group_counts, tx),

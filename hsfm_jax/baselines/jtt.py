@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hsfm_jax import checks, epoch_loop, heads, optim, program_cache
-from hsfm_jax.baselines import common, dfr, erm
+from hsfm_jax import checks, epoch_loop, heads, optim, program_cache, scaling
+from hsfm_jax.baselines import common, erm
 from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, SplitArrays, to_device
 
@@ -164,7 +164,7 @@ def jtt_single(
     weights = weights.reshape(-1, features.shape[0])  # (P, N)
 
     every = eval_every or steps
-    raw = lambda head: dfr.fold_scaler(head, mean, scale)
+    raw = lambda head: scaling.fold_scaler(head, mean, scale)
     score_of = functools.partial(
         common.score, split=select, num_classes=num_classes, num_groups=num_groups, metric=metric
     )
