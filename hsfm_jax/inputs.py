@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import ml_collections
+import numpy as np
 from absl import logging
 
 from hsfm_jax import apps, atomic, synthetic
@@ -152,18 +153,20 @@ def prepare_loaded(
     config: ml_collections.ConfigDict, data: features_lib.FeatureSet
 ) -> features_lib.FeatureSet:
     """A loaded feature set as `config` uses it: its extra splits present, groups that label no
-    row dropped (`without_unknown_groups`), `config.val_split` applied."""
+    row dropped (`without_unknown_groups`), computing in float64 when ``config.float64``
+    (`features.with_dtype`; the caller turns ``jax_enable_x64`` on), `config.val_split` applied."""
     check_val_split(config)
     fraction = config.val_split.fraction
     for name in (*features_lib.SPLITS, *extra_splits(config)):
         if name not in data.splits:
             raise ValueError(f"{data.path}: no split {name!r}; has {sorted(data.splits)}")
     data = without_unknown_groups(data)
+    data = features_lib.with_dtype(data, np.float64 if config.float64 else np.float32)
     return features_lib.split_validation(data, fraction, config.val_split.seed)
 
 
 def load(config: ml_collections.ConfigDict) -> features_lib.FeatureSet:
-    """The feature set of `config`, with `config.val_split` applied."""
+    """The feature set of `config` (`prepare_loaded`)."""
     data = features_lib.load(
         prepare_features(config), splits=(*features_lib.SPLITS, *extra_splits(config))
     )
