@@ -28,7 +28,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from hsfm_jax import divergence, epoch_loop, heads, inputs, methods, results, tables
+from hsfm_jax import checks, divergence, epoch_loop, heads, inputs, methods, results, tables
 from hsfm_jax import features as features_lib
 from hsfm_jax import workdir as workdir_lib
 
@@ -45,9 +45,12 @@ def check(config: ml_collections.ConfigDict) -> list[str]:
         raise ValueError(f"checkpoint_seconds must be a number >= 0, got {seconds!r}")
     if config.group_labels not in GROUP_LABELS:
         raise ValueError(f"group_labels must be one of {GROUP_LABELS}, got {config.group_labels!r}")
+    checks.bounded_int("num_seeds", config.num_seeds, 1, checks.MAX_SEEDS)
+    checks.bounded_int("seed", config.seed, 0, checks.MAX_SEED)
     bootstrap = config.bootstrap
     if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 0:
         raise ValueError(f"bootstrap must be an integer >= 0 (0: off), got {bootstrap!r}")
+    checks.bounded_int("bootstrap", bootstrap, 0, checks.MAX_BOOTSTRAP, note="0: off")
     inputs.check(config)
     return names
 
@@ -60,7 +63,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *, progress: boo
     """
     workdir = Path(workdir)
     names = check(config)
-    workdir_lib.check_usable(workdir)
+    workdir_lib.check_run_paths(workdir, config.features_dir)
     jax.config.update("jax_enable_x64", bool(config.float64))
     data = inputs.load(config)
     # every method, before any runs, on the data it will receive
@@ -205,6 +208,7 @@ def _run_methods(config, names, resolved, data, stage: Path, run_id: str, loops)
         "dataset": data.meta["dataset"],
         "backbone": data.meta["backbone"],
         "features_dir": str(data.path),
+        "features_fingerprint": features_lib.fingerprint(data.path),
         "num_seeds": config.num_seeds,
         "group_labels": config.group_labels,
         "bootstrap_resamples": config.bootstrap,
