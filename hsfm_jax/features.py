@@ -462,7 +462,7 @@ def load(
 
 def _load_head(head_path: Path, meta: dict) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with np.load(head_path, allow_pickle=False) as npz:
+        with open(head_path, "rb") as f, np.load(f, allow_pickle=False) as npz:
             if "weight" not in npz or "bias" not in npz:
                 raise ValueError(f"{head_path}: needs arrays 'weight' and 'bias', has {npz.files}")
             weight = np.asarray(npz["weight"], np.float32)

@@ -107,9 +107,11 @@ def check_ours(path: str | os.PathLike, kinds: Iterable[str], what: str) -> None
     found = kind_of(path)
     if found in kinds:
         return
-    made = f"an hsfm_jax {found} directory" if found else "not made by hsfm_jax (no " + MARKER + ")"
+    made = (
+        f"is an hsfm_jax {found} directory" if found else f"was not made by hsfm_jax (no {MARKER})"
+    )
     raise ValueError(
-        f"{what} {path} is not empty and is {made}; refusing to replace or write into it: "
+        f"{what} {path} is not empty and {made}; refusing to replace or write into it: "
         "choose another path, or move its contents away yourself"
     )
 

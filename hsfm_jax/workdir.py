@@ -85,8 +85,8 @@ def check_usable(workdir: Path, *, kind: str = RUN_KIND, what: str = "workdir") 
     """One-line errors for a workdir that is a file, is not an hsfm_jax directory of `kind`, is
     the current directory, or whose parent cannot be written. `what` names it in messages."""
     workdir = Path(workdir)
-    ownership.check_ours(workdir, (kind,), what)
     ownership.check_not_cwd(workdir, what)
+    ownership.check_ours(workdir, (kind,), what)
     parent = Path(os.path.abspath(workdir)).parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -163,8 +163,9 @@ def _carry_over(old: Path, stage: Path) -> None:
     as the new run's)."""
     marker = ownership.read(old) or {}
     written = set(marker.get("files", LEGACY_RUN_FILES)) | {ownership.MARKER}
+    locks_of_analysis = {f".{ANALYSIS_DIR}.lock", f".{ANALYSIS_DIR}.lock.holder"}
     for entry in old.iterdir():
-        if entry.name in written:
+        if entry.name in written or entry.name in locks_of_analysis:
             continue
         target = stage / entry.name
         if entry.name == ANALYSIS_DIR and ownership.kind_of(entry) == ANALYSIS_KIND:
