@@ -96,7 +96,7 @@ def check_usable(workdir: Path, *, kind: str = RUN_KIND, what: str = "workdir") 
         raise ValueError(f"{what} {workdir}: {parent} is not writable")
 
 
-def check_run_paths(workdir: str | os.PathLike, features_dir: str | os.PathLike) -> None:
+def check_run_paths(workdir: str | os.PathLike, features_dir: str | os.PathLike | None) -> None:
     """Before a run starts: `workdir` usable (`check_usable`) and apart from `features_dir`
     (not it, not inside it, not containing it: the swap replaces the workdir whole)."""
     check_usable(Path(workdir))
