@@ -618,3 +618,56 @@ def test_degenerate_features_warn(tmp_path, caplog):
     with caplog.at_level(py_logging.WARNING):
         inputs.load(small_config(tmp_path / "f"))
     assert "features are degenerate" in caplog.text
+
+
+def test_a_corrupted_loop_checkpoint_starts_afresh(tmp_path, caplog):
+    """A corrupted orbax checkpoint gave an orbax-internal line and 'Event loop is closed'."""
+    import jax.numpy as jnp
+
+    from hsfm_jax import epoch_loop
+
+    options = epoch_loop.Options(
+        checkpoint_dir=tmp_path / "ckpt", checkpoint_seconds=0, progress=False, name="loop"
+    )
+    init = lambda: {"w": jnp.zeros(3)}
+    chunk = lambda state, epoch: ({"w": state["w"] + 1}, {"loss": jnp.ones((1, 2))})
+    epoch_loop.run(init, chunk, epochs=4, chunk_epochs=2, options=options)
+    for path in (tmp_path / "ckpt").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")
+    with caplog.at_level(py_logging.WARNING):
+        out = epoch_loop.run(init, chunk, epochs=6, chunk_epochs=2, options=options)
+    assert out.resumed_from == 0 and out.state["w"].tolist() == [3.0, 3.0, 3.0]
+    assert "cannot be read" in caplog.text
+
+
+def test_the_program_cache_never_unpickles_an_entry_it_did_not_write(tmp_path, caplog):
+    """The program cache unpickled .pkl files from ~/.cache: whoever could write there ran code."""
+    import jax.numpy as jnp
+
+    from hsfm_jax import divergence, heads, program_cache
+
+    program_cache.enable(tmp_path / "programs")
+    try:
+        head = heads.LinearHead(jnp.ones((2, 2, 3)), jnp.zeros((2, 2)))
+        x = jnp.ones((4, 3))
+        divergence._finite_per_seed(head, x)
+        (entry,) = (tmp_path / "programs").glob("*.pkl")
+        marker = tmp_path / "pwned"
+
+        class Exploit:
+            def __reduce__(self):
+                return (Path.touch, (marker,))
+
+        import pickle
+
+        entry.write_bytes(pickle.dumps(Exploit()))  # a planted entry under the right name
+        fresh = program_cache.Program(divergence._finite_per_seed.__wrapped__)
+        with caplog.at_level(py_logging.WARNING):
+            assert fresh(head, x).tolist() == [True, True]
+        assert not marker.exists()
+        assert "not signed by this cache" in caplog.text
+        key = tmp_path / "programs" / ".key"
+        assert key.stat().st_mode & 0o777 == 0o600
+    finally:
+        program_cache.disable()
