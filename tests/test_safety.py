@@ -671,3 +671,17 @@ def test_the_program_cache_never_unpickles_an_entry_it_did_not_write(tmp_path, c
         assert key.stat().st_mode & 0o777 == 0o600
     finally:
         program_cache.disable()
+
+
+def test_a_finite_but_exploding_loss_is_divergence():
+    """Huge-but-finite learning rates gave a normal-looking table with losses around 1e29."""
+    import jax.numpy as jnp
+
+    from hsfm_jax import divergence, heads
+
+    rows = {"hsfm": heads.LinearHead(jnp.ones((2, 2, 3)), jnp.zeros((2, 2)))}
+    splits = {"val": jnp.ones((4, 3))}
+    history = {"outer_loss_after": np.array([[0.7, 0.6, 0.5], [0.7, 3e4, 1e29]])}
+    with pytest.raises(divergence.Diverged, match="seed 1, first non-finite at epoch 3"):
+        divergence.check_rows("hsfm", rows, splits, history)
+    divergence.check_rows("hsfm", rows, splits, {"edit_norm": np.full((2, 3), 1e29)})
