@@ -45,6 +45,7 @@ from absl import logging
 
 from hsfm_jax import (
     apps,
+    checks,
     divergence,
     epoch_loop,
     heads,
@@ -167,6 +168,9 @@ def check(config: ml_collections.ConfigDict) -> list[str]:
     bootstrap = config.bootstrap
     if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 0:
         raise ValueError(f"bootstrap must be an integer >= 0 (0: off), got {bootstrap!r}")
+    checks.bounded_int("num_seeds", config.num_seeds, 1, checks.MAX_SEEDS)
+    checks.bounded_int("seed", config.seed, 0, checks.MAX_SEED)
+    checks.bounded_int("bootstrap", bootstrap, 0, checks.MAX_BOOTSTRAP, note="0: off")
     return names
 
 
@@ -273,7 +277,10 @@ def run(
         inputs.check(config)
     if workdir is not None:
         workdir = Path(workdir)
-        workdir_lib.check_usable(workdir)
+        read_from = data
+        if isinstance(data, features_lib.FeatureSet):  # arrays have no directory to protect
+            read_from = data.path if Path(data.path).is_dir() else None
+        workdir_lib.check_run_paths(workdir, read_from)
     jax.config.update("jax_enable_x64", bool(config.float64))
     if isinstance(data, features_lib.FeatureSet):
         data = inputs.prepare_loaded(config, data)
@@ -309,6 +316,14 @@ def _data_fingerprint(data: features_lib.FeatureSet) -> str:
                 digest.update(np.ascontiguousarray(array).data)
     digest.update(json.dumps(data.meta["splits"], sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+def _features_fingerprint(data: features_lib.FeatureSet) -> str | None:
+    """`features.fingerprint` of the feature directory the run read (None for arrays), which
+    `experiments.analyze` compares with the directory it reads."""
+    if (Path(data.path) / features_lib.META_FILE).is_file():
+        return features_lib.fingerprint(data.path)
+    return None
 
 
 def _loop_fingerprint(config, name: str, method_config, data_fingerprint: str) -> str:
@@ -445,6 +460,7 @@ def _run_methods(config, names, resolved, data, stage: Path | None, run_id: str,
         "dataset": data.meta["dataset"],
         "backbone": data.meta["backbone"],
         "features_dir": str(data.path),
+        "features_fingerprint": _features_fingerprint(data),
         "num_seeds": config.num_seeds,
         "group_labels": config.group_labels,
         "bootstrap_resamples": config.bootstrap,
