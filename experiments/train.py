@@ -8,6 +8,8 @@ leaves the previous set as it was):
   results.md      the method x metric table (and per-group accuracies)
   support.npz     HSFM: final support embeddings and train indices of S, per seed
   history.json    HSFM: per-epoch diagnostics, per seed
+  tensorboard/, results.png, results.svg, report.html   curves, figure and page for people
+                  (`hsfm_jax.run_report`; docs/outputs.md)
 Each file carries the run's ``run_id``.
 
 Methods with an epoch loop (`methods` ``RESUMABLE``: HSFM, NeuronTune) run it in chunks with a
@@ -28,7 +30,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from hsfm_jax import divergence, epoch_loop, heads, inputs, methods, results, tables
+from hsfm_jax import divergence, epoch_loop, heads, inputs, methods, results, run_report, tables
 from hsfm_jax import features as features_lib
 from hsfm_jax import workdir as workdir_lib
 
@@ -48,6 +50,8 @@ def check(config: ml_collections.ConfigDict) -> list[str]:
     bootstrap = config.bootstrap
     if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 0:
         raise ValueError(f"bootstrap must be an integer >= 0 (0: off), got {bootstrap!r}")
+    if not isinstance(config.get("tensorboard", True), bool):
+        raise ValueError(f"tensorboard must be True or False, got {config.tensorboard!r}")
     inputs.check(config)
     return names
 
@@ -221,4 +225,5 @@ def _run_methods(config, names, resolved, data, stage: Path, run_id: str, loops)
     (stage / "results.md").write_text(
         tables.render_run(report, summaries, data, inputs.extra_splits(config))
     )
+    run_report.write(stage, report, config=config, infos=infos, resolved=resolved)
     return report

@@ -69,6 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
     # Least seconds between two checkpoints of a method's epoch loop (HSFM, NeuronTune), which a
     # rerun of the same command resumes from (`experiments.train`); 0: after every chunk.
     config.checkpoint_seconds = 60.0
+    # Training curves as TensorBoard event files under <workdir>/tensorboard (docs/outputs.md).
+    config.tensorboard = True
     for name, method_config in methods.default_configs().items():
         config[name] = method_config
     return config
