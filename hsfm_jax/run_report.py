@@ -93,7 +93,9 @@ def _markdown_html(text: str) -> str:
 
 
 def _svg_inline(path: Path) -> str:
+    """The <svg> element of an SVG file, without its XML prologue and RDF metadata."""
     text = path.read_text()
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
     return text[text.index("<svg") :]
 
 
@@ -159,8 +161,8 @@ def write_html(workdir: str | Path) -> Path:
             parts.append(_png_inline((analysis / name).read_bytes(), caption) + "</figure>")
     if (workdir / metric_writers.DIRECTORY).is_dir():
         parts.append(
-            "<p>Training curves: <code>tensorboard --logdir "
-            f"{html.escape(str(workdir / metric_writers.DIRECTORY))}</code></p>"
+            "<p>Training curves, one run per method and seed: <code>tensorboard --logdir "
+            f"{metric_writers.DIRECTORY}</code> in this page's directory.</p>"
         )
     parts.append("</body></html>")
     text = "\n".join(parts)
