@@ -100,7 +100,7 @@ def plot_geometry(geo: dict, path: Path) -> None:
     """Cosines (-1..1) and energy fractions (0..1, log scale: chance is 1/d) on their own axes."""
     plt = _plt()
     panels = 3 if "energy_by_dims" in geo else 2
-    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.9), dpi=80, squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(5.6 * panels, 3.9), dpi=80, squeeze=False)
     ax = axes[0, 0]
     _class_bars(
         ax,
@@ -111,7 +111,7 @@ def plot_geometry(geo: dict, path: Path) -> None:
     ax.axhline(0, color="k", lw=0.5)
     ax.set(title="cosine of the mean edit with", ylabel="cosine", ylim=(-1, 1))
     ax.set_xlabel("direction (within-class spurious / class-discriminative)", fontsize=8)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax = axes[0, 1]
     _class_bars(
         ax,
@@ -131,7 +131,7 @@ def plot_geometry(geo: dict, path: Path) -> None:
     ax.set_ylim(min(finite) / 3 if finite else 1e-4, 1)
     ax.set(title="energy fraction of the edits along", ylabel="fraction of squared edit (log)")
     ax.set_xlabel("direction (per support point, mean ± std over seeds)", fontsize=8)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if panels == 3:
         ax = axes[0, 2]
         blocks = geo["energy_by_dims"]

@@ -241,7 +241,7 @@ def contact_sheet(
         rows,
         title="Most-edited support points and their nearest val examples",
         sections=[
-            ("support point", 1),
+            ("support", 1),
             (f"{k} nearest val, before the edit", k),
             (f"{k} nearest val, after the edit", k),
         ],

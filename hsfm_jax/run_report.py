@@ -25,9 +25,9 @@ import numpy as np
 
 from hsfm_jax import atomic, figures, metric_writers
 
-# experiments.analyze's figures, in the order the page shows them, with their captions.
+# experiments.analyze's figures, in the order the page shows them, with their captions (not
+# its curves.png: the page draws the same curves from history.json).
 ANALYSIS_FIGURES = (
-    ("curves.png", "HSFM per epoch (experiments.analyze)"),
     ("edit_geometry.png", "Edit geometry: cosines and energy fractions"),
     ("pca.png", "PCA of val, the hard set and the support edit"),
     ("contact_sheet.png", "Nearest val images of edited support points"),

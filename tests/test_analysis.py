@@ -358,6 +358,6 @@ def test_analyze_adds_its_figures_to_the_runs_page(synthetic_run):
     assert "(analysis/" not in before
     analyze.analyze(workdir, points_per_class=1, neighbours=3, images_root=images)
     page = (workdir / "report.html").read_text()
-    for name in ("curves.png", "edit_geometry.png", "pca.png", "contact_sheet.png"):
+    for name in ("edit_geometry.png", "pca.png", "contact_sheet.png"):
         assert f"(analysis/{name})" in page, name
     assert page.count("data:image/png;base64,") > before.count("data:image/png;base64,")
