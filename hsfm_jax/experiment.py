@@ -16,6 +16,8 @@ it was):
   results.md      the method x metric table (and per-group accuracies)
   support.npz     HSFM: final support embeddings and train indices of S, per seed
   history.json    HSFM: per-epoch diagnostics, per seed
+  tensorboard/, results.png, results.svg, report.html   training curves, the comparison figure
+                  and one page (`hsfm_jax.run_report`; docs/outputs.md)
 Each file carries the run's ``run_id``.
 
 Methods with an epoch loop (HSFM, NeuronTune: `hsfm_jax.contract`) run it in chunks with a
@@ -52,6 +54,7 @@ from hsfm_jax import (
     inputs,
     methods,
     results,
+    run_report,
     synthetic,
     tables,
 )
@@ -109,6 +112,8 @@ def default_config() -> ml_collections.ConfigDict:
     # Least seconds between two checkpoints of a method's epoch loop (HSFM, NeuronTune), which a
     # rerun of the same command resumes from; 0: after every chunk.
     config.checkpoint_seconds = 60.0
+    # Training curves as TensorBoard event files under <workdir>/tensorboard (docs/outputs.md).
+    config.tensorboard = True
     for name, method_config in methods.default_configs().items():
         config[name] = method_config
     return config
@@ -171,6 +176,8 @@ def check(config: ml_collections.ConfigDict) -> list[str]:
     checks.bounded_int("num_seeds", config.num_seeds, 1, checks.MAX_SEEDS)
     checks.bounded_int("seed", config.seed, 0, checks.MAX_SEED)
     checks.bounded_int("bootstrap", bootstrap, 0, checks.MAX_BOOTSTRAP, note="0: off")
+    if not isinstance(config.get("tensorboard", True), bool):
+        raise ValueError(f"tensorboard must be True or False, got {config.tensorboard!r}")
     return names
 
 
@@ -477,4 +484,6 @@ def _run_methods(config, names, resolved, data, stage: Path | None, run_id: str,
     if stage is not None:
         (stage / "results.json").write_text(json.dumps(report, indent=2, allow_nan=False))
         (stage / "results.md").write_text(out.table())
+        infos = {name: result.info for name, result in method_results.items()}
+        run_report.write(stage, report, config=config, infos=infos, resolved=resolved)
     return out
