@@ -367,6 +367,11 @@ def _run(
         raise ValueError(
             "sweep: hsfm.selection_metric='sfit' is not supported (experiments.main is)"
         )
+    if config.hsfm.rate_units != "paper":
+        raise ValueError(
+            f"sweep: hsfm.rate_units={config.hsfm.rate_units!r} is not supported (experiments.main "
+            "is); a sweep runs its settings' rates as written (hsfm.grid does not apply either)"
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     primary = distributed.is_primary()
     if primary and ownership.read(workdir) is None:
