@@ -10,12 +10,11 @@ checkpoints (every --config.checkpoint_seconds): after a kill, the same command 
 --workdir resumes them and writes the results an uninterrupted run would.
 """
 
-from pathlib import Path
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import cli, train
+from experiments import cli
+from hsfm_jax import experiment
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for everything the run writes.")
@@ -28,11 +27,14 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     cli.quiet_orbax()
     cli.enable_compilation_cache()
-    report = cli.guarded(
-        lambda: train.run(_CONFIG.value, _WORKDIR.value, progress=not _QUIET.value)
+    config = _CONFIG.value
+    results = cli.guarded(
+        lambda: experiment.run(
+            config.features_dir, config=config, workdir=_WORKDIR.value, progress=not _QUIET.value
+        )
     )
-    print((Path(_WORKDIR.value) / "results.md").read_text())
-    logging.info("Results of %d method rows in %s", len(report["methods"]), _WORKDIR.value)
+    print(results.table())
+    logging.info("Results of %d method rows in %s", len(results.rows), _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import jax
@@ -125,13 +125,37 @@ class SplitArrays(struct.PyTreeNode):
 
 @dataclasses.dataclass(frozen=True)
 class FeatureSet:
-    """A loaded, validated feature directory."""
+    """A validated feature set: a feature directory (`load`) or arrays (`from_arrays`, whose
+    ``path`` is ``<arrays>``)."""
 
     path: Path
     meta: dict
     splits: dict[str, Split]
     head_weight: np.ndarray | None = None  # (C, d)
     head_bias: np.ndarray | None = None  # (C,)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        *,
+        train: Sequence,
+        val: Sequence,
+        test: Sequence,
+        class_names: Sequence[str] | None = None,
+        group_names: Sequence[str] | None = None,
+        dataset: str = "arrays",
+        backbone: str = "arrays",
+    ) -> FeatureSet:
+        """A feature set from (features, labels[, groups]) arrays per split (`from_arrays`)."""
+        return from_arrays(
+            train=train,
+            val=val,
+            test=test,
+            class_names=class_names,
+            group_names=group_names,
+            dataset=dataset,
+            backbone=backbone,
+        )
 
     @property
     def num_classes(self) -> int:
@@ -270,38 +294,41 @@ def _read_meta(path: Path) -> dict:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+    return check_meta(meta, meta_path)
+
+
+def check_meta(meta, where: str | Path) -> dict:
+    """Checks a meta dict (`make_meta`); errors name `where` (meta.json's path)."""
     if not isinstance(meta, dict):
-        raise ValueError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+        raise ValueError(f"{where}: expected a JSON object, got {type(meta).__name__}")
     missing = [k for k in _META_KEYS if k not in meta]
     if missing:
-        raise ValueError(f"{meta_path}: missing field(s) {missing}")
+        raise ValueError(f"{where}: missing field(s) {missing}")
     if meta["format_version"] != FORMAT_VERSION:
         raise ValueError(
-            f"{meta_path}: unknown format_version {meta['format_version']!r} "
+            f"{where}: unknown format_version {meta['format_version']!r} "
             f"(this hsfm_jax reads {FORMAT_VERSION})"
         )
     for key in ("num_classes", "num_groups", "feature_dim"):
         value = meta[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(
-                f"{meta_path}: field {key!r} must be a non-negative int, got {value!r}"
-            )
+            raise ValueError(f"{where}: field {key!r} must be a non-negative int, got {value!r}")
     if meta["num_classes"] < 2:
-        raise ValueError(f"{meta_path}: num_classes must be >= 2, got {meta['num_classes']}")
+        raise ValueError(f"{where}: num_classes must be >= 2, got {meta['num_classes']}")
     if meta["feature_dim"] < 1:
-        raise ValueError(f"{meta_path}: feature_dim must be >= 1, got {meta['feature_dim']}")
+        raise ValueError(f"{where}: feature_dim must be >= 1, got {meta['feature_dim']}")
     if len(meta["class_names"]) != meta["num_classes"]:
         raise ValueError(
-            f"{meta_path}: class_names has {len(meta['class_names'])} entries, "
+            f"{where}: class_names has {len(meta['class_names'])} entries, "
             f"num_classes is {meta['num_classes']}"
         )
     if len(meta["group_names"]) != meta["num_groups"]:
         raise ValueError(
-            f"{meta_path}: group_names has {len(meta['group_names'])} entries, "
+            f"{where}: group_names has {len(meta['group_names'])} entries, "
             f"num_groups is {meta['num_groups']}"
         )
     if not isinstance(meta["splits"], dict):
-        raise ValueError(f"{meta_path}: field 'splits' must map split name to size")
+        raise ValueError(f"{where}: field 'splits' must map split name to size")
     return meta
 
 
@@ -369,34 +396,126 @@ def _load_split(path: Path, name: str, meta: dict, mmap: bool) -> Split:
     split_dir = path / name
     if not split_dir.is_dir():
         raise FileNotFoundError(f"{split_dir}: missing split directory {name!r}")
-    n = meta["splits"][name]
-    d, num_classes, num_groups = meta["feature_dim"], meta["num_classes"], meta["num_groups"]
-
-    features_path = split_dir / "features.npy"
-    features = _load_array(features_path, mmap)
-    if features.ndim != 2 or features.shape != (n, d):
-        raise ValueError(
-            f"{features_path}: expected shape ({n}, {d}) from meta.json, got {features.shape}"
-        )
-    if features.dtype not in _FLOAT_DTYPES:
-        raise ValueError(f"{features_path}: expected float32 or float16, got {features.dtype}")
-    _check_finite(features_path, features)
-
-    labels_path = split_dir / "labels.npy"
-    labels = np.asarray(_load_array(labels_path, mmap=False))
-    _check_int_vector(labels_path, labels, n, 0, num_classes, "labels")
-
-    groups_path = split_dir / "groups.npy"
-    groups = np.asarray(_load_array(groups_path, mmap=False))
-    _check_int_vector(groups_path, groups, n, -1, max(num_groups, 0), "groups")
-
+    features = _load_array(split_dir / "features.npy", mmap)
+    labels = np.asarray(_load_array(split_dir / "labels.npy", mmap=False))
+    groups = np.asarray(_load_array(split_dir / "groups.npy", mmap=False))
     ids = None
     ids_path = split_dir / "ids.txt"
     if ids_path.is_file():
         ids = ids_path.read_text().splitlines()
-        if len(ids) != n:
-            raise ValueError(f"{ids_path}: expected {n} lines, got {len(ids)}")
+    return check_split(
+        name, features, labels, groups, ids, meta, where=lambda file: split_dir / file
+    )
+
+
+def check_split(
+    name: str,
+    features: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    ids: Sequence[str] | None,
+    meta: dict,
+    *,
+    where: Callable[[str], str | Path],
+    sizes_from: str = "meta.json",
+) -> Split:
+    """Checks one split against `meta` (shapes, dtypes, finite features, label and group ranges)
+    and returns it; errors name ``where(<file name>)``, e.g. ``<dir>/train/groups.npy``."""
+    n = meta["splits"][name]
+    d, num_classes, num_groups = meta["feature_dim"], meta["num_classes"], meta["num_groups"]
+
+    features_path = where("features.npy")
+    if features.ndim != 2 or features.shape != (n, d):
+        raise ValueError(
+            f"{features_path}: expected shape ({n}, {d}) from {sizes_from}, got {features.shape}"
+        )
+    if features.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"{features_path}: expected float32 or float16, got {features.dtype}")
+    _check_finite(features_path, features)
+    _check_int_vector(where("labels.npy"), labels, n, 0, num_classes, "labels")
+    _check_int_vector(where("groups.npy"), groups, n, -1, max(num_groups, 0), "groups")
+    if ids is not None and len(ids) != n:
+        raise ValueError(f"{where('ids.txt')}: expected {n} lines, got {len(ids)}")
+    ids = None if ids is None else list(ids)
     return Split(features, labels.astype(np.int32), groups.astype(np.int32), ids)
+
+
+_ARRAY_NAMES = {"features.npy": "features", "labels.npy": "labels", "groups.npy": "groups"}
+
+
+def from_arrays(
+    *,
+    train: Sequence,
+    val: Sequence,
+    test: Sequence,
+    class_names: Sequence[str] | None = None,
+    group_names: Sequence[str] | None = None,
+    dataset: str = "arrays",
+    backbone: str = "arrays",
+) -> FeatureSet:
+    """A feature set from in-memory arrays, checked as `load` checks a directory.
+
+    Args:
+      train, val, test: ``(features, labels)`` or ``(features, labels, groups)``: features
+        (N, d) float (cast to float32 unless float16, as `save` writes them), labels (N,) int in
+        [0, C), groups (N,) int in [0, G) or -1 where unknown (all -1 when left out).
+      class_names: C names; default ``class 0`` ... for C = 1 + the largest train label.
+      group_names: G names; default ``group 0`` ... for G = 1 + the largest train group (0 when
+        no train row has a group). Val and test labels and groups must lie in these ranges.
+      dataset, backbone: names for the results' title.
+
+    Raises:
+      ValueError: a shape, dtype or value is wrong; the message names the split and array
+        (``val groups: groups out of range [-1, 4) at row 7: 5``).
+    """
+    given = {"train": train, "val": val, "test": test}
+    arrays = {}
+    for name, value in given.items():
+        if not isinstance(value, Sequence) or len(value) not in (2, 3):
+            raise ValueError(
+                f"{name}: expected (features, labels) or (features, labels, groups), "
+                f"got {type(value).__name__}"
+            )
+        features = np.asarray(value[0])
+        if features.dtype not in _FLOAT_DTYPES:
+            features = features.astype(np.float32)
+        labels = np.asarray(value[1])
+        groups = np.asarray(value[2]) if len(value) == 3 else np.full(labels.shape, -1, np.int32)
+        arrays[name] = (features, labels, groups)
+    train_features, train_labels, train_groups = arrays["train"]
+    if train_features.ndim != 2:
+        raise ValueError(f"train features: expected shape (N, d), got {train_features.shape}")
+
+    def count(values) -> int:
+        ints = np.issubdtype(values.dtype, np.integer) and values.ndim == 1 and values.size
+        return int(values.max()) + 1 if ints else 0
+
+    if class_names is None:
+        class_names = [f"class {i}" for i in range(count(train_labels))]
+    if group_names is None:
+        group_names = [f"group {i}" for i in range(max(count(train_groups), 0))]
+    meta = make_meta(
+        dataset=dataset,
+        backbone=backbone,
+        class_names=[str(c) for c in class_names],
+        group_names=[str(g) for g in group_names],
+        feature_dim=train_features.shape[1],
+        split_sizes={name: len(features) for name, (features, _, _) in arrays.items()},
+        preprocessing="",
+    )
+    check_meta(meta, "from_arrays")
+    splits = {
+        name: check_split(
+            name,
+            *arrays[name],
+            None,
+            meta,
+            where=lambda file, name=name: f"{name} {_ARRAY_NAMES[file]}",
+            sizes_from="its rows and train's columns",
+        )
+        for name in given
+    }
+    return FeatureSet(Path("<arrays>"), meta, splits)
 
 
 def load(

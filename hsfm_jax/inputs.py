@@ -41,10 +41,14 @@ def check(config: ml_collections.ConfigDict) -> Path:
         raise ValueError(
             f"stale_features must be one of {STALE_MODES}, got {config.stale_features!r}"
         )
+    check_val_split(config)
+    return path
+
+
+def check_val_split(config: ml_collections.ConfigDict) -> None:
     fraction = config.val_split.fraction
     if not isinstance(fraction, int | float) or not 0.0 <= fraction < 1.0:
         raise ValueError(f"val_split.fraction must be in [0, 1), got {fraction!r}")
-    return path
 
 
 def export_argv(export_config: ml_collections.ConfigDict, path: Path) -> list[str]:
@@ -144,10 +148,23 @@ def method_data(
     return data
 
 
+def prepare_loaded(
+    config: ml_collections.ConfigDict, data: features_lib.FeatureSet
+) -> features_lib.FeatureSet:
+    """A loaded feature set as `config` uses it: its extra splits present, groups that label no
+    row dropped (`without_unknown_groups`), `config.val_split` applied."""
+    check_val_split(config)
+    fraction = config.val_split.fraction
+    for name in (*features_lib.SPLITS, *extra_splits(config)):
+        if name not in data.splits:
+            raise ValueError(f"{data.path}: no split {name!r}; has {sorted(data.splits)}")
+    data = without_unknown_groups(data)
+    return features_lib.split_validation(data, fraction, config.val_split.seed)
+
+
 def load(config: ml_collections.ConfigDict) -> features_lib.FeatureSet:
     """The feature set of `config`, with `config.val_split` applied."""
     data = features_lib.load(
         prepare_features(config), splits=(*features_lib.SPLITS, *extra_splits(config))
     )
-    data = without_unknown_groups(data)
-    return features_lib.split_validation(data, config.val_split.fraction, config.val_split.seed)
+    return prepare_loaded(config, data)

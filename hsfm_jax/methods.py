@@ -91,6 +91,13 @@ def check(config: ml_collections.ConfigDict, names, data: FeatureSet) -> dict[st
     A train split over `erm.train_memory_budget_gb` only runs methods whose
     ``streams_train(config)`` says they read it from the host (`hsfm_jax.stream`).
     """
+    missing = [name for name in (*names, "erm") if name not in config]
+    if missing:
+        raise ValueError(
+            f"methods.check takes an experiment config (hsfm_jax.experiment.default_config()), "
+            f"with a subtree per method and 'erm'; this one has no {missing} (fields: "
+            f"{sorted(config)})"
+        )
     resolved = {name: get(name).check(method_config(config, name), data) for name in names}
     budget = erm.memory_budget_gb(config.erm)
     if stream.fits(data.train, budget, float_dtype()):

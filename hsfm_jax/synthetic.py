@@ -132,6 +132,13 @@ def generate(
     return splits, info
 
 
+def arrays(**kwargs) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]:
+    """(train, val, test) of a `generate` problem (kwargs as `generate`), each (features (N, d)
+    float32, labels (N,) int32, groups (N,) int32): the form `FeatureSet.from_arrays` takes."""
+    splits, _ = generate(**kwargs)
+    return tuple((s.features, s.labels, s.groups) for s in (splits[n] for n in features_lib.SPLITS))
+
+
 def default_arguments() -> dict:
     """The keyword arguments of `generate` with their defaults (for configs)."""
     return {

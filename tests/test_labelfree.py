@@ -11,7 +11,17 @@ import pytest
 
 from experiments import train
 from experiments.configs import synthetic as synthetic_config
-from hsfm_jax import evaluate, heads, hsfm_method, methods, results, spuriousness, synthetic
+from hsfm_jax import (
+    evaluate,
+    heads,
+    hsfm_method,
+    inputs,
+    methods,
+    results,
+    spuriousness,
+    synthetic,
+    tables,
+)
 from hsfm_jax import features as features_lib
 from hsfm_jax.baselines import neurontune
 
@@ -61,9 +71,9 @@ def small_config(features_dir, methods_list, group_labels):
 
 
 def fit(config):
-    data = train.inputs.load(config)
+    data = inputs.load(config)
     names = train.check(config)
-    resolved = methods.check(config, names, train.inputs.method_data(config, data))
+    resolved = methods.check(config, names, inputs.method_data(config, data))
     return train.fit(config, names, resolved, data), resolved
 
 
@@ -197,8 +207,8 @@ def test_grouped_table_marks_group_use():
         for metric in ("wga", "mean_acc", "train_weighted_acc"):
             summary[split][metric] = {"mean": 0.5, "std": 0.0, "per_seed": [0.5]}
     report = {"methods": {"dfr": {"group_use": {"train": False, "val": True}}}}
-    columns = train.tables._run_columns(report)[1]
-    text = train.tables.method_table({"dfr": summary}, num_groups=4, extra_columns=columns)
+    columns = tables._run_columns(report)[1]
+    text = tables.method_table({"dfr": summary}, num_groups=4, extra_columns=columns)
     assert text.splitlines()[0].endswith("| group labels (train / val) |")
     assert text.splitlines()[2].endswith("| ✗ / ✓ |")
 
