@@ -28,7 +28,9 @@ descent on each quadratic model (newGLMNET; Yuan, Ho & Lin, JMLR 2012), run to a
 L1 optimality conditions (`_newton_one`). The C grid is solved as a regularization path, largest
 penalty first, each fit warm-started from the previous one; the refits are ``vmap``ped and
 warm-started from the tuning fit at the chosen C; seeds run one after another (``lax.map``), so
-one DFR run is one jitted call. FISTA (``solver.method = "fista"``) remains as an alternative.
+one DFR run is one jitted call. FISTA (``solver.method = "fista"``) remains as an alternative,
+and ``solver.method = "sklearn"`` runs the fits with scikit-learn's liblinear on the host
+(`hsfm_jax.solvers.sklearn_l1`: no solver to compile; docs/compile_time.md says when it is faster).
 Binary heads are stored as logits ``(-z/2, z/2)``, so softmax gives the logistic probability.
 
 "Paper DFR" (row ``"paper_dfr"``, the setting the Hard-Spurious-ImageNet paper uses, taken from
@@ -60,6 +62,7 @@ import numpy as np
 from hsfm_jax import checks, evaluate, heads, program_cache
 from hsfm_jax.baselines import erm
 from hsfm_jax.features import FeatureSet, to_device
+from hsfm_jax.solvers import sklearn_l1
 
 VARIANTS = ("dfr", "tr_dfr", "paper_dfr")
 
@@ -81,7 +84,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.balance = "auto"
     # "auto": WGA with groups, else mean accuracy (worst-class accuracy with group_labels="none").
     config.selection_metric = "auto"
-    # L1 solver (`Solver`): "newton" (proximal Newton, liblinear's method) or "fista". Both stop
+    # L1 solver (`Solver`): "newton" (proximal Newton, liblinear's method) or "fista", or
+    # "sklearn" (liblinear itself on the host, tol and newton_iters as its tol and max_iter: the
+    # faster choice for a one-off CPU run, docs/compile_time.md). The JAX solvers stop
     # when every L1 optimality violation is <= tol (the penalty's slope is 1).
     config.solver = ml_collections.ConfigDict()
     config.solver.method = "newton"
@@ -198,7 +203,7 @@ class Solver(NamedTuple):
     cd_sweeps: int = 50  # coordinate-descent sweeps per Newton step, at most
 
 
-SOLVERS = ("newton", "fista")
+SOLVERS = ("newton", "fista", "sklearn")
 DEFAULT_SOLVER = Solver()
 
 
@@ -516,7 +521,7 @@ def _newton_one(
 def _solve(features, targets, cw, beta0, rows, solver: Solver, batch_axes):
     """One binary problem: (N, d) features, (N,) targets and cw, (d + 1,) beta0 -> beta etc."""
     aug = jnp.concatenate([features, jnp.ones_like(features[:, :1])], axis=1)
-    solve = {"newton": _newton_one, "fista": _fista_one}[solver.method]
+    solve = {"newton": _newton_one, "fista": _fista_one, "sklearn": sklearn_l1.solve}[solver.method]
     return solve(aug, targets, cw, beta0, rows, solver=solver, batch_axes=batch_axes)
 
 
@@ -1011,6 +1016,8 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     checks.check_value("dfr.solver", config.solver, "max_iters", "positive_int")
     checks.check_value("dfr.solver", config.solver, "check_every", "positive_int")
     checks.check_choice("dfr.solver", config.solver, "method", SOLVERS)
+    if config.solver.method == "sklearn" and not sklearn_l1.available():
+        raise ValueError("dfr.solver.method='sklearn' needs scikit-learn: pip install scikit-learn")
     checks.check_value("dfr.solver", config.solver, "newton_iters", "positive_int")
     checks.check_value("dfr.solver", config.solver, "cd_sweeps", "positive_int")
     checks.check_value("dfr.solver", config.solver, "working_set", "positive_int")

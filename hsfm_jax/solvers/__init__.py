@@ -1,0 +1,1 @@
+"""Numerical solvers the methods use."""
