@@ -1,6 +1,6 @@
 """Time to first result: every method's compile and run time, cold and warm, on real jobs.
 
-    python -m benchmarks.compile_time [--jobs=main,mfd_pre,mfd_pre_dfr]
+    python -m benchmarks.compile_time [--jobs=main,main_sklearn,mfd_pre,mfd_pre_dfr,...]
         [--out=benchmarks/results/compile_time_cpu.json]
 
 Jobs (each a config as `experiments.main` runs it; features prepared before any timing):
@@ -11,7 +11,9 @@ Jobs (each a config as `experiments.main` runs it; features prepared before any 
   / 2.4k val), `experiments/configs/mnist_fashion_dominoes_mobilenet_v2_pretrained.py` read from
   ``--mfd_dir`` (never written);
 - ``mfd_pre_dfr``: the same features, DFR on validation only, one seed, with scikit-learn's
-  recipe (`benchmarks.dfr.sklearn_dfr`, liblinear on the host) timed in the same process.
+  recipe (`benchmarks.dfr.sklearn_dfr`, liblinear on the host) timed in the same process;
+- ``main_sklearn``, ``mfd_pre_dfr_sklearn``: ``main`` and ``mfd_pre_dfr`` with
+  ``dfr.solver.method = "sklearn"`` (`hsfm_jax.solvers.sklearn_l1`), fresh cache only.
 
 Each job runs in new processes, one after another, sharing one cache directory that starts
 empty (JAX's persistent compilation cache and `hsfm_jax.program_cache`, as `experiments.main`
@@ -46,7 +48,14 @@ from pathlib import Path
 import numpy as np
 
 MFD_DIR = "/work/features/mfd_pre"
-JOBS = ("main", "mfd_pre", "mfd_pre_dfr")
+# job -> phases it runs
+JOBS = {
+    "main": ("fresh", "cached", "resized"),
+    "main_sklearn": ("fresh",),
+    "mfd_pre": ("fresh", "cached", "resized"),
+    "mfd_pre_dfr": ("fresh",),
+    "mfd_pre_dfr_sklearn": ("fresh",),
+}
 PHASES = ("fresh", "cached", "resized")
 RESIZE_FRACTION = 0.9
 _TRACE = "/jax/core/compile/jaxpr_trace_duration"
@@ -97,16 +106,19 @@ def _union(intervals: list[tuple[float, float]]) -> float:
 
 
 def _config(job: str, mfd_dir: str):
-    if job == "main":
+    if job.startswith("main"):
         from experiments.configs import digit_dominoes
 
-        return digit_dominoes.get_config()
-    from experiments.configs import mnist_fashion_dominoes_mobilenet_v2_pretrained as mfd
+        config = digit_dominoes.get_config()
+    else:
+        from experiments.configs import mnist_fashion_dominoes_mobilenet_v2_pretrained as mfd
 
-    config = mfd.get_config()
-    config.features_dir = mfd_dir
-    config.prepare = ""
-    if job == "mfd_pre_dfr":
+        config = mfd.get_config()
+        config.features_dir = mfd_dir
+        config.prepare = ""
+    if job.endswith("_sklearn"):
+        config.dfr.solver.method = "sklearn"
+    if job.startswith("mfd_pre_dfr"):
         config.methods = "dfr"
         config.num_seeds = 1
         config.dfr.variants = ("dfr",)
@@ -181,7 +193,7 @@ def child(spec: dict) -> dict:
         methods=rows,
         load_average=[load_start, list(os.getloadavg())],
     )
-    if spec["job"] == "mfd_pre_dfr":
+    if spec["job"].startswith("mfd_pre_dfr"):
         result["sklearn"] = _sklearn_dfr(data, config)
     return result
 
@@ -299,7 +311,7 @@ def table(results: dict) -> str:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", default=",".join(JOBS))
-    parser.add_argument("--phases", default=",".join(PHASES))
+    parser.add_argument("--phases", default=",".join(PHASES), help="at most each job's own")
     parser.add_argument("--mfd_dir", default=MFD_DIR)
     parser.add_argument("--out", default="")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
@@ -312,7 +324,7 @@ def main(argv=None) -> dict:
     phases = [p for p in args.phases.split(",") if p]
     bad = [j for j in jobs if j not in JOBS] + [p for p in phases if p not in PHASES]
     if bad:
-        raise SystemExit(f"error: unknown job/phase {bad}; jobs {JOBS}, phases {PHASES}")
+        raise SystemExit(f"error: unknown job/phase {bad}; jobs {tuple(JOBS)}, phases {PHASES}")
     if any(j.startswith("mfd") for j in jobs) and not Path(args.mfd_dir, "meta.json").exists():
         raise SystemExit(f"error: --mfd_dir={args.mfd_dir}: no meta.json (features not exported)")
     results = dict(
@@ -325,7 +337,7 @@ def main(argv=None) -> dict:
     for job in jobs:
         with tempfile.TemporaryDirectory(prefix=f"compile_time_{job}_") as cache:
             results["jobs"][job] = {}
-            for phase in phases:
+            for phase in (p for p in phases if p in JOBS[job]):
                 spec = dict(
                     job=job,
                     phase=phase,
