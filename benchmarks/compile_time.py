@@ -163,6 +163,8 @@ def child(spec: dict) -> dict:
     spans = Spans()
     _enable_caches(Path(spec["cache_dir"]))
     config = _config(spec["job"], spec["mfd_dir"])
+    if spec.get("methods"):
+        config.methods = spec["methods"]
     jax.config.update("jax_enable_x64", bool(config.float64))
     data = inputs.load(config)
     if spec["fraction"] < 1.0:
@@ -313,6 +315,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--jobs", default=",".join(JOBS))
     parser.add_argument("--phases", default=",".join(PHASES), help="at most each job's own")
     parser.add_argument("--mfd_dir", default=MFD_DIR)
+    parser.add_argument("--methods", default="", help="only these (comma-separated)")
     parser.add_argument("--out", default="")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--child_out", default="", help=argparse.SUPPRESS)
@@ -344,6 +347,7 @@ def main(argv=None) -> dict:
                     cache_dir=cache,
                     mfd_dir=args.mfd_dir,
                     fraction=RESIZE_FRACTION if phase == "resized" else 1.0,
+                    methods=args.methods,
                 )
                 print(f"{job} {phase} ...", file=sys.stderr, flush=True)
                 results["jobs"][job][phase] = _run_child(spec)
