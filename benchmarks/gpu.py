@@ -268,7 +268,7 @@ def bench_seeds(jax, jnp, quick: bool, log: Log, one_seed: dict) -> dict:
 def _dfr_head(jax, data, config, seed: int):
     from hsfm_jax.baselines import dfr
 
-    heads = dfr.run(data, config, jax.random.key(seed)[None])["dfr"]
+    heads = dfr.run(data, config, jax.random.key(seed)[None]).rows["dfr"]
     return jax.block_until_ready(jax.tree_util.tree_map(lambda x: x[0], heads))
 
 
@@ -281,6 +281,7 @@ def bench_dfr(jax, quick: bool, log: Log) -> dict:
     data = dfr_bench.make_problem(size)
     config = dfr.default_config()
     config.variants = ("dfr",)
+    config.update(dfr.check(config, data))
     repeats = QUICK_WARM_REPEATS if quick else WARM_REPEATS
     log(f"DFR d={data.feature_dim}: JAX cold then warm")
     seeds = iter(range(100))
@@ -338,6 +339,7 @@ def bench_precision(jax, jnp, quick: bool, log: Log) -> dict:
     dfr_data = dfr_bench.make_problem(QUICK_DFR_SIZE if quick else DFR_SIZE)
     config = dfr.default_config()
     config.variants = ("dfr",)
+    config.update(dfr.check(config, dfr_data))
 
     out = {}
     for precision in ("default", "highest"):

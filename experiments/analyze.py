@@ -39,7 +39,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import analysis_plots, analysis_report
-from hsfm_jax import analysis
+from hsfm_jax import analysis, apps
 from hsfm_jax import features as features_lib
 from hsfm_jax import workdir as workdir_lib
 
@@ -271,7 +271,7 @@ def contact_sheet(run: dict, table: list[dict], images_root, path: Path) -> bool
             f"--out={path}",
             f"--images_root={images_root or ''}",
         ]
-        proc = subprocess.run(command, capture_output=True, text=True)
+        proc = subprocess.run(command, capture_output=True, text=True, env=apps.subprocess_env())
     if proc.returncode == 1:
         raise ValueError(f"contact sheet: {proc.stderr.strip().splitlines()[-1]}")
     return proc.returncode == 0

@@ -3,10 +3,10 @@ initial head, the seeds run, and the files of the run.
 
 `hsfm.py` is the algorithm (pure functions of arrays); this module is where a config meets it:
 `check` validates every field against the data and resolves the "auto" choices (meta-gradient
-method, selection metric, initial head) before anything is traced, `run_with_info` builds the
-inputs and runs the epochs in chunks of ``chunk_epochs`` (`hsfm.run_chunk_seeds` driven by
-`epoch_loop.run`: progress, checkpoints, resume; the same numbers as `hsfm.run_seeds`), `save`
-writes ``support.npz`` and ``history.json``.
+method, selection metric, initial head) before anything is traced, `run` builds the inputs of a
+resolved config and runs the epochs in chunks of ``chunk_epochs`` (`hsfm.run_chunk_seeds` driven
+by `epoch_loop.run`: progress, checkpoints, resume; the same numbers as `hsfm.run_seeds`); its
+result's files are ``support.npz`` and ``history.json`` (`save`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ from hsfm_jax import (
     stream,
 )
 from hsfm_jax.baselines import erm
-from hsfm_jax.features import FeatureSet, SplitArrays, float_dtype
+from hsfm_jax.contract import MethodResult
+from hsfm_jax.features import FeatureSet, SplitArrays
 
+NAME = "hsfm"
 INIT_HEADS = ("auto", "backbone", "erm")
-RESUMABLE = True  # run_with_info takes `loop` (hsfm_jax.methods)
 # `Rates` fields, which are also the names of their config fields: a sweep over these keeps one
 # compiled program.
 RATE_FIELDS = tuple(f.name for f in dataclasses.fields(hsfm.Rates))
@@ -119,7 +120,7 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
         raise ValueError(f"hsfm.init_head='backbone' but {data.path}/head.npz does not exist")
     init_head = "backbone" if config.init_head != "erm" and data.has_head else "erm"
     if init_head == "erm":
-        erm.check(config.erm, data, prefix="erm")
+        erm.check(config.erm, data)
     return {
         "meta_gradient": _meta_gradient(config, data),
         "selection_metric": selection_metric,
@@ -140,20 +141,18 @@ def _meta_gradient(config: ml_collections.ConfigDict, data: FeatureSet) -> str:
 
 
 def settings(config: ml_collections.ConfigDict, data: FeatureSet) -> hsfm.Settings:
-    """The static `hsfm.Settings` of a checked config ("auto" fields resolved by `check`)."""
-    resolved = {**config.to_dict(), **check(config, data)}
+    """The static `hsfm.Settings` of a resolved config (`check`'s "auto" choices filled in,
+    `methods.resolve`)."""
     return hsfm.Settings(
         num_classes=data.num_classes,
         num_groups=data.num_groups,
-        **{field: resolved[field] for field in hsfm.Settings._fields[2:]},
+        **{field: config[field] for field in hsfm.Settings._fields[2:]},
     )
 
 
-def rates(config: ml_collections.ConfigDict, dtype=None) -> hsfm.Rates:
-    """The `hsfm.Rates` of a config (head_lr None: the inner lr)."""
-    return hsfm.make_rates(
-        **{field: config[field] for field in RATE_FIELDS}, dtype=dtype or float_dtype()
-    )
+def rates(config: ml_collections.ConfigDict, dtype) -> hsfm.Rates:
+    """The `hsfm.Rates` of a config in `dtype` (head_lr None: the inner lr)."""
+    return hsfm.make_rates(**{field: config[field] for field in RATE_FIELDS}, dtype=dtype)
 
 
 def device_data(data: FeatureSet, dtype=None, *, train_rows: np.ndarray | None = None) -> hsfm.Data:
@@ -162,7 +161,7 @@ def device_data(data: FeatureSet, dtype=None, *, train_rows: np.ndarray | None =
     `train_rows`: (R,) sorted train rows; only their features are read and put on the device
     (`hsfm.Data.train_rows`). None: all of train.
     """
-    dtype = dtype or float_dtype()
+    dtype = dtype or data.dtype
     if train_rows is None:
         train = data.train.to_arrays(dtype)
     else:
@@ -207,32 +206,32 @@ def initial_head(
     """theta_0: the backbone's head.npz, or the first of the ERM recipe's heads.
 
     Args:
-      config: the HSFM config (with its `erm` subtree).
+      config: the resolved HSFM config (with its `erm` subtree).
       data: the feature set (for head.npz).
       train: train `SplitArrays` the ERM recipe fits on; None: `data.train` from the host
         (`erm.fit_heads_split`, streamed when over the memory budget).
       keys: (S,) seed keys of the run.
-      dtype: of head.npz's arrays (default `float_dtype()`).
+      dtype: of head.npz's arrays (default `data.dtype`).
       erm_heads: the ERM recipe's heads (S, C, d) when already fitted (sweeps share them).
     """
-    if check(config, data)["init_head"] == "backbone":
-        return heads.from_numpy(data.head_weight, data.head_bias, dtype or float_dtype())
+    if config.init_head == "backbone":
+        return heads.from_numpy(data.head_weight, data.head_bias, dtype or data.dtype)
     if erm_heads is None and train is None:
         erm_heads = erm.fit_heads_split(
-            data.train, config.erm, keys, num_classes=data.num_classes, dtype=dtype or float_dtype()
+            data.train, config.erm, keys, num_classes=data.num_classes, dtype=dtype or data.dtype
         )
     elif erm_heads is None:
         erm_heads = erm.fit_heads(train, config.erm, keys, num_classes=data.num_classes)
     return jax.tree_util.tree_map(lambda x: x[0], erm_heads)
 
 
-def run_with_info(
+def run(
     data: FeatureSet,
     config: ml_collections.ConfigDict,
     keys: jax.Array,
     *,
     loop: epoch_loop.Options = epoch_loop.PLAIN,
-) -> tuple[dict[str, heads.LinearHead], dict]:
+) -> MethodResult:
     """HSFM for every seed key: rows "hsfm" (best val selection) and "hsfm_last".
 
     The epochs run in chunks of `config.chunk_epochs` (`epoch_loop.run`: a bar over epochs with
@@ -240,14 +239,14 @@ def run_with_info(
     the heads and history equal those of one `hsfm.run_seeds` call.
 
     Returns:
-      ({"hsfm": heads (S, C, d), "hsfm_last": heads (S, C, d)}, info) where info holds the
-      `hsfm.Result` ("result"), the JSON summary for results.json ("report") and the epoch the
-      run resumed from ("resumed_from", 0 for a fresh run).
+      `MethodResult`: rows {"hsfm": heads (S, C, d), "hsfm_last": heads (S, C, d)}, the best
+      epochs as its report, the outer losses and edit norms per epoch as what must stay finite,
+      the `hsfm.Result` as ``info["result"]``, and `save` of it as its files.
     """
     static = settings(config, data)
-    in_memory = stream.fits(data.train, erm.memory_budget_gb(config.erm), float_dtype())
+    in_memory = stream.fits(data.train, erm.memory_budget_gb(config.erm), data.dtype)
     arrays = device_data(data, train_rows=None if in_memory else support_rows(data, keys, static))
-    rates_ = rates(config)
+    rates_ = rates(config, data.dtype)
     init = lambda: hsfm.init_seeds(
         arrays,
         initial_head(config, data, arrays.train if in_memory else None, keys),
@@ -268,21 +267,19 @@ def run_with_info(
         status=status,
     )
     out = hsfm.finish(done.state, done.history)
-    report = {"best_epoch": np.asarray(out.best_epoch).tolist()}
-    must_be_finite = {k: np.asarray(out.history[k]) for k in FINITE_HISTORY}
-    info = {
-        "result": out,
-        "report": report,
-        "must_be_finite": must_be_finite,
-        "resumed_from": done.resumed_from,
-    }
-    return {"hsfm": out.best_head, "hsfm_last": out.last_head}, info
+    return MethodResult(
+        rows={"hsfm": out.best_head, "hsfm_last": out.last_head},
+        report={"best_epoch": np.asarray(out.best_epoch).tolist()},
+        must_be_finite={k: np.asarray(out.history[k]) for k in FINITE_HISTORY},
+        resumed_from=done.resumed_from,
+        info={"result": out},
+        write_files=lambda workdir, run_id: save(out, workdir, run_id),
+    )
 
 
-def save(info: dict, workdir: Path, run_id: str) -> None:
+def save(out: hsfm.Result, workdir: Path, run_id: str) -> None:
     """support.npz (final support embeddings, train rows of S) and history.json
     ({"run_id", "history": per-epoch values, per seed; strict JSON, NaN as null})."""
-    out: hsfm.Result = info["result"]
     np.savez(
         workdir / "support.npz",
         support=np.asarray(out.support),

@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 
 import ml_collections
+import numpy as np
 from absl import logging
 
-from hsfm_jax import atomic, synthetic
+from hsfm_jax import apps, atomic, synthetic
 from hsfm_jax import features as features_lib
 
 PLACEHOLDER_PREFIX = "/path/to"
@@ -72,7 +73,7 @@ def run_export(argv: list[str]) -> None:
     """Runs the exporter in a subprocess; its one-line error becomes a ValueError here."""
     command = [sys.executable, "-m", "feature_export.pipeline", *argv]
     logging.info("Exporting features: %s", " ".join(command))
-    proc = subprocess.run(command, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(command, stderr=subprocess.PIPE, text=True, env=apps.subprocess_env())
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("error: ")]
@@ -152,18 +153,20 @@ def prepare_loaded(
     config: ml_collections.ConfigDict, data: features_lib.FeatureSet
 ) -> features_lib.FeatureSet:
     """A loaded feature set as `config` uses it: its extra splits present, groups that label no
-    row dropped (`without_unknown_groups`), `config.val_split` applied."""
+    row dropped (`without_unknown_groups`), computing in float64 when ``config.float64``
+    (`features.with_dtype`; the caller turns ``jax_enable_x64`` on), `config.val_split` applied."""
     check_val_split(config)
     fraction = config.val_split.fraction
     for name in (*features_lib.SPLITS, *extra_splits(config)):
         if name not in data.splits:
             raise ValueError(f"{data.path}: no split {name!r}; has {sorted(data.splits)}")
     data = without_unknown_groups(data)
+    data = features_lib.with_dtype(data, np.float64 if config.float64 else np.float32)
     return features_lib.split_validation(data, fraction, config.val_split.seed)
 
 
 def load(config: ml_collections.ConfigDict) -> features_lib.FeatureSet:
-    """The feature set of `config`, with `config.val_split` applied."""
+    """The feature set of `config` (`prepare_loaded`)."""
     data = features_lib.load(
         prepare_features(config), splits=(*features_lib.SPLITS, *extra_splits(config))
     )

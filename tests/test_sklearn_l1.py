@@ -63,9 +63,10 @@ def test_dfr_run_with_sklearn_equals_newton(small_features_dir):
     config = dfr.default_config()
     config.solver.tol = 1e-8
     config.solver.newton_iters = 10000
-    newton = dfr.run(data, config, keys)
+    config.update(dfr.check(config, data))
+    newton = dfr.run(data, config, keys).rows
     config.solver.method = "sklearn"
-    sklearn = dfr.run(data, config, keys)
+    sklearn = dfr.run(data, config, keys).rows
     assert set(sklearn) == set(newton) == {"dfr", "tr_dfr"}
     for row in newton:
         scale = float(jnp.abs(newton[row].weight).max())

@@ -18,8 +18,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from hsfm_jax import checks, heads, losses, optim, program_cache, sampling, stream
-from hsfm_jax.features import FeatureSet, Split, SplitArrays, float_dtype
+from hsfm_jax import checks, epoch_loop, heads, losses, optim, program_cache, sampling, stream
+from hsfm_jax.contract import MethodResult
+from hsfm_jax.features import FeatureSet, Split, SplitArrays
+
+NAME = "erm"
 
 
 def _objective(head, features, labels, weights, l2, l2_bias=False, feature_mask=None):
@@ -408,8 +411,10 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
 
-def check(config: ml_collections.ConfigDict, data: FeatureSet, prefix: str = "erm") -> dict:
-    """Raises ValueError naming the first bad field of an ERM config; nothing to resolve."""
+def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
+    """Raises ValueError naming the first bad field of the ERM recipe (``erm.<field>``: one
+    recipe per run, which every method that starts from ERM checks here); nothing to resolve."""
+    prefix = NAME
     checks.check_choice(prefix, config, "optimizer", optim.OPTIMIZERS)
     checks.check_value(prefix, config, "learning_rate", "positive")
     checks.check_value(prefix, config, "epochs", "non_negative_int")
@@ -499,13 +504,18 @@ def streams_train(config: ml_collections.ConfigDict) -> bool:
 
 
 def run(
-    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
-) -> dict[str, heads.LinearHead]:
-    """{"erm": heads (S, C, d)}, or one head (1, C, d) in full batch (deterministic)."""
+    data: FeatureSet,
+    config: ml_collections.ConfigDict,
+    keys: jax.Array,
+    *,
+    loop: epoch_loop.Options = epoch_loop.PLAIN,
+) -> MethodResult:
+    """Row "erm": heads (S, C, d), or one head (1, C, d) in full batch (deterministic)."""
+    del loop  # no epoch loop
     heads_ = fit_heads_split(
-        data.train, config, keys, num_classes=data.num_classes, dtype=float_dtype()
+        data.train, config, keys, num_classes=data.num_classes, dtype=data.dtype
     )
-    return {"erm": heads_}
+    return MethodResult(rows={NAME: heads_})
 
 
 def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
