@@ -273,6 +273,8 @@ def table(results: dict) -> str:
         "the end.",
     ]
     for job, phases in results["jobs"].items():
+        if "fresh" not in phases:
+            continue
         fresh = phases["fresh"]
         lines += [
             "",
@@ -350,13 +352,17 @@ def main(argv=None) -> dict:
                 )
                 print(f"{job} {phase} ...", file=sys.stderr, flush=True)
                 results["jobs"][job][phase] = _run_child(spec)
+                _save(results, args.out)  # after every phase: a long run cut short keeps them
+    print(results["table"])
+    return results
+
+
+def _save(results: dict, out: str) -> None:
     results["environment"]["load_average_end"] = list(os.getloadavg())
     results["table"] = table(results)
-    print(results["table"])
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=1))
-    return results
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
