@@ -92,7 +92,10 @@ BAD_SETTINGS = [
     ({"erm.batch_size": -5}, "erm.batch_size must be an integer >= 0"),
     ({"neurontune.epochs": 0}, "neurontune.epochs must be an integer > 0"),
     ({"dfr.num_retrains": 0}, "dfr.num_retrains must be an integer > 0"),
-    ({"dfr.solver.method": "lbfgs"}, "dfr.solver.method must be one of ('newton', 'fista')"),
+    (
+        {"dfr.solver.method": "lbfgs"},
+        "dfr.solver.method must be one of ('newton', 'fista', 'sklearn')",
+    ),
     ({"dfr.solver.working_set": 4}, "dfr.solver.working_set must be >= 8, got 4"),
     ({"hsfm.inner_lr": float("nan")}, "hsfm.inner_lr must be > 0 and finite"),
     ({"hsfm.meta_lr": -1.0}, "hsfm.meta_lr must be > 0 and finite"),
