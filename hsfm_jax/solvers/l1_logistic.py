@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from hsfm_jax import heads, program_cache
+from hsfm_jax.solvers import sklearn_l1
 
 
 class Solver(NamedTuple):
@@ -37,7 +38,7 @@ class Solver(NamedTuple):
     cd_sweeps: int = 50  # coordinate-descent sweeps per Newton step, at most
 
 
-SOLVERS = ("newton", "fista")
+SOLVERS = ("newton", "fista", "sklearn")
 DEFAULT_SOLVER = Solver()
 
 
@@ -355,7 +356,7 @@ def _newton_one(
 def _solve(features, targets, cw, beta0, rows, solver: Solver, batch_axes):
     """One binary problem: (N, d) features, (N,) targets and cw, (d + 1,) beta0 -> beta etc."""
     aug = jnp.concatenate([features, jnp.ones_like(features[:, :1])], axis=1)
-    solve = {"newton": _newton_one, "fista": _fista_one}[solver.method]
+    solve = {"newton": _newton_one, "fista": _fista_one, "sklearn": sklearn_l1.solve}[solver.method]
     return solve(aug, targets, cw, beta0, rows, solver=solver, batch_axes=batch_axes)
 
 
