@@ -171,7 +171,7 @@ def test_vmapped_rates_equal_separate_runs(reference, features_dir):
     data = features_lib.load(features_dir)
     arrays = hsfm_method.device_data(data, jnp.float32)
     keys = jax.random.split(jax.random.key(config.seed), 3)
-    hsfm_config = methods.method_config(config, "hsfm")
+    hsfm_config = methods.checked(config, "hsfm", data)
     init_head = hsfm_method.initial_head(hsfm_config, data, arrays.train, keys)
     settings = hsfm_method.settings(hsfm_config, data)
     for record in read_settings(ref_dir)[:3]:  # inner_steps=2: one program, three rates

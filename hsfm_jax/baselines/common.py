@@ -16,8 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hsfm_jax import evaluate, heads, losses
-from hsfm_jax.baselines import dfr
+from hsfm_jax import evaluate, heads, losses, scaling
 from hsfm_jax.features import FeatureSet, Split, SplitArrays, to_device
 
 # ----------------------------------------------------------------------------- selection
@@ -113,7 +112,8 @@ def best_over_checkpoints(
         return carry, value if loss_of is None else (value, loss_of(head))
 
     head0 = head_of(state)
-    carry0 = (state, head0, jnp.asarray(-jnp.inf), jnp.asarray(0), jnp.asarray(1))
+    minus_inf = jnp.full((), -jnp.inf, jax.eval_shape(score_of, head0).dtype)
+    carry0 = (state, head0, minus_inf, jnp.asarray(0), jnp.asarray(1))
     (state, head, best, checkpoint, _), scores = jax.lax.scan(chunk, carry0, keys)
     out = dict(state=state, head=head, score=best, checkpoint=checkpoint)
     if loss_of is None:
@@ -133,10 +133,10 @@ def repeat_seeds(tree, num_seeds: int):
 
 
 def train_scaler(data: FeatureSet, standardize: bool) -> tuple[jax.Array, jax.Array]:
-    """(d,) float32 mean and scale of train's features (`dfr.host_scaler`), or 0 and 1 when the
-    method does not standardize, on the device."""
+    """(d,) mean and scale of train's features (`scaling.host_scaler`), or 0 and 1 when the method
+    does not standardize, on the device in the data's dtype."""
     if standardize:
-        mean, scale = dfr.host_scaler(data.train.features)
+        mean, scale = scaling.host_scaler(data.train.features)
     else:
         mean, scale = np.zeros(data.feature_dim), np.ones(data.feature_dim)
-    return to_device(mean, jnp.float32), to_device(scale, jnp.float32)
+    return to_device(mean, data.dtype), to_device(scale, data.dtype)
