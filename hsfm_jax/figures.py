@@ -156,8 +156,11 @@ def _band(ax, values: np.ndarray, label: str, **kw) -> None:
     ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
 
 
-def curves_figure(history: Mapping[str, np.ndarray], group_names=(), title: str = ""):
-    """HSFM's per-epoch history (history.json's "history", arrays (S, E, ...)) as four panels."""
+def curves_figure(
+    history: Mapping[str, np.ndarray], group_names=(), title: str = "", best_epochs=()
+):
+    """HSFM's per-epoch history (history.json's "history", arrays (S, E, ...)) as four panels;
+    `best_epochs` (per seed, 1-based: the epochs val selection chose) are marked."""
     h = {k: np.asarray(v, np.float64) for k, v in history.items()}
     fig = _figure(10, 6.4)
     axes = fig.subplots(2, 2)
@@ -169,6 +172,9 @@ def curves_figure(history: Mapping[str, np.ndarray], group_names=(), title: str 
             _band(ax, 100 * h[f"{split}_{metric}"], f"{split} {name}", ls=style, color=_WORST)
         if f"{split}_mean_acc" in h:
             _band(ax, 100 * h[f"{split}_mean_acc"], f"{split} mean acc", ls=style, color=_MEAN)
+    for i, epoch in enumerate(sorted(set(int(e) for e in best_epochs))):
+        label = "epoch chosen by val (a seed)" if i == 0 else None
+        ax.axvline(epoch, color="grey", ls=":", lw=1, label=label)
     ax.set(title="accuracy of each epoch's head", xlabel="epoch", ylabel="accuracy (%)")
     ax.legend(fontsize=7)
     ax = axes[0, 1]
