@@ -3,10 +3,10 @@ initial head, the seeds run, and the files of the run.
 
 `hsfm.py` is the algorithm (pure functions of arrays); this module is where a config meets it:
 `check` validates every field against the data and resolves the "auto" choices (meta-gradient
-method, selection metric, initial head) before anything is traced, `run_with_info` builds the
-inputs and runs the epochs in chunks of ``chunk_epochs`` (`hsfm.run_chunk_seeds` driven by
-`epoch_loop.run`: progress, checkpoints, resume; the same numbers as `hsfm.run_seeds`), `save`
-writes ``support.npz`` and ``history.json``.
+method, selection metric, initial head) before anything is traced, `run` builds the inputs of a
+resolved config and runs the epochs in chunks of ``chunk_epochs`` (`hsfm.run_chunk_seeds` driven
+by `epoch_loop.run`: progress, checkpoints, resume; the same numbers as `hsfm.run_seeds`); its
+result's files are ``support.npz`` and ``history.json`` (`save`).
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ from hsfm_jax import (
     stream,
 )
 from hsfm_jax.baselines import erm
-from hsfm_jax.features import FeatureSet, SplitArrays, float_dtype
+from hsfm_jax.contract import MethodResult
+from hsfm_jax.features import FeatureSet, SplitArrays
 
+NAME = "hsfm"
 INIT_HEADS = ("auto", "backbone", "erm")
-RESUMABLE = True  # run_with_info takes `loop` (hsfm_jax.methods)
 # `Rates` fields, which are also the names of their config fields: a sweep over these keeps one
 # compiled program.
 RATE_FIELDS = tuple(f.name for f in dataclasses.fields(hsfm.Rates))
@@ -130,7 +131,7 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
         raise ValueError(f"hsfm.init_head='backbone' but {data.path}/head.npz does not exist")
     init_head = "backbone" if config.init_head != "erm" and data.has_head else "erm"
     if init_head == "erm":
-        erm.check(config.erm, data, prefix="erm")
+        erm.check(config.erm, data)
     return {
         "meta_gradient": _meta_gradient(config, data),
         "selection_metric": selection_metric,
@@ -151,20 +152,18 @@ def _meta_gradient(config: ml_collections.ConfigDict, data: FeatureSet) -> str:
 
 
 def settings(config: ml_collections.ConfigDict, data: FeatureSet) -> hsfm.Settings:
-    """The static `hsfm.Settings` of a checked config ("auto" fields resolved by `check`)."""
-    resolved = {**config.to_dict(), **check(config, data)}
+    """The static `hsfm.Settings` of a resolved config (`check`'s "auto" choices filled in,
+    `methods.resolve`)."""
     return hsfm.Settings(
         num_classes=data.num_classes,
         num_groups=data.num_groups,
-        **{field: resolved[field] for field in hsfm.Settings._fields[2:]},
+        **{field: config[field] for field in hsfm.Settings._fields[2:]},
     )
 
 
-def rates(config: ml_collections.ConfigDict, dtype=None) -> hsfm.Rates:
-    """The `hsfm.Rates` of a config (head_lr None: the inner lr)."""
-    return hsfm.make_rates(
-        **{field: config[field] for field in RATE_FIELDS}, dtype=dtype or float_dtype()
-    )
+def rates(config: ml_collections.ConfigDict, dtype) -> hsfm.Rates:
+    """The `hsfm.Rates` of a config in `dtype` (head_lr None: the inner lr)."""
+    return hsfm.make_rates(**{field: config[field] for field in RATE_FIELDS}, dtype=dtype)
 
 
 def device_data(data: FeatureSet, dtype=None, *, train_rows: np.ndarray | None = None) -> hsfm.Data:
@@ -173,7 +172,7 @@ def device_data(data: FeatureSet, dtype=None, *, train_rows: np.ndarray | None =
     `train_rows`: (R,) sorted train rows; only their features are read and put on the device
     (`hsfm.Data.train_rows`). None: all of train.
     """
-    dtype = dtype or float_dtype()
+    dtype = dtype or data.dtype
     if train_rows is None:
         train = data.train.to_arrays(dtype)
     else:
@@ -218,32 +217,32 @@ def initial_head(
     """theta_0: the backbone's head.npz, or the first of the ERM recipe's heads.
 
     Args:
-      config: the HSFM config (with its `erm` subtree).
+      config: the resolved HSFM config (with its `erm` subtree).
       data: the feature set (for head.npz).
       train: train `SplitArrays` the ERM recipe fits on; None: `data.train` from the host
         (`erm.fit_heads_split`, streamed when over the memory budget).
       keys: (S,) seed keys of the run.
-      dtype: of head.npz's arrays (default `float_dtype()`).
+      dtype: of head.npz's arrays (default `data.dtype`).
       erm_heads: the ERM recipe's heads (S, C, d) when already fitted (sweeps share them).
     """
-    if check(config, data)["init_head"] == "backbone":
-        return heads.from_numpy(data.head_weight, data.head_bias, dtype or float_dtype())
+    if config.init_head == "backbone":
+        return heads.from_numpy(data.head_weight, data.head_bias, dtype or data.dtype)
     if erm_heads is None and train is None:
         erm_heads = erm.fit_heads_split(
-            data.train, config.erm, keys, num_classes=data.num_classes, dtype=dtype or float_dtype()
+            data.train, config.erm, keys, num_classes=data.num_classes, dtype=dtype or data.dtype
         )
     elif erm_heads is None:
         erm_heads = erm.fit_heads(train, config.erm, keys, num_classes=data.num_classes)
     return jax.tree_util.tree_map(lambda x: x[0], erm_heads)
 
 
-def run_with_info(
+def run(
     data: FeatureSet,
     config: ml_collections.ConfigDict,
     keys: jax.Array,
     *,
     loop: epoch_loop.Options = epoch_loop.PLAIN,
-) -> tuple[dict[str, heads.LinearHead], dict]:
+) -> MethodResult:
     """HSFM for every seed key: rows "hsfm" (best val selection) and "hsfm_last" (last epoch);
     with a rate grid (`config.grid`, `hsfm_jax.hsfm_grid`), "hsfm" is each seed's val-selected
     setting's best head, "hsfm_fixed" the configured rates' best head and "hsfm_last" the
@@ -255,14 +254,14 @@ def run_with_info(
     "feature_rms" units run on the rescaled features (`hsfm_jax.hsfm_scale`).
 
     Returns:
-      ({"hsfm": heads (S, C, d)[, "hsfm_fixed": ...], "hsfm_last": ...}, info) where info
-      holds the `hsfm.Result` of the row "hsfm" ("result": with a grid, each seed's selected
-      run), the JSON summary for
-      results.json ("report") and the epoch the run resumed from ("resumed_from", 0 for a fresh
-      run).
+      `MethodResult`: rows {"hsfm": heads (S, C, d)[, "hsfm_fixed": ...], "hsfm_last": ...};
+      its report holds the best epochs, the feature scale and, with a grid, the setting each
+      seed selected; the outer losses and edit norms per epoch must stay finite; the
+      `hsfm.Result` of the row "hsfm" (with a grid, each seed's selected run) is
+      ``info["result"]``, and `save` of it writes the method's files.
     """
     static = settings(config, data)
-    in_memory = stream.fits(data.train, erm.memory_budget_gb(config.erm), float_dtype())
+    in_memory = stream.fits(data.train, erm.memory_budget_gb(config.erm), data.dtype)
     arrays = device_data(data, train_rows=None if in_memory else support_rows(data, keys, static))
     scale = hsfm_scale.measure(data)
     c = hsfm_scale.factor(config.rate_units, scale)
@@ -270,11 +269,11 @@ def run_with_info(
     grid_rates = hsfm_grid.settings(config)
     num_seeds = keys.shape[0]
     if grid:
-        rates_ = hsfm_grid.stack(grid_rates, num_seeds, float_dtype())
+        rates_ = hsfm_grid.stack(grid_rates, num_seeds, data.dtype)
         keys_ = keys[np.tile(np.arange(num_seeds), len(grid_rates))]
         init_fn, chunk_fn = hsfm.init_runs, hsfm.run_chunk_runs
     else:
-        rates_, keys_ = rates(config), keys
+        rates_, keys_ = rates(config, data.dtype), keys
         init_fn, chunk_fn = hsfm.init_seeds, hsfm.run_chunk_seeds
 
     unit_arrays = hsfm_scale.data_to_unit(arrays, c)
@@ -324,15 +323,17 @@ def run_with_info(
         ]
     report["best_epoch"] = np.asarray(out.best_epoch).tolist()
     must_be_finite = {k: np.asarray(out.history[k]) for k in FINITE_HISTORY}
-    info = {
-        "result": out,
-        "report": report,
-        "must_be_finite": must_be_finite,
-        "resumed_from": done.resumed_from,
-    }
-    if last is None:
-        return {"hsfm": out.best_head, "hsfm_last": out.last_head}, info
-    return {"hsfm": out.best_head, "hsfm_fixed": fixed.best_head, "hsfm_last": last}, info
+    rows = {"hsfm": out.best_head, "hsfm_last": out.last_head}
+    if last is not None:
+        rows = {"hsfm": out.best_head, "hsfm_fixed": fixed.best_head, "hsfm_last": last}
+    return MethodResult(
+        rows=rows,
+        report=report,
+        must_be_finite=must_be_finite,
+        resumed_from=done.resumed_from,
+        info={"result": out},
+        write_files=lambda workdir, run_id: save(out, workdir, run_id),
+    )
 
 
 def _best_mean(scores: np.ndarray, num_seeds: int) -> float:
@@ -341,10 +342,9 @@ def _best_mean(scores: np.ndarray, num_seeds: int) -> float:
     return float(np.nanmax(per_setting.mean(axis=1))) if np.isfinite(per_setting).any() else np.nan
 
 
-def save(info: dict, workdir: Path, run_id: str) -> None:
+def save(out: hsfm.Result, workdir: Path, run_id: str) -> None:
     """support.npz (final support embeddings, train rows of S) and history.json
     ({"run_id", "history": per-epoch values, per seed; strict JSON, NaN as null})."""
-    out: hsfm.Result = info["result"]
     np.savez(
         workdir / "support.npz",
         support=np.asarray(out.support),

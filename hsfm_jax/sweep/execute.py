@@ -13,7 +13,7 @@ How it runs:
   another program, compiled once.
 - In a program, every (setting, seed) pair is one *run*; runs form one leading axis (setting-major:
   run = setting * num_seeds + seed) that `jax.vmap` maps over, rates included. Seed keys are those
-  of `experiments.train.run`, so a setting's seeds reproduce a single experiment with that config.
+  of `hsfm_jax.experiment.run`, so a setting's seeds reproduce a single experiment with that config.
 - With several devices the runs axis is sharded over a 1-D mesh ``("runs",)`` with
   `NamedSharding`; it is padded to a multiple of the device count by repeating the last run, whose
   copies are dropped. Runs are independent, so results do not depend on the device count.
@@ -44,6 +44,7 @@ Workdir layout::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -66,7 +67,9 @@ from hsfm_jax import (
     hsfm,
     hsfm_method,
     inputs,
+    locks,
     methods,
+    ownership,
     results,
 )
 from hsfm_jax import features as features_lib
@@ -74,6 +77,7 @@ from hsfm_jax.baselines import erm
 from hsfm_jax.sweep import report as report_lib
 from hsfm_jax.sweep.plan import Program, Spec, apply, parse_spec, plan, setting_name
 
+SWEEP_KIND = "sweep"
 RECORD_FILE = "sweep_config.json"
 SETTINGS_DIR = "settings"
 CHECKPOINTS_DIR = "checkpoints"
@@ -134,13 +138,13 @@ def _program_inputs(ctx: _Context, settings_list, program: Program):
     configs = [apply(ctx.config, settings_list[i]) for i in program.setting_indices]
     num_seeds = ctx.keys.shape[0]
     # Built on the host: eager jnp indexing would compile a gather per array shape.
-    hsfm_configs = [methods.method_config(c, "hsfm") for c in configs]
+    hsfm_configs = [methods.checked(c, "hsfm", ctx.data) for c in configs]
     rates = [jax.device_get(hsfm_method.rates(c, ctx.dtype)) for c in hsfm_configs]
     rates = jax.tree_util.tree_map(lambda *xs: np.repeat(np.stack(xs), num_seeds, 0), *rates)
     keys = _host_keys(ctx.keys)[np.tile(np.arange(num_seeds), len(configs))]
     config = hsfm_configs[0]  # the settings of a program agree outside the rates
     erm_heads = None
-    if hsfm_method.check(config, ctx.data)["init_head"] == "erm":
+    if config.init_head == "erm":
         erm_key = config.erm.to_json()
         if erm_key not in ctx.erm_heads:  # programs that differ only outside config.erm share it
             ctx.erm_heads[erm_key] = erm.fit_heads(
@@ -303,7 +307,20 @@ def _setting_file(workdir: Path, index: int) -> Path:
     return workdir / SETTINGS_DIR / f"{index:03d}.json"
 
 
-def run(
+def run(config: ml_collections.ConfigDict, sweep: str | Spec, workdir: str | Path, **options):
+    """Runs (or resumes) a sweep (`_run`: arguments and result) with `workdir` locked.
+
+    The workdir must be missing, empty or a sweep workdir (`ownership`) apart from the features;
+    a second sweep on the same workdir is refused (`locks`; process 0 holds the lock).
+    """
+    ownership.check_ours(workdir, (SWEEP_KIND,), "sweep workdir")
+    ownership.check_apart(workdir, "sweep workdir", features_dir=config.features_dir)
+    primary = distributed.is_primary()
+    with locks.hold(workdir, "sweep workdir") if primary else contextlib.nullcontext():
+        return _run(config, sweep, workdir, **options)
+
+
+def _run(
     config: ml_collections.ConfigDict,
     sweep: str | Spec,
     workdir: str | Path,
@@ -317,7 +334,7 @@ def run(
     """Runs (or resumes) a sweep and writes its summary files. Returns the sweep.json report.
 
     Args:
-      config: the base experiment config (as `experiments.train.run` takes).
+      config: the base experiment config (as `hsfm_jax.experiment.run` takes).
       sweep: a spec string (see `parse_spec`) or a parsed `Spec`.
       workdir: where everything goes; a restart with the same arguments resumes.
       checkpoint_every: epochs per chunk; the state is saved after each chunk.
@@ -338,13 +355,13 @@ def run(
         raise ValueError(f"config.num_seeds must be >= 1, got {config.num_seeds}")
     workdir = Path(workdir)
     jax.config.update("jax_enable_x64", bool(config.float64))
-    dtype = jnp.float64 if config.float64 else jnp.float32
 
     if config.get("group_labels", "all") != "all":
         raise ValueError(
             f"sweep: group_labels={config.group_labels!r} is not supported (experiments.main is)"
         )
     data = inputs.load(config)
+    dtype = data.dtype
     settings_list, programs = plan(config, spec, data)
     if any(p.settings.selection_metric == "sfit" for p in programs):
         raise ValueError(
@@ -357,6 +374,8 @@ def run(
         )
     workdir.mkdir(parents=True, exist_ok=True)
     primary = distributed.is_primary()
+    if primary and ownership.read(workdir) is None:
+        ownership.mark(workdir, SWEEP_KIND)
     checkpointing.check_record(
         workdir / RECORD_FILE,
         {

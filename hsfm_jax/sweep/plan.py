@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 import ml_collections
 
+from hsfm_jax import checks, hsfm, hsfm_method, methods
 from hsfm_jax import features as features_lib
-from hsfm_jax import hsfm, hsfm_method, methods
 
 SEEDS_NAME = "seeds"
 # Top-level config entries a sweep may not vary: they change the data, the seeds or the output.
@@ -103,8 +103,10 @@ def parse_spec(text: str, config: ml_collections.ConfigDict) -> Spec:
             raise ValueError(f"sweep: {name!r} is given twice")
         seen.add(name)
         if name == SEEDS_NAME:
-            if not values.isdigit() or int(values) < 1:
-                raise ValueError(f"sweep: seeds must be an integer >= 1, got {values!r}")
+            if not values.isdigit() or not 1 <= int(values) <= checks.MAX_SEEDS:
+                raise ValueError(
+                    f"sweep: seeds must be an integer in [1, {checks.MAX_SEEDS}], got {values!r}"
+                )
             num_seeds = int(values)
             continue
         path = config_path(name)
@@ -162,7 +164,7 @@ def plan(
     statics: dict[str, hsfm.Settings] = {}
     for index, overrides in enumerate(settings_list):
         setting_config = apply(config, overrides)
-        static = hsfm_method.settings(methods.method_config(setting_config, "hsfm"), data)
+        static = hsfm_method.settings(methods.checked(setting_config, "hsfm", data), data)
         rest = setting_config.to_dict()
         for field in hsfm_method.RATE_FIELDS:
             rest["hsfm"].pop(field)
