@@ -39,7 +39,7 @@ from experiments.configs import (
     synthetic,
     waterbirds_resnet50,
 )
-from hsfm_jax import features, hsfm, hsfm_grid, hsfm_method, inputs, methods
+from hsfm_jax import hsfm, hsfm_grid, hsfm_method, inputs, methods
 
 SETS = (
     "synthetic",
@@ -127,17 +127,20 @@ def program_times(config, repeats: int) -> dict:
     (S seeds) and for the grid (K settings x S seeds), interleaved, best of `repeats`."""
     data = inputs.load(config)
     hsfm_config = methods.method_config(config, "hsfm")
+    hsfm_config.update(hsfm_method.check(hsfm_config, data))
     arrays = hsfm_method.device_data(data)
     static = hsfm_method.settings(hsfm_config, data)
     keys = jax.random.split(jax.random.key(config.seed), config.num_seeds)
     head = hsfm_method.initial_head(hsfm_config, data, arrays.train, keys)
     grid_rates = hsfm_grid.settings(hsfm_config)
-    rates = hsfm_grid.stack(grid_rates, config.num_seeds, features.float_dtype())
+    rates = hsfm_grid.stack(grid_rates, config.num_seeds, data.dtype)
     runs = keys[np.tile(np.arange(config.num_seeds), len(grid_rates))]
     first = jnp.asarray(0, jnp.int32)
 
     def fixed():
-        return hsfm.run_seeds(arrays, head, hsfm_method.rates(hsfm_config), keys, settings=static)
+        return hsfm.run_seeds(
+            arrays, head, hsfm_method.rates(hsfm_config, data.dtype), keys, settings=static
+        )
 
     def grid():
         state = hsfm.init_runs(arrays, head, rates, runs, settings=static)
