@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -119,6 +120,37 @@ def chunk_keys(key: jax.Array, steps: int, eval_every: int) -> jax.Array:
 def repeat_seeds(tree, num_seeds: int):
     """Leaves with a leading axis of 1 -> the same values for `num_seeds` seeds."""
     return jax.tree_util.tree_map(lambda x: jnp.repeat(x, num_seeds, axis=0), tree)
+
+
+class Inputs(NamedTuple):
+    """The arrays a reweighting baseline's program reads (a pytree).
+
+    Attributes:
+      features: (N, d) train features; labels, groups: (N,) int32.
+      select: the selection split (`selection_split`) on raw features.
+      mean, scale: (d,) train's scaler (`train_scaler`), folded into every returned head.
+    """
+
+    features: jnp.ndarray
+    labels: jnp.ndarray
+    groups: jnp.ndarray
+    select: SplitArrays
+    mean: jnp.ndarray
+    scale: jnp.ndarray
+
+
+def inputs(data: FeatureSet, standardize: bool) -> Inputs:
+    """`Inputs` of `data` on the device, in its dtype: train's features raw (`standardized`
+    standardizes them inside the program that reads them)."""
+    train = data.train.to_arrays()
+    mean, scale = train_scaler(data, standardize)
+    select = selection_split(data).to_arrays()
+    return Inputs(train.features, train.labels, train.groups, select, mean, scale)
+
+
+def standardized(inputs: Inputs) -> Inputs:
+    """`inputs` with train's features standardized by its scaler."""
+    return inputs._replace(features=(inputs.features - inputs.mean) / inputs.scale)
 
 
 def train_scaler(data: FeatureSet, standardize: bool) -> tuple[jax.Array, jax.Array]:

@@ -368,18 +368,10 @@ def paper_dfr_single(
     else:
         x, y = val_features, val_labels
     mean, scale = fit_scaler(x)
-    head = erm.fit(
-        (x - mean) / scale,
-        y,
-        key,
-        num_classes=num_classes,
-        optimizer="sgd",
-        learning_rate=learning_rate,
-        steps=epochs,
-        l2=l2 / x.shape[0],
-        lr_schedule="cosine",
-        l2_bias=True,
+    recipe = erm.Recipe(
+        num_classes, optimizer="sgd", steps=epochs, lr_schedule="cosine", l2_bias=True
     )
+    head = erm.fit((x - mean) / scale, y, key, recipe, erm.Rates(learning_rate, l2 / x.shape[0]))
     return fold_scaler(head, mean, scale)
 
 

@@ -75,12 +75,11 @@ def default_config() -> ml_collections.ConfigDict:
     config.chunk_epochs = 10  # epochs per compiled chunk: progress, checkpoints; same numbers
     config.l2 = 0.0  # Table 10 lists no weight decay for retraining
     config.selection_metric = "auto"  # WGA with groups, else mean acc (label-free: worst-class)
-    # Current head when the feature set has no head.npz: an ERM head on train (our choice).
-    config.erm = ml_collections.ConfigDict()
-    config.erm.optimizer = "adam"
-    config.erm.learning_rate = 1e-2
-    config.erm.steps = 2000
-    config.erm.l2 = 0.0
+    # Current head when the feature set has no head.npz: the ERM recipe's head on train (our
+    # choice). An experiment puts its own `config.erm` here (`methods.method_config`); these
+    # values serve NeuronTune run alone.
+    config.erm = erm.default_config()
+    config.erm.update(learning_rate=1e-2, steps=2000)
     return config
 
 
@@ -264,8 +263,7 @@ def chunk_single(
     state: State,
     inputs: Inputs,
     first_epoch: jnp.ndarray,
-    learning_rate,
-    l2,
+    rates: erm.Rates,
     *,
     settings: Settings,
     chunk_epochs: int,
@@ -294,18 +292,17 @@ def chunk_single(
         _subset_metric, num_classes=s.num_classes, num_groups=s.num_groups, metric=s.metric
     )
 
+    recipe = erm.Recipe(
+        s.num_classes, s.optimizer, s.batches_per_epoch, s.batch_size, class_balanced=True
+    )
+
     def run_one(st, epoch_index):
         head = erm.fit(
             tune_x,
             tune_y,
             epoch_keys[epoch_index],
-            num_classes=s.num_classes,
-            optimizer=s.optimizer,
-            learning_rate=learning_rate,
-            steps=s.batches_per_epoch,
-            l2=l2,
-            batch_size=s.batch_size,
-            class_balanced=True,
+            recipe,
+            rates,
             init=st.head,
             sample_weight=tune_weight,
             feature_mask=keep,
@@ -349,8 +346,7 @@ def tune_chunk(
     state: State,
     inputs: Inputs,
     first_epoch: jnp.ndarray,
-    learning_rate,
-    l2,
+    rates: erm.Rates,
     *,
     settings: Settings,
     chunk_epochs: int,
@@ -369,8 +365,7 @@ def tune_chunk(
             st_l,
             inputs,
             first_epoch,
-            learning_rate,
-            l2,
+            rates,
             settings=settings,
             chunk_epochs=chunk_epochs,
             train_key=st.train_key[0],
@@ -414,8 +409,7 @@ def tune(
     keys: jax.Array,
     thresholds: jnp.ndarray,
     inputs: Inputs,
-    learning_rate,
-    l2,
+    rates: erm.Rates,
     *,
     settings: Settings,
 ) -> dict:
@@ -428,26 +422,18 @@ def tune(
     state = tune_init(keys, thresholds, inputs, settings=settings)
     first = jnp.asarray(0, jnp.int32)
     state, history = tune_chunk(
-        state, inputs, first, learning_rate, l2, settings=settings, chunk_epochs=settings.epochs
+        state, inputs, first, rates, settings=settings, chunk_epochs=settings.epochs
     )
     return {**tune_results(state), **history}
 
 
 def reference_head(data: FeatureSet, config: ml_collections.ConfigDict) -> heads.LinearHead:
-    """The "current" head: the backbone's head.npz, else an ERM head on train (deterministic)."""
+    """The "current" head: the backbone's head.npz, else the ERM recipe's head on train
+    (`erm.fit_heads_split` with the key 0: its batches, epochs and class balancing)."""
     if data.has_head:
         return heads.from_numpy(data.head_weight, data.head_bias, data.dtype)
-    train = data.train.to_arrays()
-    return erm.fit(
-        train.features,
-        train.labels,
-        jax.random.key(0),
-        num_classes=data.num_classes,
-        optimizer=config.erm.optimizer,
-        learning_rate=float(config.erm.learning_rate),
-        steps=int(config.erm.steps),
-        l2=float(config.erm.l2),
-    )
+    fitted = erm.fit_heads_split(data.train, config.erm, data, jax.random.key(0)[None])
+    return jax.tree_util.tree_map(lambda x: x[0], fitted)
 
 
 def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
@@ -461,11 +447,8 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     for name in ("batch_size", "batches_per_epoch", "epochs", "chunk_epochs"):
         checks.check_value("neurontune", config, name, "positive_int")
     checks.check_value("neurontune", config, "l2", "non_negative")
-    if not data.has_head:  # the current head is an ERM head on train
-        checks.check_choice("erm", config.erm, "optimizer", optim.OPTIMIZERS)
-        checks.check_value("erm", config.erm, "learning_rate", "positive")
-        checks.check_value("erm", config.erm, "steps", "positive_int")
-        checks.check_value("erm", config.erm, "l2", "non_negative")
+    if not data.has_head:  # the current head is the ERM recipe's head on train
+        erm.check(config.erm, data)
     return {"selection_metric": checks.check_selection("neurontune", config, data)}
 
 
@@ -513,12 +496,12 @@ def run(
         batches_per_epoch=int(config.batches_per_epoch),
         epochs=int(config.epochs),
     )
-    rates = (float(config.learning_rate), float(config.l2))
+    rates = erm.Rates(float(config.learning_rate), float(config.l2))
     thresholds = to_device(config.thresholds, data.dtype)
     done = epoch_loop.run(
         lambda: tune_init(keys, thresholds, inputs, settings=settings),
         lambda state, first_epoch: tune_chunk(
-            state, inputs, first_epoch, *rates, settings=settings, chunk_epochs=config.chunk_epochs
+            state, inputs, first_epoch, rates, settings=settings, chunk_epochs=config.chunk_epochs
         ),
         epochs=settings.epochs,
         chunk_epochs=config.chunk_epochs,
