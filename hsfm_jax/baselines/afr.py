@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from hsfm_jax import checks, epoch_loop, heads, losses, optim, program_cache, scaling
+from hsfm_jax import checks, epoch_loop, heads, losses, optim, program_cache, scaling, selection
 from hsfm_jax.baselines import common, erm
 from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, to_device
@@ -286,7 +286,7 @@ def afr_single(key: jax.Array, inputs: common.Inputs, grid: Grid, *, settings: S
     onehot_t = losses.onehot_columns(y, num_classes, x.dtype)  # (C, N_rw)
     raw = lambda state: scaling.fold_scaler(state[0], mean, scale)
     score_of = functools.partial(
-        common.score,
+        selection.score,
         split=inputs.select,
         num_classes=num_classes,
         num_groups=s.num_groups,

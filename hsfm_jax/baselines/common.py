@@ -1,7 +1,7 @@
 """What the training-set reweighting baselines (GroupDRO, JTT, AFR) share.
 
-- the split models are selected on (``data["select"]`` when the feature set has one, else val)
-  and the selection score of a head on it;
+- the split models are selected on (``data["select"]`` when the feature set has one, else val;
+  `hsfm_jax.selection.score` scores a head on it);
 - training with checkpoints: advance a state chunk by chunk, score the head after each chunk,
   keep the best (early stopping by the validation metric, as every one of these papers tunes);
 - seeds of a deterministic (full-batch) method computed once and repeated;
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hsfm_jax import evaluate, heads, scaling
+from hsfm_jax import scaling
 from hsfm_jax.features import FeatureSet, Split, SplitArrays, to_device
 
 # ----------------------------------------------------------------------------- selection
@@ -26,28 +26,6 @@ from hsfm_jax.features import FeatureSet, Split, SplitArrays, to_device
 def selection_split(data: FeatureSet) -> Split:
     """The split that picks models: ``select`` when the feature set has one, else val."""
     return data["select"] if "select" in data.splits else data.val
-
-
-def score(
-    head: heads.LinearHead, split: SplitArrays, *, num_classes: int, num_groups: int, metric: str
-) -> jnp.ndarray:
-    """() the selection metric of `head` on `split` (higher is better)."""
-    if metric == "sfit":
-        return evaluate.selection_score(
-            head,
-            split.features,
-            split.labels,
-            split.groups,
-            metric=metric,
-            num_classes=num_classes,
-            num_groups=num_groups,
-        )
-    # The accuracy metrics through evaluate_head, not selection_score: the same numbers, but
-    # XLA compiles AFR's grid x seeds checkpoint scoring ~5x slower from the latter's form
-    # (measured: 218 s against 40 s for AFR on 9,610 x 1280 features, 5 seeds).
-    return evaluate.evaluate_head(head, split, num_classes=num_classes, num_groups=num_groups)[
-        metric
-    ]
 
 
 def take(tree, index: jnp.ndarray):

@@ -38,7 +38,17 @@ import ml_collections
 import numpy as np
 from flax import struct
 
-from hsfm_jax import checks, epoch_loop, heads, losses, optim, program_cache, sampling, scaling
+from hsfm_jax import (
+    checks,
+    epoch_loop,
+    heads,
+    losses,
+    optim,
+    program_cache,
+    sampling,
+    scaling,
+    selection,
+)
 from hsfm_jax.baselines import common
 from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, to_device
@@ -292,7 +302,7 @@ def fit(
         common.chunk_keys(key, s.steps, s.eval_every),
         head_of=raw,
         score_of=functools.partial(
-            common.score,
+            selection.score,
             split=inputs.select,
             num_classes=s.num_classes,
             num_groups=s.num_groups,

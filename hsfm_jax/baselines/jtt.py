@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hsfm_jax import checks, epoch_loop, heads, optim, program_cache, scaling
+from hsfm_jax import checks, epoch_loop, heads, optim, program_cache, scaling, selection
 from hsfm_jax.baselines import common, erm
 from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, to_device
@@ -192,7 +192,7 @@ def jtt_single(key: jax.Array, inputs: common.Inputs, grid: Grid, *, settings: S
     every = s.eval_every or recipe.steps
     raw = lambda head: scaling.fold_scaler(head, inputs.mean, inputs.scale)
     score_of = functools.partial(
-        common.score,
+        selection.score,
         split=inputs.select,
         num_classes=recipe.num_classes,
         num_groups=s.num_groups,

@@ -49,10 +49,10 @@ import ml_collections
 import numpy as np
 from flax import struct
 
-from hsfm_jax import checks, epoch_loop, evaluate, heads, optim, program_cache
+from hsfm_jax import checks, epoch_loop, heads, optim, program_cache, selection
 from hsfm_jax.baselines import erm
 from hsfm_jax.contract import MethodResult
-from hsfm_jax.features import FeatureSet, to_device
+from hsfm_jax.features import FeatureSet, SplitArrays, to_device
 from hsfm_jax.spuriousness import sfit, spuriousness_scores
 
 NAME = "neurontune"
@@ -143,22 +143,6 @@ def biased_dimensions(delta: jnp.ndarray, threshold: float | jnp.ndarray = 0.0) 
 
 
 # ----------------------------------------------------------------------------- tuning
-
-
-def _subset_metric(head, features, labels, groups, member, *, num_classes, num_groups, metric):
-    """`metric` of the evaluator restricted to rows with member=True (fixed shapes)."""
-    if metric == "mean_acc":
-        correct = heads.predict(head, features) == labels
-        return jnp.sum(correct & member) / jnp.maximum(jnp.sum(member), 1)
-    return evaluate.selection_score(
-        head,
-        features,
-        jnp.where(member, labels, -1),
-        jnp.where(member, groups, -1),
-        metric=metric,
-        num_classes=num_classes,
-        num_groups=num_groups,
-    )
 
 
 class Inputs(struct.PyTreeNode):
@@ -289,8 +273,9 @@ def chunk_single(
     keep = (~state.biased).astype(inputs.val_features.dtype)
     epoch_keys = jax.random.split(jax.random.wrap_key_data(train_key), s.epochs)
     score = functools.partial(
-        _subset_metric, num_classes=s.num_classes, num_groups=s.num_groups, metric=s.metric
+        selection.score, num_classes=s.num_classes, num_groups=s.num_groups, metric=s.metric
     )
+    val = SplitArrays(inputs.val_features, inputs.val_labels, inputs.val_groups)
 
     recipe = erm.Recipe(
         s.num_classes, s.optimizer, s.batches_per_epoch, s.batch_size, class_balanced=True
@@ -307,7 +292,7 @@ def chunk_single(
             sample_weight=tune_weight,
             feature_mask=keep,
         )
-        m = score(head, inputs.val_features, inputs.val_labels, inputs.val_groups, ide_member)
+        m = score(head, val, member=ide_member)
         f = sfit(_delta_of(head, inputs, ide_member))
         better_m, better_f = m > st.best_metric, f > st.best_sfit
         pick = lambda better, new, old: jax.tree_util.tree_map(
