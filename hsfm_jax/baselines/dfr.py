@@ -165,7 +165,7 @@ def _solver(config) -> Solver:
     return Solver(**{k: fields[k](v) for k, v in config.solver.items() if k in fields})
 
 
-_REFIT_AXIS = "refits"  # the vmap over a DFR run's refits (`fit_l1_logreg`'s batch_axes)
+_REFIT_AXIS = "refits"  # the vmap over a DFR run's refits (`Solver.batch_axes`)
 
 
 def _fit_grid(features, labels, weights, c_grid, num_classes, solver):
@@ -195,7 +195,10 @@ def _fit_refits(features, labels, weight_sets, rows, c, num_classes, solver, ini
 
     rows: (R, M) indices of each weight set's nonzero rows; init: (K, p) warm start for all."""
     fit = functools.partial(
-        fit_l1_logreg, num_classes=num_classes, solver=solver, init=init, batch_axes=(_REFIT_AXIS,)
+        fit_l1_logreg,
+        num_classes=num_classes,
+        solver=solver._replace(batch_axes=(_REFIT_AXIS,)),
+        init=init,
     )
     stack = jax.vmap(lambda w, r: fit(features, labels, w, c, rows=r)[0], axis_name=_REFIT_AXIS)(
         weight_sets, rows
@@ -371,7 +374,10 @@ def tr_dfr_single(
 
     init = betas[best]  # warm start: the tuning fit (same scaler)
     fit = functools.partial(
-        fit_l1_logreg, num_classes=num_classes, solver=solver, init=init, batch_axes=(_REFIT_AXIS,)
+        fit_l1_logreg,
+        num_classes=num_classes,
+        solver=solver._replace(batch_axes=(_REFIT_AXIS,)),
+        init=init,
     )
 
     def one_refit(k):
