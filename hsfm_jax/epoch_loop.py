@@ -13,7 +13,7 @@ from Python:
   a chunk once `checkpoint_seconds` have passed since the last save (0: after every chunk), so
   short runs write nothing and a long one loses at most that much work when killed;
 - a call that finds a checkpoint under its directory resumes from the latest one. Which directory
-  belongs to which run (config and features) is the caller's choice (`experiments.train`).
+  belongs to which run (config and features) is the caller's choice (`hsfm_jax.experiment`).
 """
 
 from __future__ import annotations
@@ -94,10 +94,10 @@ def run(
     checkpoints = None  # opened on the first save, or now when there may be one to resume
     done, state, history = 0, None, None
     if directory is not None and directory.is_dir():
-        checkpoints = checkpointing.ProgramCheckpoints(directory)
-        done = checkpoints.latest_epoch() or 0
+        checkpoints, done, saved = checkpointing.restore_latest(
+            directory, lambda epoch: _saved_shapes(init, chunk, epoch_axis, epoch)
+        )
         if done:
-            saved = checkpoints.restore(done, _saved_shapes(init, chunk, epoch_axis, done))
             state, history = jax.device_put(saved["state"]), saved["history"]
             logging.info("%s: resumed from epoch %d (%s)", options.name, done, directory)
     resumed_from = done

@@ -16,6 +16,8 @@ it was):
   results.md      the method x metric table (and per-group accuracies)
   support.npz     HSFM: final support embeddings and train indices of S, per seed
   history.json    HSFM: per-epoch diagnostics, per seed
+  tensorboard/, results.png, results.svg, report.html   training curves, the comparison figure
+                  and one page (`hsfm_jax.run_report`; docs/outputs.md)
 Each file carries the run's ``run_id``.
 
 Methods with an epoch loop (HSFM, NeuronTune: `hsfm_jax.contract`) run it in chunks with a
@@ -43,7 +45,19 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from hsfm_jax import divergence, epoch_loop, heads, inputs, methods, results, synthetic, tables
+from hsfm_jax import (
+    apps,
+    checks,
+    divergence,
+    epoch_loop,
+    heads,
+    inputs,
+    methods,
+    results,
+    run_report,
+    synthetic,
+    tables,
+)
 from hsfm_jax import features as features_lib
 from hsfm_jax import workdir as workdir_lib
 from hsfm_jax.contract import MethodResult
@@ -98,6 +112,8 @@ def default_config() -> ml_collections.ConfigDict:
     # Least seconds between two checkpoints of a method's epoch loop (HSFM, NeuronTune), which a
     # rerun of the same command resumes from; 0: after every chunk.
     config.checkpoint_seconds = 60.0
+    # Training curves as TensorBoard event files under <workdir>/tensorboard (docs/outputs.md).
+    config.tensorboard = True
     for name, method_config in methods.default_configs().items():
         config[name] = method_config
     return config
@@ -125,13 +141,16 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
 
 
 def make_config(
-    config: ml_collections.ConfigDict | None = None,
+    config: ml_collections.ConfigDict | str | os.PathLike | None = None,
     *,
     methods: str | Sequence[str] | None = None,
     num_seeds: int | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> ml_collections.ConfigDict:
-    """A copy of `config` (default `default_config()`) with the given fields set."""
+    """A copy of `config` (default `default_config()`; a config file's path, or the name of one
+    in ``experiments/configs``, e.g. "own_features") with the given fields set."""
+    if isinstance(config, str | os.PathLike):
+        config = apps.load_config(config)
     config = ml_collections.ConfigDict((config or default_config()).to_dict())
     if methods is not None:
         config.methods = methods if isinstance(methods, str) else ",".join(methods)
@@ -154,6 +173,11 @@ def check(config: ml_collections.ConfigDict) -> list[str]:
     bootstrap = config.bootstrap
     if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 0:
         raise ValueError(f"bootstrap must be an integer >= 0 (0: off), got {bootstrap!r}")
+    checks.bounded_int("num_seeds", config.num_seeds, 1, checks.MAX_SEEDS)
+    checks.bounded_int("seed", config.seed, 0, checks.MAX_SEED)
+    checks.bounded_int("bootstrap", bootstrap, 0, checks.MAX_BOOTSTRAP, note="0: off")
+    if not isinstance(config.get("tensorboard", True), bool):
+        raise ValueError(f"tensorboard must be True or False, got {config.tensorboard!r}")
     return names
 
 
@@ -230,7 +254,7 @@ def run(
     num_seeds: int | None = None,
     overrides: Mapping[str, Any] | None = None,
     workdir: str | os.PathLike | None = None,
-    config: ml_collections.ConfigDict | None = None,
+    config: ml_collections.ConfigDict | str | os.PathLike | None = None,
     progress: bool = False,
 ) -> Results:
     """Runs `methods` (default: every registered one) on `data` for `num_seeds` seeds.
@@ -244,8 +268,9 @@ def run(
         ``{"hsfm.meta_lr": 0.1, "erm": {"steps": 200}}`` (`default_config` lists them).
       workdir: where to write config.json, results.json, results.md and the methods' own files
         (module docstring); None: nothing is written and no loop is checkpointed.
-      config: the experiment config to start from (default `default_config()`), e.g. one of
-        ``experiments/configs``.
+      config: the experiment config to start from (default `default_config()`): a ConfigDict, a
+        config file, or the name of one in ``experiments/configs`` ("own_features": rates for
+        unit-scale features).
       progress: a bar over the epochs of each method's loop on stderr.
 
     Raises:
@@ -259,7 +284,10 @@ def run(
         inputs.check(config)
     if workdir is not None:
         workdir = Path(workdir)
-        workdir_lib.check_usable(workdir)
+        read_from = data
+        if isinstance(data, features_lib.FeatureSet):  # arrays have no directory to protect
+            read_from = data.path if Path(data.path).is_dir() else None
+        workdir_lib.check_run_paths(workdir, read_from)
     jax.config.update("jax_enable_x64", bool(config.float64))
     if isinstance(data, features_lib.FeatureSet):
         data = inputs.prepare_loaded(config, data)
@@ -267,9 +295,6 @@ def run(
         data = inputs.load(config)
     # every method, before any runs, on the data it will receive
     resolved = methods_lib.check(config, names, inputs.method_data(config, data))
-    for name, choices in resolved.items():
-        if choices:
-            logging.info("%s: resolved %s", name, choices)
     if workdir is None:
         return _run_methods(config, names, resolved, data, None, workdir_lib.new_run_id(), None)
     fingerprint = _data_fingerprint(data)
@@ -298,6 +323,14 @@ def _data_fingerprint(data: features_lib.FeatureSet) -> str:
                 digest.update(np.ascontiguousarray(array).data)
     digest.update(json.dumps(data.meta["splits"], sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+def _features_fingerprint(data: features_lib.FeatureSet) -> str | None:
+    """`features.fingerprint` of the feature directory the run read (None for arrays), which
+    `experiments.analyze` compares with the directory it reads."""
+    if (Path(data.path) / features_lib.META_FILE).is_file():
+        return features_lib.fingerprint(data.path)
+    return None
 
 
 def _loop_fingerprint(config, name: str, method_config, data_fingerprint: str) -> str:
@@ -357,7 +390,14 @@ def fit(config, names, resolved, data, loops=None) -> Fitted:
         result = methods.run(name, given, method_config, keys, loop=loop)
         method_rows = jax.block_until_ready(result.rows)
         timings[f"{name}_s"] = time.perf_counter() - start
-        logging.info("%s: %d row(s) in %.1f s", name, len(method_rows), timings[f"{name}_s"])
+        choices = ", ".join(f"{k}={v}" for k, v in resolved[name].items())
+        logging.info(
+            "%s: %d row(s) in %.1f s%s",
+            name,
+            len(method_rows),
+            timings[f"{name}_s"],
+            f" (resolved {choices})" if choices else "",
+        )
         if result.resumed_from:
             resumed[name] = result.resumed_from
         divergence.check_rows(name, method_rows, check_on, result.must_be_finite)
@@ -427,6 +467,7 @@ def _run_methods(config, names, resolved, data, stage: Path | None, run_id: str,
         "dataset": data.meta["dataset"],
         "backbone": data.meta["backbone"],
         "features_dir": str(data.path),
+        "features_fingerprint": _features_fingerprint(data),
         "num_seeds": config.num_seeds,
         "group_labels": config.group_labels,
         "bootstrap_resamples": config.bootstrap,
@@ -443,4 +484,6 @@ def _run_methods(config, names, resolved, data, stage: Path | None, run_id: str,
     if stage is not None:
         (stage / "results.json").write_text(json.dumps(report, indent=2, allow_nan=False))
         (stage / "results.md").write_text(out.table())
+        infos = {name: result.info for name, result in method_results.items()}
+        run_report.write(stage, report, config=config, infos=infos, resolved=resolved)
     return out

@@ -59,7 +59,8 @@ def test_the_contract_check_names_what_a_module_lacks():
 
 def test_results_equal_those_recorded_before_the_refactor(features_dir, tmp_path):
     """Every row of the synthetic config, per seed, as `experiments.main` gave them at d2cd49d."""
-    report = train.run(small_config(features_dir), tmp_path / "run")
+    # the configured HSFM rates alone (no rate grid): the run the reference recorded
+    report = train.run(small_config(features_dir, grid="none"), tmp_path / "run")
     reference = json.loads(REFERENCE.read_text())["rows"]
     assert set(reference) <= set(report["methods"])
     for row, splits in reference.items():
@@ -91,7 +92,10 @@ BAD_SETTINGS = [
     ({"erm.batch_size": -5}, "erm.batch_size must be an integer >= 0"),
     ({"neurontune.epochs": 0}, "neurontune.epochs must be an integer > 0"),
     ({"dfr.num_retrains": 0}, "dfr.num_retrains must be an integer > 0"),
-    ({"dfr.solver.method": "lbfgs"}, "dfr.solver.method must be one of ('newton', 'fista')"),
+    (
+        {"dfr.solver.method": "lbfgs"},
+        "dfr.solver.method must be one of ('newton', 'fista', 'sklearn')",
+    ),
     ({"dfr.solver.working_set": 4}, "dfr.solver.working_set must be >= 8, got 4"),
     ({"hsfm.inner_lr": float("nan")}, "hsfm.inner_lr must be > 0 and finite"),
     ({"hsfm.meta_lr": -1.0}, "hsfm.meta_lr must be > 0 and finite"),

@@ -308,6 +308,7 @@ def afr_single(key: jax.Array, inputs: common.Inputs, grid: Grid, *, settings: S
             common.chunk_keys(jax.random.key(0), s.steps, s.eval_every),  # full batch: unused
             head_of=raw,
             score_of=score_of,
+            loss_of=functools.partial(common.loss, split=inputs.select),
         )
         del out["state"]
         return out

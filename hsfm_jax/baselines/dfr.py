@@ -24,7 +24,9 @@ The L1 logistic regressions are `hsfm_jax.solvers.l1_logistic` (scikit-learn's l
 objective and method, run to a tolerance on the L1 optimality conditions). The C grid is solved as a regularization path, largest
 penalty first, each fit warm-started from the previous one; the refits are ``vmap``ped and
 warm-started from the tuning fit at the chosen C; seeds run one after another (``lax.map``), so
-one DFR run is one jitted call. FISTA (``solver.method = "fista"``) remains as an alternative.
+one DFR run is one jitted call. FISTA (``solver.method = "fista"``) remains as an alternative,
+and ``solver.method = "sklearn"`` runs the fits with scikit-learn's liblinear on the host
+(`hsfm_jax.solvers.sklearn_l1`: no solver to compile; docs/compile_time.md says when it is faster).
 Binary heads are stored as logits ``(-z/2, z/2)``, so softmax gives the logistic probability.
 
 "Paper DFR" (row ``"paper_dfr"``, the setting the Hard-Spurious-ImageNet paper uses, taken from
@@ -58,6 +60,7 @@ from hsfm_jax.baselines import erm
 from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, SplitArrays, to_device
 from hsfm_jax.scaling import fit_scaler, fold_scaler, host_scaler
+from hsfm_jax.solvers import sklearn_l1
 from hsfm_jax.solvers.l1_logistic import SOLVERS, Solver, fit_l1_logreg
 
 NAME = "dfr"
@@ -81,7 +84,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.balance = "auto"
     # "auto": WGA with groups, else mean accuracy (worst-class accuracy with group_labels="none").
     config.selection_metric = "auto"
-    # L1 solver (`Solver`): "newton" (proximal Newton, liblinear's method) or "fista". Both stop
+    # L1 solver (`Solver`): "newton" (proximal Newton, liblinear's method) or "fista", or
+    # "sklearn" (liblinear itself on the host, tol and newton_iters as its tol and max_iter: the
+    # faster choice for a one-off CPU run, docs/compile_time.md). The JAX solvers stop
     # when every L1 optimality violation is <= tol (the penalty's slope is 1).
     config.solver = ml_collections.ConfigDict()
     config.solver.method = "newton"
@@ -536,6 +541,8 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     checks.check_value("dfr.solver", config.solver, "max_iters", "positive_int")
     checks.check_value("dfr.solver", config.solver, "check_every", "positive_int")
     checks.check_choice("dfr.solver", config.solver, "method", SOLVERS)
+    if config.solver.method == "sklearn" and not sklearn_l1.available():
+        raise ValueError("dfr.solver.method='sklearn' needs scikit-learn: pip install scikit-learn")
     checks.check_value("dfr.solver", config.solver, "newton_iters", "positive_int")
     checks.check_value("dfr.solver", config.solver, "cd_sweeps", "positive_int")
     checks.check_value("dfr.solver", config.solver, "working_set", "positive_int")

@@ -162,7 +162,7 @@ def fit(
       The trained `LinearHead` (weight (C, d), bias (C,)).
     """
     num_classes, steps, batch_size = recipe.num_classes, recipe.steps, recipe.batch_size
-    l2, l2_bias = rates.l2, recipe.l2_bias
+    l2 = rates.l2
     d = features.shape[1]
     head = heads.zeros(num_classes, d, features.dtype) if init is None else init
     example_weight = _example_weight(
@@ -173,6 +173,24 @@ def fit(
         class_balanced=recipe.class_balanced,
     )
     tx = _optimizer(recipe.optimizer, rates.learning_rate, recipe.lr_schedule, steps)
+    step = _step_fn(features, labels, example_weight, tx, recipe, l2, feature_mask)
+    step_keys = jax.random.split(key, steps)
+    # Every step's minibatch drawn before the loop: the same rows as one draw per step (one
+    # key each), without a cumulative sum and search inside each sequential step.
+    xs = (
+        _draw_minibatches(step_keys, example_weight, batch_size=batch_size)
+        if batch_size
+        else step_keys
+    )
+    (head, _), _ = jax.lax.scan(step, (head, tx.init(head)), xs)
+    if feature_mask is not None:
+        head = head.replace(weight=head.weight * feature_mask)
+    return head
+
+
+def _step_fn(features, labels, example_weight, tx, recipe: Recipe, l2, feature_mask):
+    """One optimizer step of `fit`: ``step((head, opt_state), rows or key) -> (carry, None)``."""
+    num_classes, batch_size, l2_bias = recipe.num_classes, recipe.batch_size, recipe.l2_bias
     onehot_t = None if batch_size else losses.onehot_columns(labels, num_classes, features.dtype)
     batch_weight = jnp.ones((batch_size,), features.dtype)
 
@@ -190,18 +208,66 @@ def fit(
         updates, opt_state = tx.update(grads, opt_state, head)
         return (jax.tree_util.tree_map(jnp.add, head, updates), opt_state), None
 
-    step_keys = jax.random.split(key, steps)
-    # Every step's minibatch drawn before the loop: the same rows as one draw per step (one
-    # key each), without a cumulative sum and search inside each sequential step.
+    return step
+
+
+def fit_chain(
+    features: jnp.ndarray,
+    labels: jnp.ndarray,
+    key: jax.Array,
+    recipe: Recipe,
+    rates: Rates,
+    *,
+    segments: tuple[int, ...],
+) -> heads.LinearHead:
+    """A chain of `fit` calls from zeros as one loop: the head after each segment, (T, C, d).
+
+    ``head = zeros; for i, n in enumerate(segments): head = fit(fold_in(key, i),
+    recipe._replace(steps=n), rates, init=head)``, keeping every head (constant learning rate,
+    no class balancing, no sample weights: ``recipe.steps``, ``lr_schedule`` and
+    ``class_balanced`` are not read), with the same operations (equal up to rounding: XLA fuses
+    them differently): the same minibatch rows (each segment's keys are
+    ``split(fold_in(key, i), n)``), the optimizer state reset at each segment's start as each
+    `fit` call starts afresh. One `lax.scan` over all ``sum(segments)`` steps traces and
+    compiles the step once instead of once per segment.
+    """
+    num_classes, batch_size = recipe.num_classes, recipe.batch_size
+    segments = tuple(int(n) for n in segments)
+    total = sum(segments)
+    example_weight = _example_weight(
+        labels, num_classes, features.dtype, sample_weight=None, class_balanced=False
+    )
+    tx = _optimizer(recipe.optimizer, rates.learning_rate, "constant", total)
+    step = _step_fn(features, labels, example_weight, tx, recipe, rates.l2, None)
+    step_keys = jnp.concatenate(
+        [jax.random.split(jax.random.fold_in(key, i), n) for i, n in enumerate(segments)]
+    )
     xs = (
         _draw_minibatches(step_keys, example_weight, batch_size=batch_size)
         if batch_size
         else step_keys
     )
-    (head, _), _ = jax.lax.scan(step, (head, tx.init(head)), xs)
-    if feature_mask is not None:
-        head = head.replace(weight=head.weight * feature_mask)
-    return head
+    bounds = np.cumsum(segments)
+    starts = np.isin(np.arange(total), bounds - np.asarray(segments))
+    ends = np.isin(np.arange(total), bounds - 1)
+    segment = np.repeat(np.arange(len(segments)), segments)
+
+    def chain_step(carry, x):
+        head, opt_state, out = carry
+        idx, start, end, i = x
+        opt_state = jax.tree_util.tree_map(
+            lambda fresh, old: jnp.where(start, fresh, old), tx.init(head), opt_state
+        )
+        (head, opt_state), _ = step((head, opt_state), idx)
+        out = jax.tree_util.tree_map(lambda o, h: o.at[i].set(jnp.where(end, h, o[i])), out, head)
+        return (head, opt_state, out), None
+
+    head = heads.zeros(num_classes, features.shape[1], features.dtype)
+    out = jax.tree_util.tree_map(lambda x: jnp.zeros((len(segments), *x.shape), x.dtype), head)
+    (_, _, out), _ = jax.lax.scan(
+        chain_step, (head, tx.init(head), out), (xs, starts, ends, segment)
+    )
+    return out
 
 
 # ------------------------------------------------------------------- train larger than memory

@@ -308,6 +308,7 @@ def fit(
             num_groups=s.num_groups,
             metric=s.metric,
         ),
+        loss_of=functools.partial(common.loss, split=inputs.select),
     )
     state = out.pop("state")
     return dict(out, final_head=raw(state), group_weights=jnp.exp(state.log_q))

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from hsfm_jax import heads, program_cache
+from hsfm_jax.solvers import sklearn_l1
 
 
 class Solver(NamedTuple):
@@ -41,7 +42,7 @@ class Solver(NamedTuple):
     batch_axes: tuple[str, ...] = ()
 
 
-SOLVERS = ("newton", "fista")
+SOLVERS = ("newton", "fista", "sklearn")
 DEFAULT_SOLVER = Solver()
 
 
@@ -359,7 +360,7 @@ def _newton_one(
 def _solve(features, targets, cw, beta0, rows, solver: Solver, batch_axes):
     """One binary problem: (N, d) features, (N,) targets and cw, (d + 1,) beta0 -> beta etc."""
     aug = jnp.concatenate([features, jnp.ones_like(features[:, :1])], axis=1)
-    solve = {"newton": _newton_one, "fista": _fista_one}[solver.method]
+    solve = {"newton": _newton_one, "fista": _fista_one, "sklearn": sklearn_l1.solve}[solver.method]
     return solve(aug, targets, cw, beta0, rows, solver=solver, batch_axes=batch_axes)
 
 

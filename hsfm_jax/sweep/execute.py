@@ -13,7 +13,7 @@ How it runs:
   another program, compiled once.
 - In a program, every (setting, seed) pair is one *run*; runs form one leading axis (setting-major:
   run = setting * num_seeds + seed) that `jax.vmap` maps over, rates included. Seed keys are those
-  of `experiments.train.run`, so a setting's seeds reproduce a single experiment with that config.
+  of `hsfm_jax.experiment.run`, so a setting's seeds reproduce a single experiment with that config.
 - With several devices the runs axis is sharded over a 1-D mesh ``("runs",)`` with
   `NamedSharding`; it is padded to a multiple of the device count by repeating the last run, whose
   copies are dropped. Runs are independent, so results do not depend on the device count.
@@ -44,6 +44,7 @@ Workdir layout::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -66,7 +67,9 @@ from hsfm_jax import (
     hsfm,
     hsfm_method,
     inputs,
+    locks,
     methods,
+    ownership,
     results,
 )
 from hsfm_jax import features as features_lib
@@ -74,6 +77,7 @@ from hsfm_jax.baselines import erm
 from hsfm_jax.sweep import report as report_lib
 from hsfm_jax.sweep.plan import Program, Spec, apply, parse_spec, plan, setting_name
 
+SWEEP_KIND = "sweep"
 RECORD_FILE = "sweep_config.json"
 SETTINGS_DIR = "settings"
 CHECKPOINTS_DIR = "checkpoints"
@@ -302,7 +306,20 @@ def _setting_file(workdir: Path, index: int) -> Path:
     return workdir / SETTINGS_DIR / f"{index:03d}.json"
 
 
-def run(
+def run(config: ml_collections.ConfigDict, sweep: str | Spec, workdir: str | Path, **options):
+    """Runs (or resumes) a sweep (`_run`: arguments and result) with `workdir` locked.
+
+    The workdir must be missing, empty or a sweep workdir (`ownership`) apart from the features;
+    a second sweep on the same workdir is refused (`locks`; process 0 holds the lock).
+    """
+    ownership.check_ours(workdir, (SWEEP_KIND,), "sweep workdir")
+    ownership.check_apart(workdir, "sweep workdir", features_dir=config.features_dir)
+    primary = distributed.is_primary()
+    with locks.hold(workdir, "sweep workdir") if primary else contextlib.nullcontext():
+        return _run(config, sweep, workdir, **options)
+
+
+def _run(
     config: ml_collections.ConfigDict,
     sweep: str | Spec,
     workdir: str | Path,
@@ -316,7 +333,7 @@ def run(
     """Runs (or resumes) a sweep and writes its summary files. Returns the sweep.json report.
 
     Args:
-      config: the base experiment config (as `experiments.train.run` takes).
+      config: the base experiment config (as `hsfm_jax.experiment.run` takes).
       sweep: a spec string (see `parse_spec`) or a parsed `Spec`.
       workdir: where everything goes; a restart with the same arguments resumes.
       checkpoint_every: epochs per chunk; the state is saved after each chunk.
@@ -349,8 +366,15 @@ def run(
         raise ValueError(
             "sweep: hsfm.selection_metric='sfit' is not supported (experiments.main is)"
         )
+    if config.hsfm.rate_units != "paper":
+        raise ValueError(
+            f"sweep: hsfm.rate_units={config.hsfm.rate_units!r} is not supported (experiments.main "
+            "is); a sweep runs its settings' rates as written (hsfm.grid does not apply either)"
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     primary = distributed.is_primary()
+    if primary and ownership.read(workdir) is None:
+        ownership.mark(workdir, SWEEP_KIND)
     checkpointing.check_record(
         workdir / RECORD_FILE,
         {
