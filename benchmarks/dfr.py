@@ -168,10 +168,10 @@ def sklearn_test_wga(data, coef, intercept, scaler) -> float:
 
 def objective_gap(data, c_grid, solver, seed: int = 0) -> float:
     """Largest relative gap, over the C grid on one tuning subsample, between the JAX solver's
-    objective and liblinear's run to tol=1e-8 (both evaluated by `dfr.l1_logreg_objective`)."""
+    objective and liblinear's run to tol=1e-8 (both evaluated by `l1_logistic.l1_logreg_objective`)."""
     import jax.numpy as jnp
 
-    from hsfm_jax.baselines import dfr
+    from hsfm_jax.solvers import l1_logistic
 
     x, y, g = data.val.features, data.val.labels, data.val.groups
     _, rows = _tuning_split(np.random.default_rng(seed), x, g)
@@ -181,11 +181,11 @@ def objective_gap(data, c_grid, solver, seed: int = 0) -> float:
     ones = jnp.ones(len(rows))
     gaps = []
     for c in c_grid:
-        _, info = dfr.fit_l1_logreg(
+        _, info = l1_logistic.fit_l1_logreg(
             jnp.asarray(z), jnp.asarray(y[rows]), ones, c, num_classes=2, solver=solver
         )
         ref = _liblinear(c, tol=1e-8, max_iter=10000).fit(z, y[rows])
-        ref_objective = dfr.l1_logreg_objective(
+        ref_objective = l1_logistic.l1_logreg_objective(
             jnp.asarray(ref.coef_[0], jnp.float32),
             jnp.asarray(ref.intercept_[0], jnp.float32),
             jnp.asarray(z),
@@ -232,10 +232,12 @@ def bench_size(size: str, repeats: int) -> dict:
     data = make_problem(size)
     config = dfr.default_config()
     config.variants = ("dfr",)
+    config.update(dfr.check(config, data))
     test = data.test.to_arrays()
 
     def run_jax(seed):
-        return jax.block_until_ready(dfr.run(data, config, jax.random.key(seed)[None])["dfr"])
+        rows = dfr.run(data, config, jax.random.key(seed)[None]).rows
+        return jax.block_until_ready(rows["dfr"])
 
     start = time.perf_counter()
     run_jax(0)

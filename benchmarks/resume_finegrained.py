@@ -1,14 +1,14 @@
 """A fine-grained-size HSFM run killed with SIGKILL, resumed by rerunning the command, against
-the same run uninterrupted (issue 18: "a killed fine-grained-size run resumes and gives the same
-results; progress visible while it runs").
+the same run uninterrupted: the resumed run must give the same results, with progress visible
+while it runs.
 
     python -m benchmarks.resume_finegrained [--epochs=4] [--kill_after=2] [--seeds=1]
         [--out=benchmarks/results/resume_finegrained_cpu.json]
 
 The problem has the paper's fine-grained sizes (Sec. 8.2 with ResNet-50 features): C = 200
 classes, d = 2048, 16 support embeddings per class (S = 3200), a hard set of k = 64 per class
-(|Q| = 12,800), T = 15, KH = 15. The features are `hsfm_jax.synthetic` ones of that shape (no
-CUB / Cars / Flowers features exist in this workplace): 30 train images per class, 200 val and
+(|Q| = 12,800), T = 15, KH = 15. The features are `hsfm_jax.synthetic` ones of that shape (the
+benchmark needs no CUB / Cars / Flowers features): 30 train images per class, 200 val and
 200 test per class, no group labels; val is split 50/50 as the protocol says. The config is
 `experiments/configs/cub_resnet50_pretrained.py` (finegrained.py's CUB "pretrained" row) with its values untouched except
 ``hsfm.epochs`` (the paper's 40 take about an hour per run on a 2-core CPU; the chunked loop is

@@ -36,7 +36,7 @@ def main(argv=None) -> None:
 
     config = _load_config(args.config)
     data = inputs.load(config)
-    hsfm_config = methods.method_config(config, "hsfm")
+    hsfm_config = methods.checked(config, "hsfm", data)
     arrays = hsfm_method.device_data(data, jnp.float32)
     settings = hsfm_method.settings(hsfm_config, data)
     rates = hsfm_method.rates(hsfm_config, jnp.float32)

@@ -78,7 +78,7 @@ def geometry_markdown(geo: dict, data) -> str:
 
 
 def findings(geo: dict, neighbours: dict) -> list[str]:
-    """Plain sentences about the numbers (what the README quotes)."""
+    """Plain sentences about the numbers (what docs/analysis.md quotes)."""
     out = []
     for e in geo["classes"]:
         cos, en, ch = (

@@ -22,6 +22,8 @@ directory (train and val). Writes to --out (default <workdir>/analysis):
   report.md             one page linking the plots and stating the numbers (and clip_probe.md /
                         unclip_grid.png from `feature_export.clip_probe` / `.unclip` if present)
 
+With the default --out, the run's report.html is rebuilt to show these figures too.
+
 When the run split val (`config.val_split.fraction` > 0), "val" here is the part HSFM's hard set
 came from, rebuilt with the run's own split, so the history's hard-set indices point into it.
 """
@@ -40,7 +42,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments import analysis_plots, analysis_report, cli
-from hsfm_jax import analysis, ownership
+from hsfm_jax import analysis, apps, ownership, run_report
 from hsfm_jax import features as features_lib
 from hsfm_jax import workdir as workdir_lib
 
@@ -341,7 +343,7 @@ def contact_sheet(run: dict, table: list[dict], images_root, path: Path) -> bool
             f"--out={path}",
             f"--images_root={images_root or ''}",
         ]
-        proc = subprocess.run(command, capture_output=True, text=True)
+        proc = subprocess.run(command, capture_output=True, text=True, env=apps.subprocess_env())
     if proc.returncode == 1:
         raise ValueError(f"contact sheet: {proc.stderr.strip().splitlines()[-1]}")
     return proc.returncode == 0
@@ -382,6 +384,8 @@ def analyze(
         summary = _write_analysis(
             run, workdir, stage, seed_index, points_per_class, neighbours, metric, images_root
         )
+    if out.resolve() == (workdir / "analysis").resolve() and (workdir / "report.html").is_file():
+        run_report.write_html(workdir)  # the run's page, now with these figures
     return summary
 
 

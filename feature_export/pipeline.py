@@ -26,7 +26,7 @@ command after it finished does nothing but check.
 
 Measured on the command above (mnist_fashion_dominoes: 9,610 train / 2,384 val / 2,000 test
 images; MobileNetV2 at 96x96, recipe `train_erm.RECIPES["mnist_fashion_dominoes"]`): see the
-README section "Real images: Fashion-MNIST dominoes with MobileNetV2".
+docs/results.md, "Real images, real ImageNet backbone".
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ RECIPES: dict[str, dict] = {
         source="not published by DFR/HSFM; the CelebA recipe of " + _DFR,
     ),
     # Not a paper dataset: sized so that MobileNetV2 at --image_size=96 fine-tunes and exports
-    # on a 2-core CPU in under 20 minutes (README, "Real images").
+    # on a 2-core CPU in under 20 minutes (docs/results.md, "Real images").
     "mnist_fashion_dominoes": dict(
         optimizer="sgd",
         lr=1e-2,

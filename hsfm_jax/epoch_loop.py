@@ -13,7 +13,7 @@ from Python:
   a chunk once `checkpoint_seconds` have passed since the last save (0: after every chunk), so
   short runs write nothing and a long one loses at most that much work when killed;
 - a call that finds a checkpoint under its directory resumes from the latest one. Which directory
-  belongs to which run (config and features) is the caller's choice (`experiments.train`).
+  belongs to which run (config and features) is the caller's choice (`hsfm_jax.experiment`).
 """
 
 from __future__ import annotations

@@ -16,9 +16,11 @@ it was):
   results.md      the method x metric table (and per-group accuracies)
   support.npz     HSFM: final support embeddings and train indices of S, per seed
   history.json    HSFM: per-epoch diagnostics, per seed
+  tensorboard/, results.png, results.svg, report.html   training curves, the comparison figure
+                  and one page (`hsfm_jax.run_report`; docs/outputs.md)
 Each file carries the run's ``run_id``.
 
-Methods with an epoch loop (`methods` ``RESUMABLE``: HSFM, NeuronTune) run it in chunks with a
+Methods with an epoch loop (HSFM, NeuronTune: `hsfm_jax.contract`) run it in chunks with a
 progress bar (``progress``) and, with a workdir, checkpoints beside it
 (`hsfm_jax.workdir.loop_checkpoints`, every ``config.checkpoint_seconds``): rerunning the same
 call after a kill resumes each loop from its last checkpoint, with the results of an
@@ -44,6 +46,7 @@ import numpy as np
 from absl import logging
 
 from hsfm_jax import (
+    apps,
     checks,
     divergence,
     epoch_loop,
@@ -51,11 +54,13 @@ from hsfm_jax import (
     inputs,
     methods,
     results,
+    run_report,
     synthetic,
     tables,
 )
 from hsfm_jax import features as features_lib
 from hsfm_jax import workdir as workdir_lib
+from hsfm_jax.contract import MethodResult
 
 GROUP_LABELS = ("all", "none")
 methods_lib = methods  # `run`'s argument `methods` shadows the module inside it
@@ -107,6 +112,8 @@ def default_config() -> ml_collections.ConfigDict:
     # Least seconds between two checkpoints of a method's epoch loop (HSFM, NeuronTune), which a
     # rerun of the same command resumes from; 0: after every chunk.
     config.checkpoint_seconds = 60.0
+    # Training curves as TensorBoard event files under <workdir>/tensorboard (docs/outputs.md).
+    config.tensorboard = True
     for name, method_config in methods.default_configs().items():
         config[name] = method_config
     return config
@@ -134,13 +141,16 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
 
 
 def make_config(
-    config: ml_collections.ConfigDict | None = None,
+    config: ml_collections.ConfigDict | str | os.PathLike | None = None,
     *,
     methods: str | Sequence[str] | None = None,
     num_seeds: int | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> ml_collections.ConfigDict:
-    """A copy of `config` (default `default_config()`) with the given fields set."""
+    """A copy of `config` (default `default_config()`; a config file's path, or the name of one
+    in ``experiments/configs``, e.g. "own_features") with the given fields set."""
+    if isinstance(config, str | os.PathLike):
+        config = apps.load_config(config)
     config = ml_collections.ConfigDict((config or default_config()).to_dict())
     if methods is not None:
         config.methods = methods if isinstance(methods, str) else ",".join(methods)
@@ -166,6 +176,8 @@ def check(config: ml_collections.ConfigDict) -> list[str]:
     checks.bounded_int("num_seeds", config.num_seeds, 1, checks.MAX_SEEDS)
     checks.bounded_int("seed", config.seed, 0, checks.MAX_SEED)
     checks.bounded_int("bootstrap", bootstrap, 0, checks.MAX_BOOTSTRAP, note="0: off")
+    if not isinstance(config.get("tensorboard", True), bool):
+        raise ValueError(f"tensorboard must be True or False, got {config.tensorboard!r}")
     return names
 
 
@@ -242,7 +254,7 @@ def run(
     num_seeds: int | None = None,
     overrides: Mapping[str, Any] | None = None,
     workdir: str | os.PathLike | None = None,
-    config: ml_collections.ConfigDict | None = None,
+    config: ml_collections.ConfigDict | str | os.PathLike | None = None,
     progress: bool = False,
 ) -> Results:
     """Runs `methods` (default: every registered one) on `data` for `num_seeds` seeds.
@@ -256,8 +268,9 @@ def run(
         ``{"hsfm.meta_lr": 0.1, "erm": {"steps": 200}}`` (`default_config` lists them).
       workdir: where to write config.json, results.json, results.md and the methods' own files
         (module docstring); None: nothing is written and no loop is checkpointed.
-      config: the experiment config to start from (default `default_config()`), e.g. one of
-        ``experiments/configs``.
+      config: the experiment config to start from (default `default_config()`): a ConfigDict, a
+        config file, or the name of one in ``experiments/configs`` ("own_features": rates for
+        unit-scale features).
       progress: a bar over the epochs of each method's loop on stderr.
 
     Raises:
@@ -282,9 +295,6 @@ def run(
         data = inputs.load(config)
     # every method, before any runs, on the data it will receive
     resolved = methods_lib.check(config, names, inputs.method_data(config, data))
-    for name, choices in resolved.items():
-        if choices:
-            logging.info("%s: resolved %s", name, choices)
     if workdir is None:
         return _run_methods(config, names, resolved, data, None, workdir_lib.new_run_id(), None)
     fingerprint = _data_fingerprint(data)
@@ -342,12 +352,12 @@ def _loop_fingerprint(config, name: str, method_config, data_fingerprint: str) -
 
 class Fitted(NamedTuple):
     """What the methods of a run returned: ``rows`` {row: heads (S, C, d)}, ``owners`` {row:
-    method}, ``infos`` {method: info of `methods.run`}, ``timings`` {"<method>_s": seconds},
+    method}, ``results`` {method: its `MethodResult`}, ``timings`` {"<method>_s": seconds},
     ``resumed`` {method: the epoch its loop resumed from, when it did}."""
 
     rows: dict[str, heads.LinearHead]
     owners: dict[str, str]
-    infos: dict[str, dict]
+    results: dict[str, MethodResult]
     timings: dict[str, float]
     resumed: dict[str, int]
 
@@ -357,7 +367,7 @@ def fit(config, names, resolved, data, loops=None) -> Fitted:
     run). `loops(name, method_config) -> epoch_loop.Options` for the resumable methods' loops
     (default: no checkpoints, no progress)."""
     given = inputs.method_data(config, data)
-    dtype = features_lib.float_dtype()
+    dtype = given.dtype
     check_on = {
         "val": given.val.to_arrays(dtype).features,
         "test": given.test.to_arrays(dtype).features,
@@ -371,22 +381,30 @@ def fit(config, names, resolved, data, loops=None) -> Fitted:
         owners["backbone_head"] = "backbone_head"
         divergence.check_rows("backbone head.npz", rows, check_on)
     timings: dict[str, float] = {}
-    infos: dict[str, dict] = {}
+    method_results: dict[str, MethodResult] = {}
     resumed: dict[str, int] = {}
     for name in names:
         start = time.perf_counter()
         method_config = methods.resolve(config, name, resolved[name])
         loop = epoch_loop.PLAIN if loops is None else loops(name, method_config)
-        method_rows, infos[name] = methods.run(name, given, method_config, keys, loop=loop)
-        method_rows = jax.block_until_ready(method_rows)
+        result = methods.run(name, given, method_config, keys, loop=loop)
+        method_rows = jax.block_until_ready(result.rows)
         timings[f"{name}_s"] = time.perf_counter() - start
-        logging.info("%s: %d row(s) in %.1f s", name, len(method_rows), timings[f"{name}_s"])
-        if infos[name].get("resumed_from"):
-            resumed[name] = infos[name]["resumed_from"]
-        divergence.check_rows(name, method_rows, check_on, infos[name].get("must_be_finite"))
+        choices = ", ".join(f"{k}={v}" for k, v in resolved[name].items())
+        logging.info(
+            "%s: %d row(s) in %.1f s%s",
+            name,
+            len(method_rows),
+            timings[f"{name}_s"],
+            f" (resolved {choices})" if choices else "",
+        )
+        if result.resumed_from:
+            resumed[name] = result.resumed_from
+        divergence.check_rows(name, method_rows, check_on, result.must_be_finite)
         rows.update(method_rows)
         owners.update(dict.fromkeys(method_rows, name))
-    return Fitted(rows, owners, infos, timings, resumed)
+        method_results[name] = result
+    return Fitted(rows, owners, method_results, timings, resumed)
 
 
 def _run_methods(config, names, resolved, data, stage: Path | None, run_id: str, loops) -> Results:
@@ -396,11 +414,11 @@ def _run_methods(config, names, resolved, data, stage: Path | None, run_id: str,
     if stage is not None:
         (stage / "config.json").write_text(record.to_json_best_effort(indent=2))
 
-    rows, owners, infos, timings, resumed = fit(config, names, resolved, data, loops)
+    rows, owners, method_results, timings, resumed = fit(config, names, resolved, data, loops)
     if stage is not None:
-        for name in names:
-            if hasattr(methods.get(name), "save"):
-                methods.get(name).save(infos[name], stage, run_id)
+        for result in method_results.values():
+            if result.write_files is not None:
+                result.write_files(stage, run_id)
     use = {
         name: methods.group_use(name, methods.resolve(config, name, resolved[name]))
         for name in names
@@ -413,11 +431,11 @@ def _run_methods(config, names, resolved, data, stage: Path | None, run_id: str,
         if row not in use[name]:
             raise ValueError(f"{name}.group_use does not list its row {row!r}")
         reports[row] = {"resolved": resolved[name], "group_use": use[name][row]}
-        reports[row].update(infos[name].get("report", {}))
+        reports[row].update(method_results[name].report)
 
     # Only here, after every method has returned its heads, are group labels read (when the
     # run removed them from the methods' data: to report metrics, never to fit or select).
-    dtype = features_lib.float_dtype()
+    dtype = data.dtype
     test = data.test.to_arrays(dtype)
     evaluated = results.evaluate_rows(
         rows,
@@ -466,4 +484,6 @@ def _run_methods(config, names, resolved, data, stage: Path | None, run_id: str,
     if stage is not None:
         (stage / "results.json").write_text(json.dumps(report, indent=2, allow_nan=False))
         (stage / "results.md").write_text(out.table())
+        infos = {name: result.info for name, result in method_results.items()}
+        run_report.write(stage, report, config=config, infos=infos, resolved=resolved)
     return out

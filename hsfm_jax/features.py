@@ -81,12 +81,15 @@ class Split:
       labels: (N,) int32 in [0, C).
       groups: (N,) int32 in [0, G), or -1 where unknown.
       ids: optional list of N strings (image ids or paths).
+      dtype: the float dtype the methods compute in; `to_arrays` casts the features to it
+        (`with_dtype` sets it for a whole feature set).
     """
 
     features: np.ndarray
     labels: np.ndarray
     groups: np.ndarray
     ids: list[str] | None = None
+    dtype: np.dtype = np.dtype(np.float32)
 
     @property
     def num_examples(self) -> int:
@@ -96,19 +99,13 @@ class Split:
     def has_groups(self) -> bool:
         return bool(self.groups.size) and bool(np.all(self.groups >= 0))
 
-    def to_arrays(self, dtype=jnp.float32) -> SplitArrays:
-        """Device arrays for jitted code (features cast to `dtype`)."""
+    def to_arrays(self, dtype=None) -> SplitArrays:
+        """Device arrays for jitted code, features cast to the split's `dtype` (or `dtype`)."""
         return SplitArrays(
-            features=to_device(self.features, dtype),
+            features=to_device(self.features, self.dtype if dtype is None else dtype),
             labels=to_device(self.labels, jnp.int32),
             groups=to_device(self.groups, jnp.int32),
         )
-
-
-def float_dtype():
-    """The float dtype methods compute in: float64 when `jax_enable_x64` is on (the config's
-    `float64` switch), else float32."""
-    return jax.dtypes.canonicalize_dtype(jnp.float64)
 
 
 class SplitArrays(struct.PyTreeNode):
@@ -200,6 +197,12 @@ class FeatureSet:
     def test(self) -> Split:
         return self.splits["test"]
 
+    @property
+    def dtype(self) -> np.dtype:
+        """The float dtype every method computes in (arrays, scalers, rates, heads): float32
+        unless `with_dtype` set another."""
+        return self.train.dtype
+
     def __getitem__(self, split: str) -> Split:
         if split not in self.splits:
             raise KeyError(f"{self.path}: no split {split!r}; loaded {sorted(self.splits)}")
@@ -216,7 +219,7 @@ def without_group_labels(data: FeatureSet) -> FeatureSet:
     ``group_labels="none"`` (so "auto" settings resolve to their label-free choices).
 
     What every method receives under ``config.group_labels="none"``: none of them can read a group
-    label, of any split (`experiments/train.py` reports test metrics from the original data).
+    label, of any split (`hsfm_jax.experiment` reports test metrics from the original data).
     """
     splits = {
         name: dataclasses.replace(split, groups=np.full_like(split.groups, -1))
@@ -224,6 +227,23 @@ def without_group_labels(data: FeatureSet) -> FeatureSet:
     }
     meta = {**data.meta, "num_groups": 0, "group_names": [], "group_labels": "none"}
     return dataclasses.replace(data, meta=meta, splits=splits)
+
+
+COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def with_dtype(data: FeatureSet, dtype) -> FeatureSet:
+    """`data` whose methods compute in `dtype` (float32 or float64: the config's ``float64``).
+
+    float64 needs ``jax_enable_x64`` on (JAX would silently compute in float32 otherwise).
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"compute dtype must be float32 or float64, got {dtype}")
+    if dtype == np.float64 and not jax.config.read("jax_enable_x64"):
+        raise ValueError("float64 needs jax_enable_x64 on (config.float64=True sets it)")
+    splits = {name: dataclasses.replace(s, dtype=dtype) for name, s in data.splits.items()}
+    return dataclasses.replace(data, splits=splits)
 
 
 def split_by_class(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
@@ -244,7 +264,13 @@ def split_by_class(split: Split, fraction: float, seed: int) -> tuple[Split, Spl
 
     def take(rows):
         ids = None if split.ids is None else [split.ids[i] for i in rows]
-        return Split(np.asarray(split.features[rows]), split.labels[rows], split.groups[rows], ids)
+        return dataclasses.replace(
+            split,
+            features=np.asarray(split.features[rows]),
+            labels=split.labels[rows],
+            groups=split.groups[rows],
+            ids=ids,
+        )
 
     return take(np.flatnonzero(mask)), take(np.flatnonzero(~mask))
 

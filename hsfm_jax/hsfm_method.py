@@ -3,10 +3,10 @@ initial head, the seeds run, and the files of the run.
 
 `hsfm.py` is the algorithm (pure functions of arrays); this module is where a config meets it:
 `check` validates every field against the data and resolves the "auto" choices (meta-gradient
-method, selection metric, initial head) before anything is traced, `run_with_info` builds the
-inputs and runs the epochs in chunks of ``chunk_epochs`` (`hsfm.run_chunk_seeds` driven by
-`epoch_loop.run`: progress, checkpoints, resume; the same numbers as `hsfm.run_seeds`), `save`
-writes ``support.npz`` and ``history.json``.
+method, selection metric, initial head) before anything is traced, `run` builds the inputs of a
+resolved config and runs the epochs in chunks of ``chunk_epochs`` (`hsfm.run_chunk_seeds` driven
+by `epoch_loop.run`: progress, checkpoints, resume; the same numbers as `hsfm.run_seeds`); its
+result's files are ``support.npz`` and ``history.json`` (`save`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from hsfm_jax import (
     hard_set,
     heads,
     hsfm,
+    hsfm_grid,
+    hsfm_scale,
     meta,
     meta_cost,
     optim,
@@ -33,10 +35,11 @@ from hsfm_jax import (
     stream,
 )
 from hsfm_jax.baselines import erm
-from hsfm_jax.features import FeatureSet, SplitArrays, float_dtype
+from hsfm_jax.contract import MethodResult
+from hsfm_jax.features import FeatureSet, SplitArrays
 
+NAME = "hsfm"
 INIT_HEADS = ("auto", "backbone", "erm")
-RESUMABLE = True  # run_with_info takes `loop` (hsfm_jax.methods)
 # `Rates` fields, which are also the names of their config fields: a sweep over these keeps one
 # compiled program.
 RATE_FIELDS = tuple(f.name for f in dataclasses.fields(hsfm.Rates))
@@ -78,6 +81,13 @@ def default_config() -> ml_collections.ConfigDict:
             remat=False,  # jax.checkpoint each inner step (long unrolls; "autodiff" only)
             meta_gradient="auto",  # "autodiff", "vjp", "gram" or "auto" (hsfm_jax.meta_cost)
             selection_metric="auto",  # val WGA with groups, else accuracy; worst-class if label-free
+            # "paper": the rates as written; "feature_rms": relative to the train features' RMS
+            # (hsfm_jax.hsfm_scale: scale-equivariant).
+            rate_units="paper",
+            # Rates tried per seed, selected on val, one compiled program (hsfm_jax.hsfm_grid):
+            # rows "hsfm" (selected) and "hsfm_fixed" (the configured rates); "none": the
+            # configured rates alone.
+            grid=hsfm_grid.DEFAULT,
             erm=erm.default_config(),  # theta_0 without head.npz: the `erm` row's recipe
         )
     )
@@ -102,6 +112,8 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     checks.check_choice("hsfm", config, "meta_gradient", meta.META_GRADIENTS)
     checks.check_choice("hsfm", config, "init_head", INIT_HEADS)
     checks.check_bool("hsfm", config, "remat")
+    checks.check_choice("hsfm", config, "rate_units", hsfm_scale.RATE_UNITS)
+    hsfm_grid.settings(config)
     selection_metric = checks.check_selection("hsfm", config, data)
     hard_set.check_class_sizes(
         data.train.labels,
@@ -119,7 +131,7 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
         raise ValueError(f"hsfm.init_head='backbone' but {data.path}/head.npz does not exist")
     init_head = "backbone" if config.init_head != "erm" and data.has_head else "erm"
     if init_head == "erm":
-        erm.check(config.erm, data, prefix="erm")
+        erm.check(config.erm, data)
     return {
         "meta_gradient": _meta_gradient(config, data),
         "selection_metric": selection_metric,
@@ -140,20 +152,18 @@ def _meta_gradient(config: ml_collections.ConfigDict, data: FeatureSet) -> str:
 
 
 def settings(config: ml_collections.ConfigDict, data: FeatureSet) -> hsfm.Settings:
-    """The static `hsfm.Settings` of a checked config ("auto" fields resolved by `check`)."""
-    resolved = {**config.to_dict(), **check(config, data)}
+    """The static `hsfm.Settings` of a resolved config (`check`'s "auto" choices filled in,
+    `methods.resolve`)."""
     return hsfm.Settings(
         num_classes=data.num_classes,
         num_groups=data.num_groups,
-        **{field: resolved[field] for field in hsfm.Settings._fields[2:]},
+        **{field: config[field] for field in hsfm.Settings._fields[2:]},
     )
 
 
-def rates(config: ml_collections.ConfigDict, dtype=None) -> hsfm.Rates:
-    """The `hsfm.Rates` of a config (head_lr None: the inner lr)."""
-    return hsfm.make_rates(
-        **{field: config[field] for field in RATE_FIELDS}, dtype=dtype or float_dtype()
-    )
+def rates(config: ml_collections.ConfigDict, dtype) -> hsfm.Rates:
+    """The `hsfm.Rates` of a config in `dtype` (head_lr None: the inner lr)."""
+    return hsfm.make_rates(**{field: config[field] for field in RATE_FIELDS}, dtype=dtype)
 
 
 def device_data(data: FeatureSet, dtype=None, *, train_rows: np.ndarray | None = None) -> hsfm.Data:
@@ -162,7 +172,7 @@ def device_data(data: FeatureSet, dtype=None, *, train_rows: np.ndarray | None =
     `train_rows`: (R,) sorted train rows; only their features are read and put on the device
     (`hsfm.Data.train_rows`). None: all of train.
     """
-    dtype = dtype or float_dtype()
+    dtype = dtype or data.dtype
     if train_rows is None:
         train = data.train.to_arrays(dtype)
     else:
@@ -207,58 +217,79 @@ def initial_head(
     """theta_0: the backbone's head.npz, or the first of the ERM recipe's heads.
 
     Args:
-      config: the HSFM config (with its `erm` subtree).
+      config: the resolved HSFM config (with its `erm` subtree).
       data: the feature set (for head.npz).
       train: train `SplitArrays` the ERM recipe fits on; None: `data.train` from the host
         (`erm.fit_heads_split`, streamed when over the memory budget).
       keys: (S,) seed keys of the run.
-      dtype: of head.npz's arrays (default `float_dtype()`).
+      dtype: of head.npz's arrays (default `data.dtype`).
       erm_heads: the ERM recipe's heads (S, C, d) when already fitted (sweeps share them).
     """
-    if check(config, data)["init_head"] == "backbone":
-        return heads.from_numpy(data.head_weight, data.head_bias, dtype or float_dtype())
+    if config.init_head == "backbone":
+        return heads.from_numpy(data.head_weight, data.head_bias, dtype or data.dtype)
     if erm_heads is None and train is None:
         erm_heads = erm.fit_heads_split(
-            data.train, config.erm, keys, num_classes=data.num_classes, dtype=dtype or float_dtype()
+            data.train, config.erm, keys, num_classes=data.num_classes, dtype=dtype or data.dtype
         )
     elif erm_heads is None:
         erm_heads = erm.fit_heads(train, config.erm, keys, num_classes=data.num_classes)
     return jax.tree_util.tree_map(lambda x: x[0], erm_heads)
 
 
-def run_with_info(
+def run(
     data: FeatureSet,
     config: ml_collections.ConfigDict,
     keys: jax.Array,
     *,
     loop: epoch_loop.Options = epoch_loop.PLAIN,
-) -> tuple[dict[str, heads.LinearHead], dict]:
-    """HSFM for every seed key: rows "hsfm" (best val selection) and "hsfm_last".
+) -> MethodResult:
+    """HSFM for every seed key: rows "hsfm" (best val selection) and "hsfm_last" (last epoch);
+    with a rate grid (`config.grid`, `hsfm_jax.hsfm_grid`), "hsfm" is each seed's val-selected
+    setting's best head, "hsfm_fixed" the configured rates' best head and "hsfm_last" the
+    configured rates' last head (nothing selected on val).
 
     The epochs run in chunks of `config.chunk_epochs` (`epoch_loop.run`: a bar over epochs with
     the current val selection metric, checkpoints under `loop.checkpoint_dir`, resume from them);
-    the heads and history equal those of one `hsfm.run_seeds` call.
+    without a grid the heads and history equal those of one `hsfm.run_seeds` call. Rates in
+    "feature_rms" units run on the rescaled features (`hsfm_jax.hsfm_scale`).
 
     Returns:
-      ({"hsfm": heads (S, C, d), "hsfm_last": heads (S, C, d)}, info) where info holds the
-      `hsfm.Result` ("result"), the JSON summary for results.json ("report") and the epoch the
-      run resumed from ("resumed_from", 0 for a fresh run).
+      `MethodResult`: rows {"hsfm": heads (S, C, d)[, "hsfm_fixed": ...], "hsfm_last": ...};
+      its report holds the best epochs, the feature scale and, with a grid, the setting each
+      seed selected; the outer losses and edit norms per epoch must stay finite; the
+      `hsfm.Result` of the row "hsfm" (with a grid, each seed's selected run) is
+      ``info["result"]``, and `save` of it writes the method's files.
     """
     static = settings(config, data)
-    in_memory = stream.fits(data.train, erm.memory_budget_gb(config.erm), float_dtype())
+    in_memory = stream.fits(data.train, erm.memory_budget_gb(config.erm), data.dtype)
     arrays = device_data(data, train_rows=None if in_memory else support_rows(data, keys, static))
-    rates_ = rates(config)
-    init = lambda: hsfm.init_seeds(
-        arrays,
-        initial_head(config, data, arrays.train if in_memory else None, keys),
-        rates_,
-        keys,
-        settings=static,
+    scale = hsfm_scale.measure(data)
+    c = hsfm_scale.factor(config.rate_units, scale)
+    grid = config.grid.strip() != hsfm_grid.NONE
+    grid_rates = hsfm_grid.settings(config)
+    num_seeds = keys.shape[0]
+    if grid:
+        rates_ = hsfm_grid.stack(grid_rates, num_seeds, data.dtype)
+        keys_ = keys[np.tile(np.arange(num_seeds), len(grid_rates))]
+        init_fn, chunk_fn = hsfm.init_runs, hsfm.run_chunk_runs
+    else:
+        rates_, keys_ = rates(config, data.dtype), keys
+        init_fn, chunk_fn = hsfm.init_seeds, hsfm.run_chunk_seeds
+
+    unit_arrays = hsfm_scale.data_to_unit(arrays, c)
+
+    def init():
+        head = initial_head(config, data, arrays.train if in_memory else None, keys)
+        return init_fn(
+            unit_arrays, hsfm_scale.head_to_unit(head, c), rates_, keys_, settings=static
+        )
+
+    chunk = lambda state, first_epoch: chunk_fn(
+        state, unit_arrays, rates_, first_epoch, settings=static, chunk_epochs=config.chunk_epochs
     )
-    chunk = lambda state, first_epoch: hsfm.run_chunk_seeds(
-        state, arrays, rates_, first_epoch, settings=static, chunk_epochs=config.chunk_epochs
-    )
-    status = lambda last: {f"val {static.selection_metric}": f"{last['val_selection'].mean():.4f}"}
+    status = lambda last: {
+        f"val {static.selection_metric}": f"{_best_mean(last['val_selection'], num_seeds):.4f}"
+    }
     done = epoch_loop.run(
         init,
         chunk,
@@ -268,21 +299,52 @@ def run_with_info(
         status=status,
     )
     out = hsfm.finish(done.state, done.history)
-    report = {"best_epoch": np.asarray(out.best_epoch).tolist()}
+    report = {"feature_scale": hsfm_scale.report(config.rate_units, scale)}
+    last = None
+    if grid:
+        out = jax.device_get(out)
+        chosen = hsfm_grid.select(out, len(grid_rates), num_seeds, FINITE_HISTORY)
+        take = lambda runs: jax.tree_util.tree_map(lambda x: x[runs], out)
+        fixed = hsfm_scale.from_unit(take(np.arange(num_seeds)), c)
+        out = take(hsfm_grid.runs_of(chosen["selected"], num_seeds))
+        last = fixed.last_head
+        report["grid"] = {
+            "spec": config.grid,
+            "settings": grid_rates,  # configured rates first, in `rate_units`
+            "selected": chosen["selected"].tolist(),  # setting per seed
+            "selected_rates": [grid_rates[k] for k in chosen["selected"]],
+            "val_selection": results.json_array(chosen["scores"]),  # (settings, seeds)
+            "fixed_best_epoch": np.asarray(fixed.best_epoch).tolist(),
+        }
+    out = hsfm_scale.from_unit(out, c)
+    if c != 1.0:
+        report["feature_scale"]["effective_rates"] = [
+            hsfm_scale.effective_rates(r, c) for r in grid_rates
+        ]
+    report["best_epoch"] = np.asarray(out.best_epoch).tolist()
     must_be_finite = {k: np.asarray(out.history[k]) for k in FINITE_HISTORY}
-    info = {
-        "result": out,
-        "report": report,
-        "must_be_finite": must_be_finite,
-        "resumed_from": done.resumed_from,
-    }
-    return {"hsfm": out.best_head, "hsfm_last": out.last_head}, info
+    rows = {"hsfm": out.best_head, "hsfm_last": out.last_head}
+    if last is not None:
+        rows = {"hsfm": out.best_head, "hsfm_fixed": fixed.best_head, "hsfm_last": last}
+    return MethodResult(
+        rows=rows,
+        report=report,
+        must_be_finite=must_be_finite,
+        resumed_from=done.resumed_from,
+        info={"result": out},
+        write_files=lambda workdir, run_id: save(out, workdir, run_id),
+    )
 
 
-def save(info: dict, workdir: Path, run_id: str) -> None:
+def _best_mean(scores: np.ndarray, num_seeds: int) -> float:
+    """The best setting's mean over seeds of (K * S, ...) run scores (K = 1 without a grid)."""
+    per_setting = np.asarray(scores, np.float64).reshape(-1, num_seeds)
+    return float(np.nanmax(per_setting.mean(axis=1))) if np.isfinite(per_setting).any() else np.nan
+
+
+def save(out: hsfm.Result, workdir: Path, run_id: str) -> None:
     """support.npz (final support embeddings, train rows of S) and history.json
     ({"run_id", "history": per-epoch values, per seed; strict JSON, NaN as null})."""
-    out: hsfm.Result = info["result"]
     np.savez(
         workdir / "support.npz",
         support=np.asarray(out.support),
@@ -297,4 +359,7 @@ def save(info: dict, workdir: Path, run_id: str) -> None:
 def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
     """Which rows read train / val group labels, for a resolved config (hsfm_last selects nothing)."""
     select = config.selection_metric == "wga"
-    return {"hsfm": {"train": False, "val": select}, "hsfm_last": {"train": False, "val": False}}
+    use = {"hsfm": {"train": False, "val": select}, "hsfm_last": {"train": False, "val": False}}
+    if config.grid.strip() != hsfm_grid.NONE:  # hsfm_last: the configured rates, unselected
+        use = {"hsfm": use["hsfm"], "hsfm_fixed": use["hsfm"], "hsfm_last": use["hsfm_last"]}
+    return use

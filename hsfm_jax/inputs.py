@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from hsfm_jax import atomic, locks, ownership, synthetic
+from hsfm_jax import apps, atomic, locks, ownership, synthetic
 from hsfm_jax import features as features_lib
 
 PLACEHOLDER_PREFIX = "/path/to"
@@ -81,7 +81,7 @@ def run_export(argv: list[str]) -> None:
     """Runs the exporter in a subprocess; its one-line error becomes a ValueError here."""
     command = [sys.executable, "-m", "feature_export.pipeline", *argv]
     logging.info("Exporting features: %s", " ".join(command))
-    proc = subprocess.run(command, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(command, stderr=subprocess.PIPE, text=True, env=apps.subprocess_env())
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("error: ")]
@@ -191,21 +191,23 @@ def prepare_loaded(
     config: ml_collections.ConfigDict, data: features_lib.FeatureSet
 ) -> features_lib.FeatureSet:
     """A loaded feature set as `config` uses it: its extra splits present, groups that label no
-    row dropped (`without_unknown_groups`), `config.val_split` applied, no split empty
-    (`check_splits`)."""
+    row dropped (`without_unknown_groups`), computing in float64 when ``config.float64``
+    (`features.with_dtype`; the caller turns ``jax_enable_x64`` on), `config.val_split` applied,
+    no split empty (`check_splits`)."""
     check_val_split(config)
     fraction = config.val_split.fraction
     for name in (*features_lib.SPLITS, *extra_splits(config)):
         if name not in data.splits:
             raise ValueError(f"{data.path}: no split {name!r}; has {sorted(data.splits)}")
     data = without_unknown_groups(data)
+    data = features_lib.with_dtype(data, np.float64 if config.float64 else np.float32)
     data = features_lib.split_validation(data, fraction, config.val_split.seed)
     check_splits(data)
     return data
 
 
 def load(config: ml_collections.ConfigDict) -> features_lib.FeatureSet:
-    """The feature set of `config`, with `config.val_split` applied.
+    """The feature set of `config` (`prepare_loaded`).
 
     Refused: features another run is preparing right now, and an empty train, val, test or extra
     split (no metric can be computed on it). Warned: a group with no test example (left out of

@@ -1,24 +1,9 @@
-"""The method contract and the one registry of methods.
+"""The one registry of methods, and the calls the experiment makes on them.
 
-Every method is a module with
-
-- ``default_config() -> ConfigDict``: every field, with the paper's defaults;
-- ``check(config, data: FeatureSet) -> dict``: raises ``ValueError`` naming the first bad field
-  (``"<method>.<field> must be ..."``) and returns the "auto" choices it resolved, by field;
-  cheap (nothing is traced), so every method is checked before any runs;
-- ``run(data, config, keys (S,)) -> {row name: LinearHead}``: heads over the raw features with a
-  leading seed axis, weight (S, C, d) (or (1, C, d) for a deterministic method);
-- or, instead of ``run``, ``run_with_info(data, config, keys) -> (rows, info)``: the same rows,
-  plus ``info``: ``info["report"]`` (JSON) goes into results.json beside the method's rows, and
-  the rest is for inspection (e.g. NeuronTune's biased dimensions, HSFM's history); `run` below
-  calls whichever a method has; optionally ``save(info, workdir)`` for files of its own;
-- ``group_use(config) -> {row name: {"train": bool, "val": bool}}``: for a resolved config,
-  whether each row reads train / val group labels (the results tables' ✓/✗, as the HSFM paper's
-  Table 1); tests/test_labelfree.py checks every ✗ by shuffling those labels;
-- optionally ``RESUMABLE = True``: a method whose epochs are one scan runs them in chunks
-  (`hsfm_jax.epoch_loop`: a progress bar, checkpoints, resume after a kill), and its
-  ``run_with_info`` takes ``loop: epoch_loop.Options`` (where to checkpoint, whether to show
-  progress); ``info["resumed_from"]`` is the epoch it resumed from (0: a fresh run).
+Every method is a module with the functions of `hsfm_jax.contract` (``NAME``, ``default_config``,
+``check``, ``run(data, config, keys, *, loop) -> MethodResult``, ``streams_train``,
+``group_use``); `check` here checks every named method before any runs, `resolve` fills in the
+"auto" choices `check` resolved, and `run` runs one method on such a config.
 
 A method whose default config has an ``erm`` subtree starts from the experiment's ERM recipe:
 `method_config` puts the top-level ``config.erm`` there, so there is one ERM recipe per run.
@@ -34,9 +19,10 @@ import types
 import jax
 import ml_collections
 
-from hsfm_jax import epoch_loop, heads, stream
+from hsfm_jax import epoch_loop, stream
 from hsfm_jax.baselines import erm
-from hsfm_jax.features import FeatureSet, float_dtype
+from hsfm_jax.contract import MethodResult
+from hsfm_jax.features import FeatureSet
 
 # name -> module, in the order results tables list the rows.
 REGISTRY = {
@@ -100,12 +86,11 @@ def check(config: ml_collections.ConfigDict, names, data: FeatureSet) -> dict[st
         )
     resolved = {name: get(name).check(method_config(config, name), data) for name in names}
     budget = erm.memory_budget_gb(config.erm)
-    if stream.fits(data.train, budget, float_dtype()):
+    if stream.fits(data.train, budget, data.dtype):
         return resolved
     for name in names:
-        streams = getattr(get(name), "streams_train", lambda config: False)
-        if not streams(method_config(config, name)):
-            size = stream.device_bytes(data.train, float_dtype()) / 2**30
+        if not get(name).streams_train(method_config(config, name)):
+            size = stream.device_bytes(data.train, data.dtype) / 2**30
             raise ValueError(
                 f"{name} puts all of train on the device, but {data.path}/train takes "
                 f"{size:.3g} GiB > erm.train_memory_budget_gb={budget:g}; raise the budget or "
@@ -121,6 +106,12 @@ def resolve(config: ml_collections.ConfigDict, name: str, resolved: dict):
     return sub
 
 
+def checked(config: ml_collections.ConfigDict, name: str, data: FeatureSet):
+    """`resolve` of method `name` after its `check` against `data` (one method's config, ready
+    for its `run`)."""
+    return resolve(config, name, get(name).check(method_config(config, name), data))
+
+
 def group_use(name: str, config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
     """{row: {"train": bool, "val": bool}} of method `name` (config from `resolve`)."""
     return get(name).group_use(config)
@@ -133,15 +124,7 @@ def run(
     keys: jax.Array,
     *,
     loop: epoch_loop.Options = epoch_loop.PLAIN,
-) -> tuple[dict[str, heads.LinearHead], dict]:
-    """Runs method `name` (config from `resolve`): (rows, info), info {} without run_with_info.
-
-    `loop` (checkpoints, progress) reaches the methods that are `RESUMABLE`; the others have no
-    epoch loop to report on or resume.
-    """
-    module = get(name)
-    if getattr(module, "RESUMABLE", False):
-        return module.run_with_info(data, config, keys, loop=loop)
-    if hasattr(module, "run_with_info"):
-        return module.run_with_info(data, config, keys)
-    return module.run(data, config, keys), {}
+) -> MethodResult:
+    """Runs method `name` on a config from `resolve`, seeds `keys` (S,); `loop` for the methods
+    with an epoch loop (`hsfm_jax.contract`)."""
+    return get(name).run(data, config, keys, loop=loop)

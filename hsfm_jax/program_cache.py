@@ -35,6 +35,7 @@ import functools
 import hashlib
 import hmac
 import inspect
+import logging as py_logging
 import os
 import pickle
 import secrets
@@ -301,13 +302,25 @@ def _compile_fresh(lowered) -> tuple[Any, bool]:
 
     enabled, hits = jax.config.jax_enable_compilation_cache, _cache_hits
     jax.config.update("jax_enable_compilation_cache", False)
-    compilation_cache.reset_cache()
+    _reset_quietly(compilation_cache)
     try:
         executable = lowered.compile()
     finally:
         jax.config.update("jax_enable_compilation_cache", enabled)
-        compilation_cache.reset_cache()
+        _reset_quietly(compilation_cache)
     return executable, _cache_hits == hits
+
+
+def _reset_quietly(compilation_cache) -> None:
+    """`reset_cache` without its INFO line ("Resetting cache at ..."), which every program built
+    here would otherwise add to the log twice."""
+    logger = py_logging.getLogger("jax._src.compilation_cache")
+    level = logger.level
+    logger.setLevel(py_logging.WARNING)
+    try:
+        compilation_cache.reset_cache()
+    finally:
+        logger.setLevel(level)
 
 
 def jit(fun: Callable | None = None, *, static_argnames: tuple[str, ...] = ()):

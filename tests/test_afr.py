@@ -7,8 +7,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from hsfm_jax import evaluate, features, heads, synthetic
-from hsfm_jax.baselines import afr, dfr, erm
+from hsfm_jax import evaluate, features, heads, scaling, synthetic
+from hsfm_jax.baselines import afr, erm
 
 
 def _feature_set(**kwargs) -> features.FeatureSet:
@@ -108,7 +108,9 @@ def test_pipeline_matches_numpy():
     config.update(gamma_grid=(0.0, 3.0), reg_grid=(0.0, 0.5), steps=3, eval_every=1)
     config.update(learning_rate=0.5, grad_clip=1.0)
     config.erm.update(learning_rate=1e-2, steps=50)
-    rows, info = afr.run_with_info(data, config, jax.random.split(jax.random.key(0), 1))
+    config.update(afr.check(config, data))
+    result = afr.run(data, config, jax.random.split(jax.random.key(0), 1))
+    rows, info = result.rows, result.info
 
     rw_rows = np.asarray(info["reweight_rows"][0])
     assert len(np.unique(rw_rows)) == len(rw_rows) == 20  # 20% of 100 held out
@@ -124,7 +126,7 @@ def test_pipeline_matches_numpy():
         learning_rate=1e-2,
         steps=50,
     )
-    folded = dfr.fold_scaler(
+    folded = scaling.fold_scaler(
         erm_head, jnp.asarray(mean, jnp.float32), jnp.asarray(scale, jnp.float32)
     )
     chex.assert_trees_all_close(_first_seed(info["erm_head"]), folded, rtol=1e-4, atol=1e-5)
@@ -157,7 +159,9 @@ def test_beats_erm_on_synthetic():
     config.learning_rate = 0.03  # unit-scale features, d = 32 (as experiments/configs/synthetic.py)
     config.erm.update(learning_rate=1e-2, steps=500)  # experiments/configs/synthetic.py's ERM
     keys = jax.random.split(jax.random.key(0), 3)
-    rows, info = afr.run_with_info(data, config, keys)
+    config.update(afr.check(config, data))
+    result = afr.run(data, config, keys)
+    rows, info = result.rows, result.info
     c, d = data.num_classes, data.feature_dim
     chex.assert_shape([rows["afr"].weight, rows["afr"].bias], [(3, c, d), (3, c)])
     chex.assert_shape([info["head"].weight, info["weights"]], [(3, 32, c, d), (3, 8, 800)])
@@ -174,7 +178,8 @@ def test_beats_erm_on_synthetic():
 
     compiled = afr.run_grid._cache_size()
     config.reg_grid = (0.0, 0.05, 0.1, 0.2)
-    afr.run_with_info(data, config, jax.random.split(jax.random.key(1), 3))
+    config.update(afr.check(config, data))
+    afr.run(data, config, jax.random.split(jax.random.key(1), 3))
     assert afr.run_grid._cache_size() == compiled
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import hsfm_jax
-from hsfm_jax import features, methods, synthetic
+from hsfm_jax import apps, features, methods, synthetic
 
 SMALL = dict(num_train=400, val_per_group=20, test_per_group=40)
 FAST = {"erm.steps": 50, "hsfm.epochs": 2, "hsfm.hard_set_size": 10}
@@ -108,9 +108,9 @@ def test_three_lines_from_arrays_to_the_table(splits, tmp_path):
     results = hsfm_jax.run(data, methods="erm,hsfm", num_seeds=2, overrides=FAST)
     table = results.table()
     assert table.startswith("# arrays / arrays: 2 seed(s)")
-    for row in ("| erm |", "| hsfm |", "| hsfm_last |"):
+    for row in ("| erm |", "| hsfm |", "| hsfm_fixed |", "| hsfm_last |"):
         assert row in table
-    assert results.rows == ["erm", "hsfm", "hsfm_last"]
+    assert results.rows == ["erm", "hsfm", "hsfm_fixed", "hsfm_last"]  # hsfm: the rate grid's
     assert results.heads["hsfm"].weight.shape == (2, 2, train[0].shape[1])
     wga = results.metrics("hsfm", "test")["wga"]
     assert len(wga["per_seed"]) == 2 and 0.0 <= wga["mean"] <= 1.0
@@ -172,3 +172,12 @@ def test_methods_check_names_a_method_config_passed_for_the_experiment_config(sp
 
 def test_version_is_the_package_version():
     assert isinstance(hsfm_jax.__version__, str) and hsfm_jax.__version__.count(".") == 2
+
+
+def test_configs_are_found_by_name_or_path(splits):
+    own = hsfm_jax.experiment.make_config("own_features", methods="erm")
+    assert own.hsfm.inner_lr == 1e-2 and own.prepare == "" and own.methods == "erm"
+    by_path = hsfm_jax.experiment.make_config(apps.config_path("own_features"))
+    assert by_path.to_dict() == {**own.to_dict(), "methods": by_path.methods}
+    with pytest.raises(FileNotFoundError, match=r"^config own_featurez: no such file, nor a"):
+        hsfm_jax.experiment.make_config("own_featurez")

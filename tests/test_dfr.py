@@ -1,15 +1,14 @@
-"""DFR: the JAX L1 solver against scikit-learn's liblinear, subsampling, end to end."""
+"""DFR: the regularization path, subsampling, the config checks, end to end."""
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
-from sklearn.multiclass import OneVsRestClassifier
 
-from hsfm_jax import evaluate, features, heads, synthetic
+from hsfm_jax import evaluate, features, scaling, synthetic
 from hsfm_jax.baselines import dfr, erm
+from hsfm_jax.solvers import l1_logistic
 
 
 def _problem(num_classes, n=240, d=24, seed=0):
@@ -20,125 +19,24 @@ def _problem(num_classes, n=240, d=24, seed=0):
     return x, y
 
 
-def _liblinear(c):
-    # l1_ratio=1 is the L1 penalty without the deprecated `penalty=` argument (sklearn 1.8+).
-    return LogisticRegression(C=c, solver="liblinear", l1_ratio=1, tol=1e-8, max_iter=10000)
-
-
-def _objective(est, x, y, positive, c):
-    targets = np.where(y == positive, 1.0, -1.0)
-    return dfr.l1_logreg_objective(
-        jnp.asarray(est.coef_[0], jnp.float32),
-        jnp.asarray(est.intercept_[0], jnp.float32),
-        jnp.asarray(x),
-        jnp.asarray(targets, jnp.float32),
-        jnp.ones(len(y)),
-        c,
-    )
-
-
-@pytest.mark.parametrize(
-    "num_classes,solver",
-    [
-        (2, dfr.Solver()),
-        (3, dfr.Solver()),
-        # Fewer coordinates per Newton step than nonzeros: the greedy block regime.
-        (2, dfr.Solver(working_set=8)),
-        (2, dfr.Solver(method="fista")),
-        (3, dfr.Solver(method="fista")),
-    ],
-)
-def test_l1_logreg_matches_liblinear(num_classes, solver):
-    x, y = _problem(num_classes)
-    for c in (1.0, 0.1):
-        head, info = dfr.fit_l1_logreg(
-            jnp.asarray(x),
-            jnp.asarray(y),
-            jnp.ones(len(y)),
-            c,
-            num_classes=num_classes,
-            solver=solver,
-        )
-        clf = _liblinear(c) if num_classes == 2 else OneVsRestClassifier(_liblinear(c))
-        clf.fit(x, y)
-        estimators = [clf] if num_classes == 2 else clf.estimators_
-        for k, est in enumerate(estimators):
-            positive = 1 if num_classes == 2 else k
-            sk_objective = _objective(est, x, y, positive, c)
-            np.testing.assert_allclose(info["objective"][k], sk_objective, rtol=1e-4)
-            np.testing.assert_allclose(info["coef"][k], est.coef_[0], atol=2e-2)
-        chex.assert_shape(head.weight, (num_classes, x.shape[1]))
-        ours = np.asarray(heads.predict(head, jnp.asarray(x)))
-        assert abs(np.mean(ours == y) - clf.score(x, y)) <= 1.0 / len(y) + 1e-9
-
-
-def test_sample_weight_zero_drops_rows():
-    x, y = _problem(2)
-    keep = np.arange(len(y)) % 3 != 0
-    sub, _ = dfr.fit_l1_logreg(
-        jnp.asarray(x[keep]), jnp.asarray(y[keep]), jnp.ones(keep.sum()), 0.5, num_classes=2
-    )
-    masked, _ = dfr.fit_l1_logreg(
-        jnp.asarray(x), jnp.asarray(y), jnp.asarray(keep, jnp.float32), 0.5, num_classes=2
-    )
-    chex.assert_trees_all_close(sub, masked, atol=1e-4)
-
-
-def test_l1_logreg_matches_liblinear_on_backbone_like_features():
-    # Nonnegative, correlated, wider than the subsample (d > n), as DFR's real problems are:
-    # the benchmark's d = 1280 problem, one balanced tuning subsample, every C of the grid.
-    from benchmarks import dfr as bench
-
-    data = bench.make_problem("1280")
-    x, y, g = data.val.features, data.val.labels, data.val.groups
-    _, rows = bench._tuning_split(np.random.default_rng(0), x, g)
-    z = x[rows]
-    z = (z - z.mean(0)) / np.where(z.std(0) > 0, z.std(0), 1.0)
-    for c in dfr.default_config().c_grid:
-        _, info = dfr.fit_l1_logreg(
-            jnp.asarray(z), jnp.asarray(y[rows]), jnp.ones(len(rows)), c, num_classes=2
-        )
-        est = _liblinear(c).fit(z, y[rows])
-        np.testing.assert_allclose(
-            info["objective"][0], _objective(est, z, y[rows], 1, c), rtol=1e-4
-        )
-
-
-def test_warm_start_and_rows_reach_the_same_optimum():
-    x, y = _problem(2, n=300, d=40)
-    keep = np.arange(len(y)) % 4 != 0
-    weights = jnp.asarray(keep, jnp.float32)
-    fit = lambda **kw: dfr.fit_l1_logreg(
-        jnp.asarray(x), jnp.asarray(y), weights, 0.3, num_classes=2, **kw
-    )[1]
-    cold = fit()
-    warm = fit(
-        init=dfr.fit_l1_logreg(jnp.asarray(x), jnp.asarray(y), weights, 1.0, num_classes=2)[1][
-            "beta"
-        ]
-    )
-    # The rows with weight, padded to a fixed size with a weight-0 row (as DFR's refits do).
-    rows = np.concatenate([np.flatnonzero(keep), np.flatnonzero(~keep)[:3]])
-    compact = fit(rows=jnp.asarray(rows))
-    for info in (warm, compact):
-        np.testing.assert_allclose(info["objective"], cold["objective"], rtol=1e-5)
-        np.testing.assert_allclose(info["beta"], cold["beta"], atol=1e-3)
-
-
 def test_regularization_path_equals_independent_fits():
     x, y = _problem(3)
     grid = jnp.asarray(dfr.default_config().c_grid, jnp.float32)
     ones = jnp.ones(len(y))
-    heads_path, betas = dfr._fit_grid(jnp.asarray(x), jnp.asarray(y), ones, grid, 3, dfr.Solver())
+    heads_path, betas = dfr._fit_grid(
+        jnp.asarray(x), jnp.asarray(y), ones, grid, 3, l1_logistic.Solver()
+    )
     chex.assert_shape(
         [heads_path.weight, betas], [(len(grid), 3, x.shape[1]), (len(grid), 3, x.shape[1] + 1)]
     )
     # Also under a plain (unnamed) vmap, where the solver's loop bounds are batched.
     batched = jax.vmap(
-        lambda c: dfr.fit_l1_logreg(jnp.asarray(x), jnp.asarray(y), ones, c, num_classes=3)[1]
+        lambda c: l1_logistic.fit_l1_logreg(jnp.asarray(x), jnp.asarray(y), ones, c, num_classes=3)[
+            1
+        ]
     )(grid)
     for i, c in enumerate(grid):
-        _, info = dfr.fit_l1_logreg(jnp.asarray(x), jnp.asarray(y), ones, c, num_classes=3)
+        _, info = l1_logistic.fit_l1_logreg(jnp.asarray(x), jnp.asarray(y), ones, c, num_classes=3)
         np.testing.assert_allclose(betas[i], info["beta"], atol=1e-3)
         np.testing.assert_allclose(batched["objective"][i], info["objective"], rtol=1e-5)
 
@@ -148,7 +46,7 @@ def test_rescale_beta_is_the_same_function():
     rng = np.random.default_rng(2)
     beta = jnp.asarray(rng.normal(size=(2, x.shape[1] + 1)), jnp.float32)
     m1, s1 = jnp.asarray(rng.normal(size=x.shape[1])), jnp.asarray(rng.random(x.shape[1]) + 0.5)
-    m2, s2 = dfr.fit_scaler(jnp.asarray(x))
+    m2, s2 = scaling.fit_scaler(jnp.asarray(x))
     moved = dfr._rescale_beta(beta, m1, s1, m2, s2)
     logits = lambda b, m, s: ((x - m) / s) @ b[:, :-1].T + b[:, -1]
     np.testing.assert_allclose(logits(moved, m2, s2), logits(beta, m1, s1), rtol=1e-4, atol=1e-4)
@@ -182,18 +80,6 @@ def test_balanced_mask_properties():
     assert len(np.unique(idx)) == size == 4 * np.bincount(np.asarray(strata)).min()
 
 
-def test_fold_scaler_matches_standardized_head():
-    x, y = _problem(3)
-    mean, scale = dfr.fit_scaler(jnp.asarray(x))
-    np.testing.assert_allclose(mean, x.mean(0), atol=1e-5)
-    np.testing.assert_allclose(scale, x.std(0), rtol=1e-4)
-    head = heads.LinearHead(jnp.asarray(np.random.default_rng(1).normal(size=(3, 24))), jnp.ones(3))
-    raw = dfr.fold_scaler(head, mean, scale)
-    np.testing.assert_allclose(
-        heads.apply(raw, jnp.asarray(x)), heads.apply(head, (x - mean) / scale), atol=1e-4
-    )
-
-
 def test_dfr_end_to_end_beats_erm_on_synthetic():
     splits, info = synthetic.generate(num_train=2000, val_per_group=50, test_per_group=200)
     meta = features.make_meta(
@@ -212,7 +98,8 @@ def test_dfr_end_to_end_beats_erm_on_synthetic():
     config.tr_num_retrains = 2
     config.paper.epochs = 200
     keys = jax.random.split(jax.random.key(0), 2)
-    rows = dfr.run(data, config, keys)
+    config.update(dfr.check(config, data))
+    rows = dfr.run(data, config, keys).rows
     assert set(rows) == {"dfr", "tr_dfr", "paper_dfr"}
     d = data.feature_dim
     for head in rows.values():
@@ -229,27 +116,23 @@ def test_dfr_end_to_end_beats_erm_on_synthetic():
 
     # New seeds reuse the compiled programs (seeds are data, not static arguments).
     compiled = dfr.dfr_val._cache_size(), dfr.tr_dfr._cache_size(), dfr.paper_dfr._cache_size()
+    config.update(dfr.check(config, data))
     dfr.run(data, config, jax.random.split(jax.random.key(1), 2))
     assert (dfr.dfr_val._cache_size(), dfr.tr_dfr._cache_size(), dfr.paper_dfr._cache_size()) == (
         compiled
     )
 
 
-def test_bad_solver_settings_fail_early():
+def test_bad_solver_settings_fail_in_check(small_features_dir):
+    data = features.load(small_features_dir)
     config = dfr.default_config()
     config.solver.method = "lbfgs"
-    with pytest.raises(ValueError, match="solver.method"):
-        dfr._solver(config)
-    x, y = _problem(2)
-    with pytest.raises(ValueError, match="working_set"):
-        dfr.fit_l1_logreg(
-            jnp.asarray(x),
-            jnp.asarray(y),
-            jnp.ones(len(y)),
-            1.0,
-            num_classes=2,
-            solver=dfr.Solver(working_set=4),
-        )
+    with pytest.raises(ValueError, match="dfr.solver.method must be one of"):
+        dfr.check(config, data)
+    config.solver.method = "newton"
+    config.solver.working_set = 4
+    with pytest.raises(ValueError, match="dfr.solver.working_set must be >= 8"):
+        dfr.check(config, data)
 
 
 def test_benchmark_smoke(tmp_path):

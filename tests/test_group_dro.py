@@ -93,7 +93,9 @@ def test_beats_erm_on_synthetic():
     config = group_dro.default_config()
     config.learning_rate = 1e-2  # unit-scale features, d = 32 (as experiments/configs/synthetic.py)
     keys = jax.random.split(jax.random.key(0), 3)
-    rows, info = group_dro.run_with_info(data, config, keys)
+    config.update(group_dro.check(config, data))
+    result = group_dro.run(data, config, keys)
+    rows, info = result.rows, result.info
     assert set(rows) == {"group_dro"}
     c, d, p = data.num_classes, data.feature_dim, 9
     chex.assert_shape([rows["group_dro"].weight, rows["group_dro"].bias], [(3, c, d), (3, c)])
@@ -114,7 +116,8 @@ def test_beats_erm_on_synthetic():
     # New seeds reuse the compiled program (seeds and grid values are data, not static).
     compiled = group_dro.run_grid._cache_size()
     config.step_size_grid = (0.02, 0.2, 2.0)
-    group_dro.run_with_info(data, config, jax.random.split(jax.random.key(1), 3))
+    config.update(group_dro.check(config, data))
+    group_dro.run(data, config, jax.random.split(jax.random.key(1), 3))
     assert group_dro.run_grid._cache_size() == compiled
 
 
@@ -122,7 +125,9 @@ def test_full_batch_is_one_run_for_every_seed():
     data = _feature_set(num_train=400, val_per_group=10, test_per_group=10)
     config = group_dro.default_config()
     config.update(batch_size=0, steps=20, eval_every=10, step_size_grid=(0.1,), l2_grid=(0.1,))
-    rows, _ = group_dro.run_with_info(data, config, jax.random.split(jax.random.key(0), 2))
+    config.update(group_dro.check(config, data))
+    result = group_dro.run(data, config, jax.random.split(jax.random.key(0), 2))
+    rows = result.rows
     chex.assert_shape(rows["group_dro"].weight, (2, 2, data.feature_dim))
     np.testing.assert_array_equal(rows["group_dro"].weight[0], rows["group_dro"].weight[1])
 

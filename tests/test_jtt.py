@@ -58,7 +58,9 @@ def test_error_sets_weights_and_heads_match_numpy():
         steps=8,
         eval_every=2,
     )
-    rows, info = jtt.run_with_info(data, config, jax.random.split(jax.random.key(0), 1))
+    config.update(jtt.check(config, data))
+    result = jtt.run(data, config, jax.random.split(jax.random.key(0), 1))
+    rows, info = result.rows, result.info
 
     x, y = np.asarray(data.train.features, np.float64), data.train.labels
     mean, scale = x.mean(0), x.std(0)
@@ -96,7 +98,9 @@ def test_beats_erm_on_synthetic():
     config = jtt.default_config()
     config.learning_rate = 0.1  # unit-scale features, d = 32 (as experiments/configs/synthetic.py)
     keys = jax.random.split(jax.random.key(0), 3)
-    rows, info = jtt.run_with_info(data, config, keys)
+    config.update(jtt.check(config, data))
+    result = jtt.run(data, config, keys)
+    rows, info = result.rows, result.info
     c, d = data.num_classes, data.feature_dim
     chex.assert_shape([rows["jtt"].weight, rows["jtt"].bias], [(3, c, d), (3, c)])
     chex.assert_shape([info["head"].weight, info["errors"]], [(3, 9, c, d), (3, 3, 2000)])
@@ -118,7 +122,8 @@ def test_beats_erm_on_synthetic():
 
     compiled = jtt.run_grid._cache_size()
     config.upweight_grid = (10.0, 30.0, 60.0)
-    jtt.run_with_info(data, config, jax.random.split(jax.random.key(1), 3))
+    config.update(jtt.check(config, data))
+    jtt.run(data, config, jax.random.split(jax.random.key(1), 3))
     assert jtt.run_grid._cache_size() == compiled
 
 

@@ -191,7 +191,8 @@ def test_hsfm_selects_by_sfit(small_features_dir):
     config.erm.steps = 20
     config.selection_metric = "sfit"
     config.update(hsfm_method.check(config, data))
-    rows, info = hsfm_method.run_with_info(data, config, jax.random.split(jax.random.key(0), 2))
+    result = hsfm_method.run(data, config, jax.random.split(jax.random.key(0), 2))
+    rows, info = result.rows, result.info
     result = info["result"]
     scores = np.asarray(result.history["val_selection"])  # (S, epochs): SFit of every epoch
     np.testing.assert_array_equal(np.asarray(result.best_score), scores.max(axis=1))

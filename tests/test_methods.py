@@ -14,7 +14,7 @@ import pytest
 
 from experiments import train
 from experiments.configs import synthetic as synthetic_config
-from hsfm_jax import checks, heads, methods, synthetic
+from hsfm_jax import checks, contract, epoch_loop, heads, methods, synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = Path(__file__).parent / "data" / "synthetic_reference.json"
@@ -40,16 +40,27 @@ def small_config(features_dir, **hsfm):
 def test_every_registered_method_has_the_contract():
     for name in methods.REGISTRY:
         module = methods.get(name)
-        for fn in ("default_config", "check", "group_use"):
-            assert callable(getattr(module, fn, None)), (name, fn)
-        runners = [fn for fn in ("run", "run_with_info") if callable(getattr(module, fn, None))]
-        assert len(runners) == 1, (name, runners)  # exactly one way to run it
+        assert contract.check_module(module) == [], name
+        assert module.NAME == name
         assert isinstance(module.default_config(), ml_collections.ConfigDict)
+        assert not hasattr(module, "run_with_info") and not hasattr(module, "RESUMABLE"), name
+
+
+def test_the_contract_check_names_what_a_module_lacks():
+    module = _toy_module()
+    assert contract.check_module(module) == []
+    module.run = lambda data, config, keys: None  # no `loop`, no docstring
+    del module.NAME
+    problems = contract.check_module(module)
+    assert problems[0] == "NAME: missing or not a string"
+    assert "run: keyword-only (), expected ('loop',)" in problems
+    assert "run: no docstring" in problems
 
 
 def test_results_equal_those_recorded_before_the_refactor(features_dir, tmp_path):
     """Every row of the synthetic config, per seed, as `experiments.main` gave them at d2cd49d."""
-    report = train.run(small_config(features_dir), tmp_path / "run")
+    # the configured HSFM rates alone (no rate grid): the run the reference recorded
+    report = train.run(small_config(features_dir, grid="none"), tmp_path / "run")
     reference = json.loads(REFERENCE.read_text())["rows"]
     assert set(reference) <= set(report["methods"])
     for row, splits in reference.items():
@@ -81,7 +92,10 @@ BAD_SETTINGS = [
     ({"erm.batch_size": -5}, "erm.batch_size must be an integer >= 0"),
     ({"neurontune.epochs": 0}, "neurontune.epochs must be an integer > 0"),
     ({"dfr.num_retrains": 0}, "dfr.num_retrains must be an integer > 0"),
-    ({"dfr.solver.method": "lbfgs"}, "dfr.solver.method must be one of ('newton', 'fista')"),
+    (
+        {"dfr.solver.method": "lbfgs"},
+        "dfr.solver.method must be one of ('newton', 'fista', 'sklearn')",
+    ),
     ({"dfr.solver.working_set": 4}, "dfr.solver.working_set must be >= 8, got 4"),
     ({"hsfm.inner_lr": float("nan")}, "hsfm.inner_lr must be > 0 and finite"),
     ({"hsfm.meta_lr": -1.0}, "hsfm.meta_lr must be > 0 and finite"),
@@ -160,21 +174,30 @@ def _toy_module() -> types.ModuleType:
     module = types.ModuleType("toy_method")
 
     def default_config():
+        """One field."""
         return ml_collections.ConfigDict(dict(scale=1.0))
 
     def check(config, data):
+        """scale > 0."""
         checks.check_value("toy", config, "scale", "positive")
         return {}
 
-    def run(data, config, keys):
+    def run(data, config, keys, *, loop=epoch_loop.PLAIN):
+        """The zero head."""
         zero = heads.zeros(data.num_classes, data.feature_dim)
-        return {"toy": jax.tree_util.tree_map(lambda x: x[None], zero)}
+        return contract.MethodResult(rows={"toy": jax.tree_util.tree_map(lambda x: x[None], zero)})
+
+    def streams_train(config):
+        """No train at all."""
+        return True
 
     def group_use(config):
+        """No group label."""
         return {"toy": {"train": False, "val": False}}
 
+    module.NAME = "toy"
     module.default_config, module.check, module.run = default_config, check, run
-    module.group_use = group_use
+    module.streams_train, module.group_use = streams_train, group_use
     return module
 
 

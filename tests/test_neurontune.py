@@ -71,7 +71,9 @@ def test_identification_and_end_to_end_on_known_dims():
     config.epochs = 3
     config.batches_per_epoch = 20
     keys = jax.random.split(jax.random.key(0), 2)
-    rows, info = neurontune.run_with_info(data, config, keys)
+    config.update(neurontune.check(config, data))
+    result = neurontune.run(data, config, keys)
+    rows, info = result.rows, {**result.info, "resumed_from": result.resumed_from}
 
     biased = np.asarray(info["biased"])  # (S, L, d)
     chex.assert_shape(biased, (2, 2, data.feature_dim))
@@ -102,9 +104,12 @@ def test_chunks_equal_one_scan_and_resume(tmp_path):
     config.update(thresholds=(0.0, 0.5), epochs=3, batches_per_epoch=5, tune_split="val_half")
     keys = jax.random.split(jax.random.key(0), 2)
     config.chunk_epochs = 3
-    _, one_scan = neurontune.run_with_info(data, config, keys)
+    config.update(neurontune.check(config, data))
+    result = neurontune.run(data, config, keys)
+    one_scan = {**result.info, "resumed_from": result.resumed_from}
     config.chunk_epochs = 2
-    _, chunked = neurontune.run_with_info(data, config, keys)
+    result = neurontune.run(data, config, keys)
+    chunked = {**result.info, "resumed_from": result.resumed_from}
     chex.assert_shape(chunked["metric_history"], (2, 2, 3))
     chex.assert_trees_all_equal(chunked, one_scan)
 
@@ -120,9 +125,10 @@ def test_chunks_equal_one_scan_and_resume(tmp_path):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(neurontune, "tune_chunk", killed_after_one_chunk)
         with pytest.raises(KeyboardInterrupt):
-            neurontune.run_with_info(data, config, keys, loop=loop)
+            neurontune.run(data, config, keys, loop=loop)
     compiled = neurontune.tune_chunk._cache_size()
-    _, resumed = neurontune.run_with_info(data, config, keys, loop=loop)
+    result = neurontune.run(data, config, keys, loop=loop)
+    resumed = {**result.info, "resumed_from": result.resumed_from}
     assert resumed.pop("resumed_from") == 2 and chunked.pop("resumed_from") == 0
     assert neurontune.tune_chunk._cache_size() == compiled
     chex.assert_trees_all_equal(resumed, chunked)

@@ -171,7 +171,7 @@ def test_vmapped_rates_equal_separate_runs(reference, features_dir):
     data = features_lib.load(features_dir)
     arrays = hsfm_method.device_data(data, jnp.float32)
     keys = jax.random.split(jax.random.key(config.seed), 3)
-    hsfm_config = methods.method_config(config, "hsfm")
+    hsfm_config = methods.checked(config, "hsfm", data)
     init_head = hsfm_method.initial_head(hsfm_config, data, arrays.train, keys)
     settings = hsfm_method.settings(hsfm_config, data)
     for record in read_settings(ref_dir)[:3]:  # inner_steps=2: one program, three rates
@@ -278,6 +278,12 @@ def test_table_builder_on_a_fixture(tmp_path):
     assert lines[1].endswith(",wga,False,1") and lines[2].endswith(",wga,False,0")
     sweep_report.plot(report, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 1000
+    # the val selection metric is drawn (solid) and the chosen setting starred on it
+    (ax,) = sweep_report.figure(report).axes
+    solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    np.testing.assert_allclose(np.asarray(solid[0].get_ydata(), float), [80.0, 60.0, 30.0])
+    (star,) = ax.collections[-1:]
+    np.testing.assert_allclose(np.asarray(star.get_offsets(), float), [[0.1, 80.0]])
     # a diverged setting is marked and never selected, however good its numbers look
     records[1]["diverged"] = "hsfm diverged: seed 0, first non-finite at epoch 2"
     report = sweep_report.build_report(records, ["meta_lr"], num_groups=4)

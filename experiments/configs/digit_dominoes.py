@@ -2,7 +2,7 @@ r"""The embedded end-to-end default: "digit dominoes" from scikit-learn's shippe
 
   python -m experiments.main --config=experiments/configs/digit_dominoes.py --workdir=runs/digit_dominoes
 
-Without group labels (README "Without group labels"; HSFM by worst-class val accuracy, test WGA
+Without group labels (docs/results.md, "Without group labels"; HSFM by worst-class val accuracy, test WGA
 92.7 ± 3.1):
 
   python -m experiments.main --config=experiments/configs/digit_dominoes.py --workdir=runs/digit_dominoes_nogroups \
@@ -22,7 +22,7 @@ HSFM hyperparameters were tuned on val only, with
 
 which selected inner_steps=10, meta_lr=0.03 by val WGA (98.9 ± 2.6; its test WGA 94.0 ± 2.6 over
 10 seeds). Support 16/class and Khard 32/class were not tuned (Khard must stay <= the 70 val
-examples per class). See README for the table this config prints.
+examples per class). See README (and docs/results.md) for the table this config prints.
 """
 
 from experiments.configs import common

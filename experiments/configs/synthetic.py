@@ -2,14 +2,14 @@ r"""HSFM vs ERM on the synthetic spurious-feature problem (`hsfm_jax.synthetic`)
 
   python -m experiments.main --config=experiments/configs/synthetic.py --workdir=runs/synthetic
 
-Without group labels (README "Without group labels"; HSFM by worst-class val accuracy, test WGA
+Without group labels (docs/results.md, "Without group labels"; HSFM by worst-class val accuracy, test WGA
 91.1 ± 2.0):
 
   python -m experiments.main --config=experiments/configs/synthetic.py --workdir=runs/synthetic_nogroups \
       --config.group_labels=none --config.methods=erm,dfr,neurontune,jtt,afr,hsfm
 
 Writes the features to `features_dir` first when they are missing. Learning rates were chosen on
-val (the features are unit-scale, unlike ResNet-50's). See README for the numbers it gives.
+val (the features are unit-scale, unlike ResNet-50's). See docs/results.md for the numbers it gives.
 """
 
 from experiments.configs import common

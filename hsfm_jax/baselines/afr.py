@@ -36,8 +36,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from hsfm_jax import checks, heads, losses, optim, program_cache
-from hsfm_jax.baselines import common, dfr, erm
+from hsfm_jax import checks, epoch_loop, heads, losses, optim, program_cache, scaling
+from hsfm_jax.baselines import common, erm
+from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, SplitArrays, to_device
 
 NAME = "afr"
@@ -292,7 +293,7 @@ def afr_single(
 
     tx = make_optimizer(optimizer, learning_rate, grad_clip)
     onehot_t = losses.onehot_columns(y, num_classes, x.dtype)  # (C, N_rw)
-    raw = lambda state: dfr.fold_scaler(state[0], mean, scale)
+    raw = lambda state: scaling.fold_scaler(state[0], mean, scale)
     score_of = functools.partial(
         common.score, split=select, num_classes=num_classes, num_groups=num_groups, metric=metric
     )
@@ -312,6 +313,7 @@ def afr_single(
             common.chunk_keys(jax.random.key(0), steps, eval_every),  # full batch: unused
             head_of=raw,
             score_of=score_of,
+            loss_of=functools.partial(common.loss, split=select),
         )
         del out["state"]
         return out
@@ -319,7 +321,7 @@ def afr_single(
     over_reg = jax.vmap(retrain, in_axes=(None, 0))
     out = jax.vmap(over_reg, in_axes=(0, None))(weights, reg_grid)  # (Γ, L, ...)
     out = jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
-    out["erm_head"] = dfr.fold_scaler(erm_head, mean, scale)
+    out["erm_head"] = scaling.fold_scaler(erm_head, mean, scale)
     out["reweight_rows"] = rw_rows
     out["weights"] = weights
     return out
@@ -380,22 +382,27 @@ def run_grid(
     return common.select_best(jax.vmap(single)(keys))
 
 
-def run_with_info(
-    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
-) -> tuple[dict[str, heads.LinearHead], dict]:
-    """`run`, plus the ERM heads, D_RW rows, weights and every grid point's scores.
+def run(
+    data: FeatureSet,
+    config: ml_collections.ConfigDict,
+    keys: jax.Array,
+    *,
+    loop: epoch_loop.Options = epoch_loop.PLAIN,
+) -> MethodResult:
+    """Row "afr": the best grid point's best checkpoint per seed, heads (S, C, d).
 
     Returns:
-      (rows, info): info is the output of `run_grid` (leading seed axis) plus ``grid``
-      (``gamma`` and ``reg`` per grid point, (P,) each).
+      `MethodResult` whose ``info`` is the output of `run_grid` (ERM heads, D_RW rows, weights,
+      every grid point's scores; leading seed axis) plus ``grid`` (``gamma`` and ``reg`` per
+      grid point, (P,) each). `loop` is unused (no epoch loop).
     """
-    check(config, data)
-    metric = checks.check_selection(NAME, config, data)
+    del loop
+    metric = config.selection_metric
     train = data.train.to_arrays()
     mean, scale = common.train_scaler(data, config.standardize)
     num_erm, _ = split_sizes(data.train.num_examples, config.erm_fraction)
-    gamma_grid = np.asarray(config.gamma_grid, np.float32)
-    reg_grid = np.asarray(config.reg_grid, np.float32)
+    gamma_grid = np.asarray(config.gamma_grid, data.dtype)
+    reg_grid = np.asarray(config.reg_grid, data.dtype)
     out = run_grid(
         keys,
         train.features,
@@ -403,11 +410,11 @@ def run_with_info(
         common.selection_split(data).to_arrays(),
         mean,
         scale,
-        to_device(gamma_grid, jnp.float32),
-        to_device(reg_grid, jnp.float32),
-        jnp.asarray(config.learning_rate, jnp.float32),
-        jnp.asarray(config.erm.learning_rate, jnp.float32),
-        jnp.asarray(config.erm.l2, jnp.float32),
+        to_device(gamma_grid, data.dtype),
+        to_device(reg_grid, data.dtype),
+        to_device(config.learning_rate, data.dtype),
+        to_device(config.erm.learning_rate, data.dtype),
+        to_device(config.erm.l2, data.dtype),
         num_erm=num_erm,
         num_classes=data.num_classes,
         num_groups=data.num_groups,
@@ -424,7 +431,13 @@ def run_with_info(
     )
     g_mesh, r_mesh = np.meshgrid(gamma_grid, reg_grid, indexing="ij")
     out["grid"] = {"gamma": g_mesh.ravel(), "reg": r_mesh.ravel()}
-    return {NAME: out["selected_head"]}, out
+    return MethodResult(rows={NAME: out["selected_head"]}, info=out)
+
+
+def streams_train(config: ml_collections.ConfigDict) -> bool:
+    """AFR puts all of train on the device (`hsfm_jax.methods`)."""
+    del config
+    return False
 
 
 def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:

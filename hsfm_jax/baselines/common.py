@@ -16,8 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hsfm_jax import evaluate, heads
-from hsfm_jax.baselines import dfr
+from hsfm_jax import evaluate, heads, losses, scaling
 from hsfm_jax.features import FeatureSet, Split, SplitArrays, to_device
 
 # ----------------------------------------------------------------------------- selection
@@ -50,6 +49,12 @@ def score(
     ]
 
 
+def loss(head: heads.LinearHead, split: SplitArrays) -> jnp.ndarray:
+    """() the mean cross-entropy of `head` on `split` (the selection split's loss curve)."""
+    logits = heads.apply(head, split.features)
+    return jnp.mean(losses.per_example_cross_entropy(logits=logits, labels=split.labels))
+
+
 def take(tree, index: jnp.ndarray):
     """Entry `index` of every leaf's leading axis."""
     return jax.tree_util.tree_map(lambda x: x[index], tree)
@@ -70,6 +75,7 @@ def best_over_checkpoints(
     *,
     head_of: Callable,
     score_of: Callable,
+    loss_of: Callable | None = None,
 ) -> dict:
     """Runs ``state = advance(state, key)`` for each key, scoring the head after each call.
 
@@ -79,11 +85,12 @@ def best_over_checkpoints(
       keys: (K,) PRNG keys, one per chunk.
       head_of: state -> `LinearHead` to score.
       score_of: head -> () score, higher is better.
+      loss_of: optional head -> () loss, recorded for the training curves.
 
     Returns:
       dict with ``state`` (after the last chunk), ``head`` (the best-scoring checkpoint, the first
       one on ties, as ``np.argmax``), ``score`` (its score), ``checkpoint`` (its 1-based index) and
-      ``scores`` (K,) every checkpoint's score.
+      ``scores`` (K,) every checkpoint's score (and ``losses`` (K,) with `loss_of`).
     """
 
     def chunk(carry, key):
@@ -102,12 +109,16 @@ def best_over_checkpoints(
             jnp.where(better, index, best_index),
             index + 1,
         )
-        return carry, value
+        return carry, value if loss_of is None else (value, loss_of(head))
 
     head0 = head_of(state)
-    carry0 = (state, head0, jnp.asarray(-jnp.inf), jnp.asarray(0), jnp.asarray(1))
+    minus_inf = jnp.full((), -jnp.inf, jax.eval_shape(score_of, head0).dtype)
+    carry0 = (state, head0, minus_inf, jnp.asarray(0), jnp.asarray(1))
     (state, head, best, checkpoint, _), scores = jax.lax.scan(chunk, carry0, keys)
-    return dict(state=state, head=head, score=best, checkpoint=checkpoint, scores=scores)
+    out = dict(state=state, head=head, score=best, checkpoint=checkpoint)
+    if loss_of is None:
+        return dict(out, scores=scores)
+    return dict(out, scores=scores[0], losses=scores[1])
 
 
 def chunk_keys(key: jax.Array, steps: int, eval_every: int) -> jax.Array:
@@ -122,10 +133,10 @@ def repeat_seeds(tree, num_seeds: int):
 
 
 def train_scaler(data: FeatureSet, standardize: bool) -> tuple[jax.Array, jax.Array]:
-    """(d,) float32 mean and scale of train's features (`dfr.host_scaler`), or 0 and 1 when the
-    method does not standardize, on the device."""
+    """(d,) mean and scale of train's features (`scaling.host_scaler`), or 0 and 1 when the method
+    does not standardize, on the device in the data's dtype."""
     if standardize:
-        mean, scale = dfr.host_scaler(data.train.features)
+        mean, scale = scaling.host_scaler(data.train.features)
     else:
         mean, scale = np.zeros(data.feature_dim), np.ones(data.feature_dim)
-    return to_device(mean, jnp.float32), to_device(scale, jnp.float32)
+    return to_device(mean, data.dtype), to_device(scale, data.dtype)

@@ -18,8 +18,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from hsfm_jax import checks, heads, losses, optim, program_cache, sampling, stream
-from hsfm_jax.features import FeatureSet, Split, SplitArrays, float_dtype
+from hsfm_jax import checks, epoch_loop, heads, losses, optim, program_cache, sampling, stream
+from hsfm_jax.contract import MethodResult
+from hsfm_jax.features import FeatureSet, Split, SplitArrays
+
+NAME = "erm"
 
 
 def _objective(head, features, labels, weights, l2, l2_bias=False, feature_mask=None):
@@ -153,6 +156,27 @@ def fit(
         class_balanced=class_balanced,
     )
     tx = _optimizer(optimizer, learning_rate, lr_schedule, steps)
+    step = _step_fn(
+        features, labels, example_weight, tx, num_classes, batch_size, l2, l2_bias, feature_mask
+    )
+    step_keys = jax.random.split(key, steps)
+    # Every step's minibatch drawn before the loop: the same rows as one draw per step (one
+    # key each), without a cumulative sum and search inside each sequential step.
+    xs = (
+        _draw_minibatches(step_keys, example_weight, batch_size=batch_size)
+        if batch_size
+        else step_keys
+    )
+    (head, _), _ = jax.lax.scan(step, (head, tx.init(head)), xs)
+    if feature_mask is not None:
+        head = head.replace(weight=head.weight * feature_mask)
+    return head
+
+
+def _step_fn(
+    features, labels, example_weight, tx, num_classes, batch_size, l2, l2_bias, feature_mask
+):
+    """One optimizer step of `fit`: ``step((head, opt_state), rows or key) -> (carry, None)``."""
     onehot_t = None if batch_size else losses.onehot_columns(labels, num_classes, features.dtype)
     batch_weight = jnp.ones((batch_size,), features.dtype)
 
@@ -170,18 +194,69 @@ def fit(
         updates, opt_state = tx.update(grads, opt_state, head)
         return (jax.tree_util.tree_map(jnp.add, head, updates), opt_state), None
 
-    step_keys = jax.random.split(key, steps)
-    # Every step's minibatch drawn before the loop: the same rows as one draw per step (one
-    # key each), without a cumulative sum and search inside each sequential step.
+    return step
+
+
+def fit_chain(
+    features: jnp.ndarray,
+    labels: jnp.ndarray,
+    key: jax.Array,
+    *,
+    segments: tuple[int, ...],
+    num_classes: int,
+    optimizer: str = "adam",
+    learning_rate: float = 1e-3,
+    l2: float = 0.0,
+    batch_size: int = 0,
+    l2_bias: bool = False,
+) -> heads.LinearHead:
+    """A chain of `fit` calls from zeros as one loop: the head after each segment, (T, C, d).
+
+    ``head = zeros; for i, n in enumerate(segments): head = fit(fold_in(key, i), steps=n,
+    init=head)``, keeping every head (constant learning rate, no sample weights), with the same
+    operations (equal up to rounding: XLA fuses them differently): the
+    same minibatch rows (each segment's keys are ``split(fold_in(key, i), n)``), the optimizer
+    state reset at each segment's start as each `fit` call starts afresh. One `lax.scan` over
+    all ``sum(segments)`` steps traces and compiles the step once instead of once per segment.
+    """
+    segments = tuple(int(n) for n in segments)
+    total = sum(segments)
+    example_weight = _example_weight(
+        labels, num_classes, features.dtype, sample_weight=None, class_balanced=False
+    )
+    tx = _optimizer(optimizer, learning_rate, "constant", total)
+    step = _step_fn(
+        features, labels, example_weight, tx, num_classes, batch_size, l2, l2_bias, None
+    )
+    step_keys = jnp.concatenate(
+        [jax.random.split(jax.random.fold_in(key, i), n) for i, n in enumerate(segments)]
+    )
     xs = (
         _draw_minibatches(step_keys, example_weight, batch_size=batch_size)
         if batch_size
         else step_keys
     )
-    (head, _), _ = jax.lax.scan(step, (head, tx.init(head)), xs)
-    if feature_mask is not None:
-        head = head.replace(weight=head.weight * feature_mask)
-    return head
+    bounds = np.cumsum(segments)
+    starts = np.isin(np.arange(total), bounds - np.asarray(segments))
+    ends = np.isin(np.arange(total), bounds - 1)
+    segment = np.repeat(np.arange(len(segments)), segments)
+
+    def chain_step(carry, x):
+        head, opt_state, out = carry
+        idx, start, end, i = x
+        opt_state = jax.tree_util.tree_map(
+            lambda fresh, old: jnp.where(start, fresh, old), tx.init(head), opt_state
+        )
+        (head, opt_state), _ = step((head, opt_state), idx)
+        out = jax.tree_util.tree_map(lambda o, h: o.at[i].set(jnp.where(end, h, o[i])), out, head)
+        return (head, opt_state, out), None
+
+    head = heads.zeros(num_classes, features.shape[1], features.dtype)
+    out = jax.tree_util.tree_map(lambda x: jnp.zeros((len(segments), *x.shape), x.dtype), head)
+    (_, _, out), _ = jax.lax.scan(
+        chain_step, (head, tx.init(head), out), (xs, starts, ends, segment)
+    )
+    return out
 
 
 # ------------------------------------------------------------------- train larger than memory
@@ -336,8 +411,10 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
 
-def check(config: ml_collections.ConfigDict, data: FeatureSet, prefix: str = "erm") -> dict:
-    """Raises ValueError naming the first bad field of an ERM config; nothing to resolve."""
+def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
+    """Raises ValueError naming the first bad field of the ERM recipe (``erm.<field>``: one
+    recipe per run, which every method that starts from ERM checks here); nothing to resolve."""
+    prefix = NAME
     checks.check_choice(prefix, config, "optimizer", optim.OPTIMIZERS)
     checks.check_value(prefix, config, "learning_rate", "positive")
     checks.check_value(prefix, config, "epochs", "non_negative_int")
@@ -427,13 +504,18 @@ def streams_train(config: ml_collections.ConfigDict) -> bool:
 
 
 def run(
-    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
-) -> dict[str, heads.LinearHead]:
-    """{"erm": heads (S, C, d)}, or one head (1, C, d) in full batch (deterministic)."""
+    data: FeatureSet,
+    config: ml_collections.ConfigDict,
+    keys: jax.Array,
+    *,
+    loop: epoch_loop.Options = epoch_loop.PLAIN,
+) -> MethodResult:
+    """Row "erm": heads (S, C, d), or one head (1, C, d) in full batch (deterministic)."""
+    del loop  # no epoch loop
     heads_ = fit_heads_split(
-        data.train, config, keys, num_classes=data.num_classes, dtype=float_dtype()
+        data.train, config, keys, num_classes=data.num_classes, dtype=data.dtype
     )
-    return {"erm": heads_}
+    return MethodResult(rows={NAME: heads_})
 
 
 def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:

@@ -37,8 +37,9 @@ import ml_collections
 import numpy as np
 from flax import struct
 
-from hsfm_jax import checks, heads, losses, optim, program_cache, sampling
-from hsfm_jax.baselines import common, dfr
+from hsfm_jax import checks, epoch_loop, heads, losses, optim, program_cache, sampling, scaling
+from hsfm_jax.baselines import common
+from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, SplitArrays, to_device
 
 NAME = "group_dro"
@@ -208,7 +209,7 @@ def make_step(
 
 def initial_state(num_classes: int, feature_dim: int, group_counts: jnp.ndarray, tx) -> State:
     """Zero head, fresh optimizer state, q uniform over the groups present in train."""
-    head = heads.zeros(num_classes, feature_dim)
+    head = heads.zeros(num_classes, feature_dim, group_counts.dtype)
     present = group_counts > 0
     log_q = jnp.where(present, -jnp.log(jnp.sum(present)), -jnp.inf)
     return State(head, tx.init(head), log_q)
@@ -271,7 +272,7 @@ def fit(
         l2_bias=l2_bias,
     )
     advance = lambda state, keys: jax.lax.scan(lambda s, k: (step(s, k), None), state, keys)[0]
-    raw = lambda state: dfr.fold_scaler(state.head, mean, scale)
+    raw = lambda state: scaling.fold_scaler(state.head, mean, scale)
     out = common.best_over_checkpoints(
         advance,
         initial_state(num_classes, features.shape[1], group_counts, tx),
@@ -284,6 +285,7 @@ def fit(
             num_groups=num_groups,
             metric=metric,
         ),
+        loss_of=functools.partial(common.loss, split=select),
     )
     state = out.pop("state")
     return dict(out, final_head=raw(state), group_weights=jnp.exp(state.log_q))
@@ -349,29 +351,35 @@ def run_grid(
 
 
 def grid_points(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
-    """The product grid eta_q x l2 x C as three (P,) float32 arrays (eta_q slowest)."""
+    """The product grid eta_q x l2 x C as three (P,) float64 arrays (eta_q slowest)."""
     mesh = np.meshgrid(config.step_size_grid, config.l2_grid, config.adjustment_grid, indexing="ij")
     return {
-        name: np.asarray(m, np.float32).ravel()
+        name: np.asarray(m, np.float64).ravel()
         for name, m in zip(("step_size", "l2", "adjustment"), mesh, strict=True)
     }
 
 
-def run_with_info(
-    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
-) -> tuple[dict[str, heads.LinearHead], dict]:
-    """`run`, plus every grid point's heads, scores, checkpoints and final group weights.
+def run(
+    data: FeatureSet,
+    config: ml_collections.ConfigDict,
+    keys: jax.Array,
+    *,
+    loop: epoch_loop.Options = epoch_loop.PLAIN,
+) -> MethodResult:
+    """Row "group_dro": the best grid point's best checkpoint per seed, heads (S, C, d).
 
     Returns:
-      (rows, info): info is the output of `run_grid` (leading (S, P) axes; with full batch the
-      one deterministic run repeated S times) and ``grid`` (the (P,) grid arrays).
+      `MethodResult` whose ``info`` is the output of `run_grid` (every grid point's heads,
+      scores, checkpoints and final group weights; leading (S, P) axes; with full batch the one
+      deterministic run repeated S times) and ``grid`` (the (P,) grid arrays). `loop` is unused
+      (no epoch loop).
     """
-    check(config, data)
-    metric = checks.check_selection(NAME, config, data)
+    del loop
+    metric = config.selection_metric
     train = data.train.to_arrays()
     mean, scale = common.train_scaler(data, config.standardize)
     grid = grid_points(config)
-    group_counts = to_device(data.train_group_counts(), jnp.float32)
+    group_counts = to_device(data.train_group_counts(), data.dtype)
     num_seeds = keys.shape[0]
     deterministic = config.batch_size == 0
     out = run_grid(
@@ -383,8 +391,8 @@ def run_with_info(
         common.selection_split(data).to_arrays(),
         mean,
         scale,
-        {k: to_device(v, jnp.float32) for k, v in grid.items()},
-        jnp.asarray(config.learning_rate, jnp.float32),
+        {k: to_device(v, data.dtype) for k, v in grid.items()},
+        to_device(config.learning_rate, data.dtype),
         num_classes=data.num_classes,
         num_groups=data.num_groups,
         metric=metric,
@@ -398,7 +406,13 @@ def run_with_info(
     if deterministic:
         out = common.repeat_seeds(out, num_seeds)
     out["grid"] = grid
-    return {NAME: out["selected_head"]}, out
+    return MethodResult(rows={NAME: out["selected_head"]}, info=out)
+
+
+def streams_train(config: ml_collections.ConfigDict) -> bool:
+    """GroupDRO puts all of train on the device (`hsfm_jax.methods`)."""
+    del config
+    return False
 
 
 def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:

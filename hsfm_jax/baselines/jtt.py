@@ -16,8 +16,8 @@ lambda_up] and model hyperparameters (such as early stopping) based on the worst
 on the validation set"): every grid point keeps its best checkpoint, scored every ``eval_every``
 steps, and the best grid point wins (row ``"jtt"``).
 
-The identification heads for the whole T grid come from one chain of `erm.fit` calls (the head
-at T_k continues to T_{k+1}); each final model is `erm.fit` run chunk by chunk between
+The identification heads for the whole T grid come from one chain of `erm.fit` runs (the head
+at T_k continues to T_{k+1}), traced as one loop (`erm.fit_chain`); each final model is `erm.fit` run chunk by chunk between
 checkpoints. An optimizer's state (momentum, Adam moments) restarts at each of these joins, so
 the chain is exactly one run only for plain SGD ("sgd"). The (T x lambda_up) grid and the seeds
 are ``vmap``ped in one program; a full-batch run is deterministic, so it is computed once and
@@ -33,8 +33,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hsfm_jax import checks, heads, optim, program_cache
-from hsfm_jax.baselines import common, dfr, erm
+from hsfm_jax import checks, epoch_loop, heads, optim, program_cache, scaling
+from hsfm_jax.baselines import common, erm
+from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, SplitArrays, to_device
 
 NAME = "jtt"
@@ -93,19 +94,7 @@ def error_set(head: heads.LinearHead, features: jnp.ndarray, labels: jnp.ndarray
 
 def upweights(errors: jnp.ndarray, upweight: jnp.ndarray) -> jnp.ndarray:
     """(N,) example weights: lambda_up on the error set, 1 elsewhere."""
-    return jnp.where(errors, upweight, 1.0).astype(jnp.float32)
-
-
-def identification_heads(
-    key: jax.Array, fit, num_classes: int, feature_dim: int, identification_steps: tuple
-) -> heads.LinearHead:
-    """Heads after each T of the (increasing) grid, from one chain of `fit` calls: (T, C, d)."""
-    head, done, out = heads.zeros(num_classes, feature_dim), 0, []
-    for i, t in enumerate(identification_steps):
-        head = fit(jax.random.fold_in(key, i), steps=t - done, init=head)
-        done = t
-        out.append(head)
-    return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *out)
+    return jnp.where(errors, upweight, 1.0).astype(upweight.dtype)
 
 
 def jtt_single(
@@ -155,13 +144,25 @@ def jtt_single(
         batch_size=batch_size,
         l2_bias=l2_bias,
     )
-    id_heads = identification_heads(k_id, fit, num_classes, features.shape[1], identification_steps)
+    zero = heads.zeros(num_classes, features.shape[1], features.dtype)
+    id_heads = erm.fit_chain(
+        features,
+        labels,
+        k_id,
+        segments=tuple(np.diff((0, *identification_steps))),
+        num_classes=num_classes,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        l2=l2,
+        batch_size=batch_size,
+        l2_bias=l2_bias,
+    )
     errors = jax.vmap(lambda h: error_set(h, features, labels))(id_heads)  # (T, N)
     weights = jax.vmap(lambda e: jax.vmap(lambda u: upweights(e, u))(upweight_grid))(errors)
     weights = weights.reshape(-1, features.shape[0])  # (P, N)
 
     every = eval_every or steps
-    raw = lambda head: dfr.fold_scaler(head, mean, scale)
+    raw = lambda head: scaling.fold_scaler(head, mean, scale)
     score_of = functools.partial(
         common.score, split=select, num_classes=num_classes, num_groups=num_groups, metric=metric
     )
@@ -170,10 +171,11 @@ def jtt_single(
         advance = lambda head, k: fit(k, steps=every, init=head, sample_weight=sample_weight)
         out = common.best_over_checkpoints(
             advance,
-            heads.zeros(num_classes, features.shape[1]),
+            zero,
             jax.random.split(k_final, steps // every),
             head_of=raw,
             score_of=score_of,
+            loss_of=functools.partial(common.loss, split=select),
         )
         del out["state"]
         return out
@@ -222,22 +224,27 @@ def run_grid(
     return common.select_best(jax.vmap(single)(keys))
 
 
-def run_with_info(
-    data: FeatureSet, config: ml_collections.ConfigDict, keys: jax.Array
-) -> tuple[dict[str, heads.LinearHead], dict]:
-    """`run`, plus the error sets, identification heads and every grid point's scores.
+def run(
+    data: FeatureSet,
+    config: ml_collections.ConfigDict,
+    keys: jax.Array,
+    *,
+    loop: epoch_loop.Options = epoch_loop.PLAIN,
+) -> MethodResult:
+    """Row "jtt": the best grid point's best checkpoint per seed, heads (S, C, d).
 
     Returns:
-      (rows, info): info is the output of `run_grid` (leading seed axis; with full batch the one
-      deterministic run repeated S times) plus ``grid`` (``identification_steps`` and
-      ``upweight`` per grid point, (P,) each).
+      `MethodResult` whose ``info`` is the output of `run_grid` (error sets, identification
+      heads, every grid point's scores; leading seed axis; with full batch the one deterministic
+      run repeated S times) plus ``grid`` (``identification_steps`` and ``upweight`` per grid
+      point, (P,) each). `loop` is unused (no epoch loop).
     """
-    check(config, data)
-    metric = checks.check_selection(NAME, config, data)
+    del loop
+    metric = config.selection_metric
     train = data.train.to_arrays()
     mean, scale = common.train_scaler(data, config.standardize)
     identification_steps = tuple(sorted(int(t) for t in config.identification_steps_grid))
-    upweight_grid = np.asarray(config.upweight_grid, np.float32)
+    upweight_grid = np.asarray(config.upweight_grid, data.dtype)
     num_seeds = keys.shape[0]
     deterministic = config.batch_size == 0
     out = run_grid(
@@ -247,9 +254,9 @@ def run_with_info(
         common.selection_split(data).to_arrays(),
         mean,
         scale,
-        to_device(upweight_grid, jnp.float32),
-        jnp.asarray(config.learning_rate, jnp.float32),
-        jnp.asarray(config.l2, jnp.float32),
+        to_device(upweight_grid, data.dtype),
+        to_device(config.learning_rate, data.dtype),
+        to_device(config.l2, data.dtype),
         identification_steps=identification_steps,
         num_classes=data.num_classes,
         num_groups=data.num_groups,
@@ -264,7 +271,13 @@ def run_with_info(
         out = common.repeat_seeds(out, num_seeds)
     t_mesh, u_mesh = np.meshgrid(identification_steps, upweight_grid, indexing="ij")
     out["grid"] = {"identification_steps": t_mesh.ravel(), "upweight": u_mesh.ravel()}
-    return {NAME: out["selected_head"]}, out
+    return MethodResult(rows={NAME: out["selected_head"]}, info=out)
+
+
+def streams_train(config: ml_collections.ConfigDict) -> bool:
+    """JTT puts all of train on the device (`hsfm_jax.methods`)."""
+    del config
+    return False
 
 
 def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:

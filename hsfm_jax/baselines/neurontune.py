@@ -51,11 +51,12 @@ from flax import struct
 
 from hsfm_jax import checks, epoch_loop, evaluate, heads, optim, program_cache
 from hsfm_jax.baselines import erm
+from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, to_device
 from hsfm_jax.spuriousness import sfit, spuriousness_scores
 
+NAME = "neurontune"
 ACTIVATIONS = ("abs", "raw")
-RESUMABLE = True  # run_with_info takes `loop` (hsfm_jax.methods)
 TUNE_SPLITS = ("train", "val_half")
 
 
@@ -96,7 +97,7 @@ def activation_values(features, activation: str = "abs"):
 
 
 def class_sorted_activations(
-    activations: np.ndarray, labels: np.ndarray, num_classes: int
+    activations: np.ndarray, labels: np.ndarray, num_classes: int, dtype=np.float32
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per class, every column's activations sorted ascending (host side, once).
 
@@ -104,16 +105,17 @@ def class_sorted_activations(
       activations: (N, d) float.
       labels: (N,) int in [0, C).
       num_classes: C.
+      dtype: of the values.
 
     Returns:
-      (values (C, M, d) float32 padded with +inf, rows (C, M, d) int32 row index of each value,
+      (values (C, M, d) `dtype` padded with +inf, rows (C, M, d) int32 row index of each value,
       -1 in padding), M = the largest class count.
     """
-    activations = np.asarray(activations, np.float32)
+    activations = np.asarray(activations, dtype)
     labels = np.asarray(labels)
     n, d = activations.shape
     size = max(int(np.bincount(labels, minlength=num_classes).max()), 1)
-    values = np.full((num_classes, size, d), np.inf, np.float32)
+    values = np.full((num_classes, size, d), np.inf, dtype)
     rows = np.full((num_classes, size, d), -1, np.int32)
     for y in range(num_classes):
         members = np.flatnonzero(labels == y)
@@ -279,7 +281,9 @@ def chunk_single(
     that the lambdas of a seed share their minibatch draws.
 
     Returns:
-      (state, {"metric_history": (chunk_epochs,), "sfit_history": (chunk_epochs,)}).
+      (state, {"metric_history": (chunk_epochs,), "sfit_history": (chunk_epochs,),
+      "loss_history": (chunk_epochs,)}), ``loss_history`` the class-balanced objective of the
+      epoch's head on the tune rows.
     """
     s = settings
     val_half = s.tune_split == "val_half"
@@ -287,6 +291,10 @@ def chunk_single(
     tune_y = inputs.val_labels if val_half else inputs.train_labels
     tune_weight = (~ide_member).astype(tune_x.dtype) if val_half else None
     keep = (~state.biased).astype(inputs.val_features.dtype)
+    # what the epoch's class-balanced minibatches estimate, for the training curves
+    loss_weight = erm._example_weight(
+        tune_y, s.num_classes, tune_x.dtype, sample_weight=tune_weight, class_balanced=True
+    )
     epoch_keys = jax.random.split(jax.random.wrap_key_data(train_key), s.epochs)
     score = functools.partial(
         _subset_metric, num_classes=s.num_classes, num_groups=s.num_groups, metric=s.metric
@@ -310,6 +318,7 @@ def chunk_single(
         )
         m = score(head, inputs.val_features, inputs.val_labels, inputs.val_groups, ide_member)
         f = sfit(_delta_of(head, inputs, ide_member))
+        loss = erm._objective(head, tune_x, tune_y, loss_weight, l2, feature_mask=keep)
         better_m, better_f = m > st.best_metric, f > st.best_sfit
         pick = lambda better, new, old: jax.tree_util.tree_map(
             lambda a, b: jnp.where(better, a, b), new, old
@@ -321,7 +330,7 @@ def chunk_single(
             head_sfit=pick(better_f, head, st.head_sfit),
             best_sfit=jnp.where(better_f, f, st.best_sfit),
         )
-        return st, {"metric_history": m, "sfit_history": f}
+        return st, {"metric_history": m, "sfit_history": f, "loss_history": loss}
 
     shapes = jax.eval_shape(run_one, state, jnp.asarray(0))[1]
     skip = lambda st, _: (st, jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes))
@@ -434,7 +443,7 @@ def tune(
 def reference_head(data: FeatureSet, config: ml_collections.ConfigDict) -> heads.LinearHead:
     """The "current" head: the backbone's head.npz, else an ERM head on train (deterministic)."""
     if data.has_head:
-        return heads.from_numpy(data.head_weight, data.head_bias)
+        return heads.from_numpy(data.head_weight, data.head_bias, data.dtype)
     train = data.train.to_arrays()
     return erm.fit(
         train.features,
@@ -467,30 +476,32 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     return {"selection_metric": checks.check_selection("neurontune", config, data)}
 
 
-def run_with_info(
+def run(
     data: FeatureSet,
     config: ml_collections.ConfigDict,
     keys: jax.Array,
     *,
     loop: epoch_loop.Options = epoch_loop.PLAIN,
-) -> tuple[dict[str, heads.LinearHead], dict]:
-    """`run`, plus the outputs of `tune` (biased dims, deltas, histories) for inspection.
+) -> MethodResult:
+    """Rows "neurontune_wga" and "neurontune_sfit" (heads (S, C, d)); ``info``: the outputs of
+    `tune` (biased dims, deltas, histories) for inspection.
 
     The tuning epochs run in chunks of `config.chunk_epochs` (`epoch_loop.run`: a bar with the
     current validation metric, checkpoints under `loop.checkpoint_dir`, resume from them), with
-    the numbers of one `tune` call. ``info["resumed_from"]``: the epoch it resumed from.
+    the numbers of one `tune` call; ``resumed_from``: the epoch it resumed from.
     """
-    metric = check(config, data)["selection_metric"]
+    metric = config.selection_metric
     val = data.val.to_arrays()
     values, rows = class_sorted_activations(
-        activation_values(np.asarray(data.val.features, np.float32), config.activation),
+        activation_values(np.asarray(data.val.features, data.dtype), config.activation),
         data.val.labels,
         data.num_classes,
+        data.dtype,
     )
     train = data.train.to_arrays() if config.tune_split == "train" else None  # else unread
     inputs = Inputs(
         reference=reference_head(data, config),
-        sorted_values=to_device(values, jnp.float32),
+        sorted_values=to_device(values, data.dtype),
         sorted_rows=to_device(rows, jnp.int32),
         val_features=val.features,
         val_labels=val.labels,
@@ -510,7 +521,7 @@ def run_with_info(
         epochs=int(config.epochs),
     )
     rates = (float(config.learning_rate), float(config.l2))
-    thresholds = to_device(config.thresholds, jnp.float32)
+    thresholds = to_device(config.thresholds, data.dtype)
     done = epoch_loop.run(
         lambda: tune_init(keys, thresholds, inputs, settings=settings),
         lambda state, first_epoch: tune_chunk(
@@ -522,12 +533,20 @@ def run_with_info(
         epoch_axis=2,
         status=lambda last: {f"val {metric}": f"{last['metric_history'].mean():.4f}"},
     )
-    out = {**tune_results(done.state), **done.history, "resumed_from": done.resumed_from}
+    out = {**tune_results(done.state), **done.history}
+    out["thresholds"] = np.asarray(config.thresholds, data.dtype)
     rows_out = {
         "neurontune_wga": out["head_wga_selected"],
         "neurontune_sfit": out["head_sfit_selected"],
     }
-    return rows_out, out
+    return MethodResult(rows=rows_out, info=out, resumed_from=done.resumed_from)
+
+
+def streams_train(config: ml_collections.ConfigDict) -> bool:
+    """NeuronTune puts train on the device to tune on it or fit its ERM head
+    (`hsfm_jax.methods`)."""
+    del config
+    return False
 
 
 def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:

@@ -13,7 +13,7 @@ How it runs:
   another program, compiled once.
 - In a program, every (setting, seed) pair is one *run*; runs form one leading axis (setting-major:
   run = setting * num_seeds + seed) that `jax.vmap` maps over, rates included. Seed keys are those
-  of `experiments.train.run`, so a setting's seeds reproduce a single experiment with that config.
+  of `hsfm_jax.experiment.run`, so a setting's seeds reproduce a single experiment with that config.
 - With several devices the runs axis is sharded over a 1-D mesh ``("runs",)`` with
   `NamedSharding`; it is padded to a multiple of the device count by repeating the last run, whose
   copies are dropped. Runs are independent, so results do not depend on the device count.
@@ -138,13 +138,13 @@ def _program_inputs(ctx: _Context, settings_list, program: Program):
     configs = [apply(ctx.config, settings_list[i]) for i in program.setting_indices]
     num_seeds = ctx.keys.shape[0]
     # Built on the host: eager jnp indexing would compile a gather per array shape.
-    hsfm_configs = [methods.method_config(c, "hsfm") for c in configs]
+    hsfm_configs = [methods.checked(c, "hsfm", ctx.data) for c in configs]
     rates = [jax.device_get(hsfm_method.rates(c, ctx.dtype)) for c in hsfm_configs]
     rates = jax.tree_util.tree_map(lambda *xs: np.repeat(np.stack(xs), num_seeds, 0), *rates)
     keys = _host_keys(ctx.keys)[np.tile(np.arange(num_seeds), len(configs))]
     config = hsfm_configs[0]  # the settings of a program agree outside the rates
     erm_heads = None
-    if hsfm_method.check(config, ctx.data)["init_head"] == "erm":
+    if config.init_head == "erm":
         erm_key = config.erm.to_json()
         if erm_key not in ctx.erm_heads:  # programs that differ only outside config.erm share it
             ctx.erm_heads[erm_key] = erm.fit_heads(
@@ -334,7 +334,7 @@ def _run(
     """Runs (or resumes) a sweep and writes its summary files. Returns the sweep.json report.
 
     Args:
-      config: the base experiment config (as `experiments.train.run` takes).
+      config: the base experiment config (as `hsfm_jax.experiment.run` takes).
       sweep: a spec string (see `parse_spec`) or a parsed `Spec`.
       workdir: where everything goes; a restart with the same arguments resumes.
       checkpoint_every: epochs per chunk; the state is saved after each chunk.
@@ -355,17 +355,22 @@ def _run(
         raise ValueError(f"config.num_seeds must be >= 1, got {config.num_seeds}")
     workdir = Path(workdir)
     jax.config.update("jax_enable_x64", bool(config.float64))
-    dtype = jnp.float64 if config.float64 else jnp.float32
 
     if config.get("group_labels", "all") != "all":
         raise ValueError(
             f"sweep: group_labels={config.group_labels!r} is not supported (experiments.main is)"
         )
     data = inputs.load(config)
+    dtype = data.dtype
     settings_list, programs = plan(config, spec, data)
     if any(p.settings.selection_metric == "sfit" for p in programs):
         raise ValueError(
             "sweep: hsfm.selection_metric='sfit' is not supported (experiments.main is)"
+        )
+    if config.hsfm.rate_units != "paper":
+        raise ValueError(
+            f"sweep: hsfm.rate_units={config.hsfm.rate_units!r} is not supported (experiments.main "
+            "is); a sweep runs its settings' rates as written (hsfm.grid does not apply either)"
         )
     workdir.mkdir(parents=True, exist_ok=True)
     primary = distributed.is_primary()

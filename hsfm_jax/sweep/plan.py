@@ -165,7 +165,7 @@ def plan(
     statics: dict[str, hsfm.Settings] = {}
     for index, overrides in enumerate(settings_list):
         setting_config = apply(config, overrides)
-        static = hsfm_method.settings(methods.method_config(setting_config, "hsfm"), data)
+        static = hsfm_method.settings(methods.checked(setting_config, "hsfm", data), data)
         rest = setting_config.to_dict()
         for field in hsfm_method.RATE_FIELDS:
             rest["hsfm"].pop(field)
