@@ -685,3 +685,21 @@ def test_a_finite_but_exploding_loss_is_divergence():
     with pytest.raises(divergence.Diverged, match="seed 1, first non-finite at epoch 3"):
         divergence.check_rows("hsfm", rows, splits, history)
     divergence.check_rows("hsfm", rows, splits, {"edit_norm": np.full((2, 3), 1e29)})
+
+
+def test_a_corrupted_sweep_checkpoint_is_one_line(tmp_path, features):
+    """A corrupted orbax checkpoint of a sweep program: one error naming it, nothing removed."""
+    config = small_config(features, **{"hsfm.epochs": 4})
+    run = lambda **hooks: execute.run(
+        config, "meta_lr=0.1", tmp_path / "sweep", checkpoint_every=2, progress=False, **hooks
+    )
+    with pytest.raises(execute.Interrupted):
+        run(stop_after_epochs=2)
+    checkpoints = tmp_path / "sweep" / execute.CHECKPOINTS_DIR
+    for path in checkpoints.rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")
+    before = hashes(tmp_path / "sweep")
+    with pytest.raises(ValueError, match="checkpoint .*program_000 cannot be read"):
+        run()
+    assert hashes(tmp_path / "sweep") == before
