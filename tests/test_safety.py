@@ -167,7 +167,7 @@ def test_workdir_equal_to_features_dir_is_refused(tmp_path):
     with pytest.raises(ValueError, match="workdir .* is an hsfm_jax features directory"):
         train.run(small_config(tmp_path / "f"), tmp_path / "f")
     assert hashes(tmp_path / "f") == before
-    # empty workdir path spelled differently (trailing dot, symlink) is the same directory
+    # the same directory through a symlink
     (tmp_path / "link").symlink_to(tmp_path / "f")
     with pytest.raises(ValueError):
         train.run(small_config(tmp_path / "f"), tmp_path / "link")
