@@ -204,9 +204,9 @@ def test_a_run_killed_by_sigkill_resumes_to_the_uninterrupted_results(tmp_path):
 
 
 def test_a_rerun_with_another_config_starts_afresh(tmp_path, monkeypatch):
-    overrides = {"methods": "hsfm", "checkpoint_seconds": 0, "hsfm.epochs": 6}
+    overrides = {"methods": "hsfm", "checkpoint_seconds": 0, "hsfm.epochs": 6, "hsfm.grid": "none"}
     config = small_config(tmp_path / "f", **overrides, **{"hsfm.chunk_epochs": 2})
-    chunk, calls = hsfm.run_chunk_seeds, []
+    chunk, calls = hsfm.run_chunk_seeds, []  # the configured rates alone: hsfm.grid none
 
     def killed_after_two_chunks(*args, **kwargs):
         if len(calls) == 2:
