@@ -198,9 +198,11 @@ def _run_program(
         (ctx.arrays, init_head), NamedSharding(ctx.mesh, PartitionSpec())
     )
 
-    checkpoints = checkpointing.ProgramCheckpoints(_program_dir(workdir, program))
+    with checkpointing.reading(_program_dir(workdir, program)):
+        checkpoints = checkpointing.ProgramCheckpoints(_program_dir(workdir, program))
+        latest = checkpoints.latest_epoch() or 0
     try:
-        start = int(distributed.agreed(checkpoints.latest_epoch() or 0))
+        start = int(distributed.agreed(latest))
         if start:
             # Shapes of what was saved: real runs only, `start` epochs of history.
             abstract_state = jax.eval_shape(
@@ -216,13 +218,14 @@ def _run_program(
                 data_dev,
                 rates_dev,
             )[1]
-            saved = checkpoints.restore(
-                start,
-                jax.tree_util.tree_map(
-                    lambda x: jax.ShapeDtypeStruct((num_runs, *x.shape[1:]), x.dtype),
-                    {"state": abstract_state, "history": abstract_history},
-                ),
-            )
+            with checkpointing.reading(checkpoints.directory):
+                saved = checkpoints.restore(
+                    start,
+                    jax.tree_util.tree_map(
+                        lambda x: jax.ShapeDtypeStruct((num_runs, *x.shape[1:]), x.dtype),
+                        {"state": abstract_state, "history": abstract_history},
+                    ),
+                )
             state, history = put_runs(saved["state"]), saved["history"]
             logging.info("Program %d: resumed from epoch %d", program.index, start)
         else:
