@@ -10,8 +10,8 @@ adaptive restart (``Solver(method="fista")``, `_fista_one`) is the alternative. 
 stored as logits ``(-z/2, z/2)``, so softmax gives the logistic probability.
 
 Everything is one jitted, vmappable function of arrays (sample weights of 0 leave rows out at
-fixed shapes; warm starts through ``init``); DFR (`hsfm_jax.baselines.dfr`) solves its C grid
-as a regularization path with it. tests/test_l1_logistic.py checks it against scikit-learn.
+fixed shapes; warm starts through ``init``); DFR (`hsfm_jax.methods.dfr`) solves its C grid
+as a regularization path with it. tests/solvers/test_l1_logistic.py checks it against scikit-learn.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from hsfm_jax import heads, program_cache
+from hsfm_jax.core import heads
+from hsfm_jax.runtime import program_cache
 from hsfm_jax.solvers import sklearn_l1
 
 
@@ -36,6 +37,10 @@ class Solver(NamedTuple):
     newton_iters: int = 100  # proximal Newton steps
     working_set: int = 256  # coordinates per Newton step, at most (beyond: greedy block steps)
     cd_sweeps: int = 50  # coordinate-descent sweeps per Newton step, at most
+    # Names of the `jax.vmap` axes a fit runs under, if any: the Newton solver's loops then run
+    # as far as the batch's largest active set needs, unbatched (an unnamed vmap works too,
+    # with batched loop bounds, which are slower).
+    batch_axes: tuple[str, ...] = ()
 
 
 SOLVERS = ("newton", "fista", "sklearn")
@@ -270,7 +275,7 @@ def _newton_one(
     Stops when the largest violation is <= `solver.tol`, when a step lowers the objective by
     less than `_NEWTON_STALL` (full Newton step) or `_BLOCK_STALL` (otherwise) of it, or after
     `solver.newton_iters` steps. float32 cannot resolve the violation of large problems down to
-    1e-4; the objective is then at its optimum to ~1e-7 (tests/test_dfr.py, benchmarks/dfr.py).
+    1e-4; the objective is then at its optimum to ~1e-7 (tests/methods/test_dfr.py, benchmarks/dfr.py).
 
     Args:
       aug: (N, p) features with a trailing column of ones (the penalized intercept).
@@ -369,7 +374,7 @@ def _ovr_targets(labels, num_classes, dtype):
     return jnp.where(labels[None, :] == positives[:, None], 1.0, -1.0).astype(dtype)
 
 
-@program_cache.jit(static_argnames=("num_classes", "solver", "batch_axes"))
+@program_cache.jit(static_argnames=("num_classes", "solver"))
 def fit_l1_logreg(
     features: jnp.ndarray,
     labels: jnp.ndarray,
@@ -380,7 +385,6 @@ def fit_l1_logreg(
     solver: Solver = DEFAULT_SOLVER,
     init: jnp.ndarray | None = None,
     rows: jnp.ndarray | None = None,
-    batch_axes: tuple[str, ...] = (),
 ) -> tuple[heads.LinearHead, dict[str, jnp.ndarray]]:
     """L1 logistic regression as scikit-learn's liblinear defines it, binary or one-vs-rest.
 
@@ -396,9 +400,6 @@ def fit_l1_logreg(
       rows: optional (M,) int indices of the rows with sample_weight > 0 (padding rows of
         weight 0 may be listed; rows not listed must have weight 0): the Newton model and line
         search then read only these rows (ignored by FISTA).
-      batch_axes: names of the `jax.vmap` axes this call runs under, if any: the Newton
-        solver's loops then run as far as the batch's largest active set needs, unbatched (an
-        unnamed vmap works too, with batched loop bounds, which are slower).
 
     Returns:
       (head, info): the head (weight (C, d), bias (C,)); binary problems give logits
@@ -410,7 +411,7 @@ def fit_l1_logreg(
     cw = jnp.asarray(c, features.dtype) * jnp.asarray(sample_weight, features.dtype)
     if init is None:
         init = jnp.zeros((targets.shape[0], features.shape[1] + 1), features.dtype)
-    solve = functools.partial(_solve, solver=solver, batch_axes=(*batch_axes, _OVR_AXIS))
+    solve = functools.partial(_solve, solver=solver, batch_axes=(*solver.batch_axes, _OVR_AXIS))
     beta, iters, viol = jax.vmap(solve, in_axes=(None, 0, None, 0, None), axis_name=_OVR_AXIS)(
         features, targets, cw, init, rows
     )

@@ -15,8 +15,11 @@ from typing import Any, NamedTuple
 
 import ml_collections
 
-from hsfm_jax import checks, hsfm, hsfm_method, methods
-from hsfm_jax import features as features_lib
+from hsfm_jax import methods
+from hsfm_jax.core import checks
+from hsfm_jax.data import features as features_lib
+from hsfm_jax.methods.hsfm import algorithm as hsfm
+from hsfm_jax.methods.hsfm import method as hsfm_method
 
 SEEDS_NAME = "seeds"
 # Top-level config entries a sweep may not vary: they change the data, the seeds or the output.
@@ -105,7 +108,8 @@ def parse_spec(text: str, config: ml_collections.ConfigDict) -> Spec:
         if name == SEEDS_NAME:
             if not values.isdigit() or not 1 <= int(values) <= checks.MAX_SEEDS:
                 raise ValueError(
-                    f"sweep: seeds must be an integer in [1, {checks.MAX_SEEDS}], got {values!r}"
+                    f"sweep: seeds must be an integer >= 1 and at most {checks.MAX_SEEDS}, "
+                    f"got {values!r}"
                 )
             num_seeds = int(values)
             continue
