@@ -12,7 +12,6 @@ import pytest
 from experiments.configs import synthetic as synthetic_config
 from hsfm_jax.core import heads
 from hsfm_jax.data import features
-from hsfm_jax.methods import erm
 from hsfm_jax.methods.hsfm import algorithm as hsfm
 from hsfm_jax.methods.hsfm import grid as hsfm_grid
 from hsfm_jax.methods.hsfm import method as hsfm_method
@@ -260,10 +259,7 @@ def test_feature_rms_units_are_scale_equivariant(data, s):
         keys = _keys(2)
         config = _config(rate_units="feature_rms", init_head="backbone", grid="meta_lr=x0.3,x1")
         arrays = hsfm_method.device_data(data)
-        head = jax.tree_util.tree_map(
-            lambda x: x[0],
-            erm.fit_heads(arrays.train, config.erm, keys, num_classes=data.num_classes),
-        )
+        head = hsfm_method.initial_head(_config(init_head="erm"), data, arrays.train, keys)
         base = _scaled(data, 1.0, head)
         rows, info = _run(base, config, keys)
         rows_s, info_s = _run(_scaled(data, s, head), config, keys)
