@@ -10,7 +10,7 @@ configured `hsfm.rate_units`). A head_lr left None follows each setting's inner_
 follows the configured one. ``"none"``: the configured setting alone, rows "hsfm" and
 "hsfm_last" exactly as without a grid.
 
-The runs (`hsfm_method.run_with_info`): the configured setting first, then the grid's other
+The runs (`hsfm_method.run`): the configured setting first, then the grid's other
 settings, K in all, each with the run's S seeds: R = K x S runs on one leading axis
 (setting-major: run = setting * S + seed), vmapped, rates included (`hsfm.init_runs`,
 `hsfm.run_chunk_runs`), in chunks driven by `epoch_loop` like a single setting (progress bar,

@@ -41,6 +41,15 @@ def data(small_features_dir):
     return features.load(small_features_dir)
 
 
+def _run(data, config, keys, loop=epoch_loop.PLAIN):
+    """`hsfm_method.run` on `config` after its check: (rows, {"report", "result",
+    "resumed_from"})."""
+    config.update(hsfm_method.check(config, data))
+    result = hsfm_method.run(data, config, keys, loop=loop)
+    info = {"report": result.report, "resumed_from": result.resumed_from, **result.info}
+    return result.rows, info
+
+
 def _keys(num_seeds=3):
     return jax.random.split(jax.random.key(1), num_seeds)
 
@@ -113,7 +122,7 @@ def test_grid_is_one_program_and_rows_are_the_selected_runs(data, monkeypatch):
 
     monkeypatch.setattr(hsfm, "run_chunk_runs", spy)
     before = (hsfm.init_runs._cache_size(), original._cache_size())
-    rows, info = hsfm_method.run_with_info(data, config, keys)
+    rows, info = _run(data, config, keys)
     num_settings = len(hsfm_grid.settings(config))
     assert num_settings == 6
     # every chunk ran all 6 x 3 runs in one call of one compiled program
@@ -121,7 +130,7 @@ def test_grid_is_one_program_and_rows_are_the_selected_runs(data, monkeypatch):
     after = (hsfm.init_runs._cache_size(), original._cache_size())
     assert after == (before[0] + 1, before[1] + 1)
     # other rate values on the same grid shape: no new program
-    hsfm_method.run_with_info(data, _config(grid="meta_lr=x0.2,x1 inner_lr=x0.5,x1,x2"), keys)
+    _run(data, _config(grid="meta_lr=x0.2,x1 inner_lr=x0.5,x1,x2"), keys)
     assert (hsfm.init_runs._cache_size(), original._cache_size()) == after
 
     assert set(rows) == {"hsfm", "hsfm_last", "hsfm_fixed"}
@@ -135,12 +144,13 @@ def test_grid_is_one_program_and_rows_are_the_selected_runs(data, monkeypatch):
     # configured rates': rerun those settings alone (no grid) and compare
     # (float32: a vmapped run may round otherwise than a run alone, so compare in float64)
     with jax.enable_x64(True):
-        rows, info = hsfm_method.run_with_info(data, config, keys)
+        data64 = features.with_dtype(data, np.float64)
+        rows, info = _run(data64, config, keys)
         grid = info["report"]["grid"]
         selected = np.asarray(grid["selected"])
         for k in set(selected.tolist()) | {0}:
             alone = _config(grid="none", **grid["settings"][k])
-            one_rows, one_info = hsfm_method.run_with_info(data, alone, keys)
+            one_rows, one_info = _run(data64, alone, keys)
             for seed in np.flatnonzero(selected == k):
                 np.testing.assert_allclose(
                     rows["hsfm"].weight[seed], one_rows["hsfm"].weight[seed], rtol=1e-9
@@ -158,13 +168,12 @@ def test_grid_is_one_program_and_rows_are_the_selected_runs(data, monkeypatch):
 def test_grid_none_is_the_configured_run(data):
     keys = _keys()
     config = _config(grid="none")
-    rows, info = hsfm_method.run_with_info(data, config, keys)
+    rows, info = _run(data, config, keys)
     assert set(rows) == {"hsfm", "hsfm_last"} and "grid" not in info["report"]
     arrays = hsfm_method.device_data(data)
-    head = hsfm_method.initial_head(config, data, arrays.train, keys)
-    want = hsfm.run_seeds(
-        arrays, head, hsfm_method.rates(config), keys, settings=hsfm_method.settings(config, data)
-    )
+    head = hsfm_method.initial_head(config, data, arrays.train, keys)  # config resolved by _run
+    rates = hsfm_method.rates(config, data.dtype)
+    want = hsfm.run_seeds(arrays, head, rates, keys, settings=hsfm_method.settings(config, data))
     for got, expected in [(rows["hsfm"], want.best_head), (info["result"].support, want.support)]:
         leaves = zip(
             jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected), strict=True
@@ -176,7 +185,7 @@ def test_grid_none_is_the_configured_run(data):
 def test_killed_grid_resumes_mid_grid(data, tmp_path, monkeypatch):
     config = _config(epochs=6)
     keys = _keys(2)
-    uninterrupted_rows, uninterrupted = hsfm_method.run_with_info(data, config, keys)
+    uninterrupted_rows, uninterrupted = _run(data, config, keys)
     original = hsfm.run_chunk_runs
     calls = []
 
@@ -190,9 +199,9 @@ def test_killed_grid_resumes_mid_grid(data, tmp_path, monkeypatch):
     monkeypatch.setattr(hsfm, "run_chunk_runs", killed_after_two)
     loop = epoch_loop.Options(checkpoint_dir=tmp_path / "ckpt", checkpoint_seconds=0)
     with pytest.raises(KeyboardInterrupt):
-        hsfm_method.run_with_info(data, config, keys, loop=loop)
+        _run(data, config, keys, loop)
     calls.clear()
-    rows, info = hsfm_method.run_with_info(data, config, keys, loop=loop)
+    rows, info = _run(data, config, keys, loop)
     assert info["resumed_from"] == 4 and calls == [4]
     assert info["report"]["grid"] == uninterrupted["report"]["grid"]
     for a, b in zip(
@@ -205,7 +214,7 @@ def test_killed_grid_resumes_mid_grid(data, tmp_path, monkeypatch):
 
 def test_progress_bar_runs_over_the_grid(data, capsys):
     loop = epoch_loop.Options(progress=True, name="hsfm")
-    hsfm_method.run_with_info(data, _config(), _keys(2), loop=loop)
+    _run(data, _config(), _keys(2), loop)
     err = capsys.readouterr().err
     assert "hsfm: 100%" in err and "4/4" in err and "val wga=0." in err
 
@@ -237,14 +246,15 @@ def test_feature_rms_units_are_scale_equivariant(data, s):
     with jax.enable_x64(True):
         keys = _keys(2)
         config = _config(rate_units="feature_rms", init_head="backbone", grid="meta_lr=x0.3,x1")
-        arrays = hsfm_method.device_data(data)
+        data64 = features.with_dtype(data, np.float64)
+        arrays = hsfm_method.device_data(data64)
+        recipe, rates = erm.from_config(config.erm, data64)
         head = jax.tree_util.tree_map(
-            lambda x: x[0],
-            erm.fit_heads(arrays.train, config.erm, keys, num_classes=data.num_classes),
+            lambda x: x[0], erm.fit_heads(arrays.train, recipe, rates, keys)
         )
-        base = _scaled(data, 1.0, head)
-        rows, info = hsfm_method.run_with_info(base, config, keys)
-        rows_s, info_s = hsfm_method.run_with_info(_scaled(data, s, head), config, keys)
+        scaled = lambda s: features.with_dtype(_scaled(data, s, head), np.float64)
+        rows, info = _run(scaled(1.0), config, keys)
+        rows_s, info_s = _run(scaled(s), config, keys)
         assert info_s["report"]["grid"]["selected"] == info["report"]["grid"]["selected"]
         history, history_s = info["result"].history, info_s["result"].history
         for key in ("val_wga", "test_wga", "test_mean_acc", "outer_loss_after"):
@@ -257,9 +267,7 @@ def test_feature_rms_units_are_scale_equivariant(data, s):
         scale, scale_s = info["report"]["feature_scale"], info_s["report"]["feature_scale"]
         assert scale_s["train_rms"] == pytest.approx(s * scale["train_rms"], rel=1e-12)
         # "paper" units on the scaled features are another run: the rates do not follow
-        paper_rows, _ = hsfm_method.run_with_info(
-            _scaled(data, s, head), _config(init_head="backbone", grid="none"), keys
-        )
+        paper_rows, _ = _run(scaled(s), _config(init_head="backbone", grid="none"), keys)
         assert not np.allclose(paper_rows["hsfm"].weight, rows_s["hsfm"].weight, rtol=1e-3)
 
 
