@@ -39,7 +39,11 @@ from experiments.configs import (
     synthetic,
     waterbirds_resnet50,
 )
-from hsfm_jax import features, hsfm, hsfm_grid, hsfm_method, inputs, methods
+from hsfm_jax import methods
+from hsfm_jax.data import features, inputs
+from hsfm_jax.methods.hsfm import algorithm as hsfm
+from hsfm_jax.methods.hsfm import grid as hsfm_grid
+from hsfm_jax.methods.hsfm import method as hsfm_method
 
 SETS = (
     "synthetic",
