@@ -141,8 +141,8 @@ def _program_inputs(ctx: _Context, settings_list, program: Program):
     if config.init_head == "erm":
         erm_key = config.erm.to_json()
         if erm_key not in ctx.erm_heads:  # programs that differ only outside config.erm share it
-            recipe, rates = erm.from_config(config.erm, ctx.data)
-            ctx.erm_heads[erm_key] = erm.fit_heads(ctx.arrays.train, recipe, rates, ctx.keys)
+            recipe, erm_rates = erm.from_config(config.erm, ctx.data)
+            ctx.erm_heads[erm_key] = erm.fit_heads(ctx.arrays.train, recipe, erm_rates, ctx.keys)
         erm_heads = ctx.erm_heads[erm_key]
     init_head = hsfm_method.initial_head(
         config, ctx.data, ctx.arrays.train, ctx.keys, dtype=ctx.dtype, erm_heads=erm_heads
