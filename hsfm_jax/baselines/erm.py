@@ -156,27 +156,6 @@ def fit(
         class_balanced=class_balanced,
     )
     tx = _optimizer(optimizer, learning_rate, lr_schedule, steps)
-    step = _step_fn(
-        features, labels, example_weight, tx, num_classes, batch_size, l2, l2_bias, feature_mask
-    )
-    step_keys = jax.random.split(key, steps)
-    # Every step's minibatch drawn before the loop: the same rows as one draw per step (one
-    # key each), without a cumulative sum and search inside each sequential step.
-    xs = (
-        _draw_minibatches(step_keys, example_weight, batch_size=batch_size)
-        if batch_size
-        else step_keys
-    )
-    (head, _), _ = jax.lax.scan(step, (head, tx.init(head)), xs)
-    if feature_mask is not None:
-        head = head.replace(weight=head.weight * feature_mask)
-    return head
-
-
-def _step_fn(
-    features, labels, example_weight, tx, num_classes, batch_size, l2, l2_bias, feature_mask
-):
-    """One optimizer step of `fit`: ``step((head, opt_state), rows or key) -> (carry, None)``."""
     onehot_t = None if batch_size else losses.onehot_columns(labels, num_classes, features.dtype)
     batch_weight = jnp.ones((batch_size,), features.dtype)
 
@@ -194,69 +173,18 @@ def _step_fn(
         updates, opt_state = tx.update(grads, opt_state, head)
         return (jax.tree_util.tree_map(jnp.add, head, updates), opt_state), None
 
-    return step
-
-
-def fit_chain(
-    features: jnp.ndarray,
-    labels: jnp.ndarray,
-    key: jax.Array,
-    *,
-    segments: tuple[int, ...],
-    num_classes: int,
-    optimizer: str = "adam",
-    learning_rate: float = 1e-3,
-    l2: float = 0.0,
-    batch_size: int = 0,
-    l2_bias: bool = False,
-) -> heads.LinearHead:
-    """A chain of `fit` calls from zeros as one loop: the head after each segment, (T, C, d).
-
-    ``head = zeros; for i, n in enumerate(segments): head = fit(fold_in(key, i), steps=n,
-    init=head)``, keeping every head (constant learning rate, no sample weights), with the same
-    operations (equal up to rounding: XLA fuses them differently): the
-    same minibatch rows (each segment's keys are ``split(fold_in(key, i), n)``), the optimizer
-    state reset at each segment's start as each `fit` call starts afresh. One `lax.scan` over
-    all ``sum(segments)`` steps traces and compiles the step once instead of once per segment.
-    """
-    segments = tuple(int(n) for n in segments)
-    total = sum(segments)
-    example_weight = _example_weight(
-        labels, num_classes, features.dtype, sample_weight=None, class_balanced=False
-    )
-    tx = _optimizer(optimizer, learning_rate, "constant", total)
-    step = _step_fn(
-        features, labels, example_weight, tx, num_classes, batch_size, l2, l2_bias, None
-    )
-    step_keys = jnp.concatenate(
-        [jax.random.split(jax.random.fold_in(key, i), n) for i, n in enumerate(segments)]
-    )
+    step_keys = jax.random.split(key, steps)
+    # Every step's minibatch drawn before the loop: the same rows as one draw per step (one
+    # key each), without a cumulative sum and search inside each sequential step.
     xs = (
         _draw_minibatches(step_keys, example_weight, batch_size=batch_size)
         if batch_size
         else step_keys
     )
-    bounds = np.cumsum(segments)
-    starts = np.isin(np.arange(total), bounds - np.asarray(segments))
-    ends = np.isin(np.arange(total), bounds - 1)
-    segment = np.repeat(np.arange(len(segments)), segments)
-
-    def chain_step(carry, x):
-        head, opt_state, out = carry
-        idx, start, end, i = x
-        opt_state = jax.tree_util.tree_map(
-            lambda fresh, old: jnp.where(start, fresh, old), tx.init(head), opt_state
-        )
-        (head, opt_state), _ = step((head, opt_state), idx)
-        out = jax.tree_util.tree_map(lambda o, h: o.at[i].set(jnp.where(end, h, o[i])), out, head)
-        return (head, opt_state, out), None
-
-    head = heads.zeros(num_classes, features.shape[1], features.dtype)
-    out = jax.tree_util.tree_map(lambda x: jnp.zeros((len(segments), *x.shape), x.dtype), head)
-    (_, _, out), _ = jax.lax.scan(
-        chain_step, (head, tx.init(head), out), (xs, starts, ends, segment)
-    )
-    return out
+    (head, _), _ = jax.lax.scan(step, (head, tx.init(head)), xs)
+    if feature_mask is not None:
+        head = head.replace(weight=head.weight * feature_mask)
+    return head
 
 
 # ------------------------------------------------------------------- train larger than memory

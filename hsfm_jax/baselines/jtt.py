@@ -16,8 +16,8 @@ lambda_up] and model hyperparameters (such as early stopping) based on the worst
 on the validation set"): every grid point keeps its best checkpoint, scored every ``eval_every``
 steps, and the best grid point wins (row ``"jtt"``).
 
-The identification heads for the whole T grid come from one chain of `erm.fit` runs (the head
-at T_k continues to T_{k+1}), traced as one loop (`erm.fit_chain`); each final model is `erm.fit` run chunk by chunk between
+The identification heads for the whole T grid come from one chain of `erm.fit` calls (the head
+at T_k continues to T_{k+1}); each final model is `erm.fit` run chunk by chunk between
 checkpoints. An optimizer's state (momentum, Adam moments) restarts at each of these joins, so
 the chain is exactly one run only for plain SGD ("sgd"). The (T x lambda_up) grid and the seeds
 are ``vmap``ped in one program; a full-batch run is deterministic, so it is computed once and
@@ -97,6 +97,19 @@ def upweights(errors: jnp.ndarray, upweight: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(errors, upweight, 1.0).astype(upweight.dtype)
 
 
+def identification_heads(
+    key: jax.Array, fit, zero: heads.LinearHead, identification_steps: tuple
+) -> heads.LinearHead:
+    """Heads after each T of the (increasing) grid, from one chain of `fit` calls, starting at
+    the head `zero`: (T, C, d)."""
+    head, done, out = zero, 0, []
+    for i, t in enumerate(identification_steps):
+        head = fit(jax.random.fold_in(key, i), steps=t - done, init=head)
+        done = t
+        out.append(head)
+    return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *out)
+
+
 def jtt_single(
     key: jax.Array,
     features: jnp.ndarray,
@@ -145,18 +158,7 @@ def jtt_single(
         l2_bias=l2_bias,
     )
     zero = heads.zeros(num_classes, features.shape[1], features.dtype)
-    id_heads = erm.fit_chain(
-        features,
-        labels,
-        k_id,
-        segments=tuple(np.diff((0, *identification_steps))),
-        num_classes=num_classes,
-        optimizer=optimizer,
-        learning_rate=learning_rate,
-        l2=l2,
-        batch_size=batch_size,
-        l2_bias=l2_bias,
-    )
+    id_heads = identification_heads(k_id, fit, zero, identification_steps)
     errors = jax.vmap(lambda h: error_set(h, features, labels))(id_heads)  # (T, N)
     weights = jax.vmap(lambda e: jax.vmap(lambda u: upweights(e, u))(upweight_grid))(errors)
     weights = weights.reshape(-1, features.shape[0])  # (P, N)
