@@ -39,16 +39,18 @@ def plot_curves(run: dict, path: Path) -> None:
     _band(ax, agg, f"test_{metric}", f"test {name}", 100, top=100)
     _band(ax, agg, "val_mean_acc", "val mean acc", 100, top=100, ls="--")
     _band(ax, agg, "test_mean_acc", "test mean acc", 100, top=100, ls="--")
-    ax.set(title="accuracy of the current head (%)", xlabel="epoch", ylim=(None, 100.5))
+    ax.set(title="accuracy of each epoch's head", xlabel="epoch", ylabel="accuracy (%)")
+    ax.set_ylim(None, 100.5)
     ax.legend(fontsize=7)
     ax = axes[0, 1]
     _band(ax, agg, "outer_loss_before", "before meta-steps")
     _band(ax, agg, "outer_loss_after", "after meta-steps")
-    ax.set(title="outer (hard-set) loss", xlabel="epoch")
+    ax.set(title="outer (hard-set) loss", xlabel="epoch", ylabel="cross-entropy")
     ax.legend(fontsize=7)
     ax = axes[1, 0]
-    _band(ax, agg, "edit_norm", "||H - H0||")
-    ax.set(title="support edit norm (Frobenius)", xlabel="epoch")
+    _band(ax, agg, "edit_norm", "||H - H0|| (Frobenius)")
+    ax.set(title="support edit norm", xlabel="epoch", ylabel="norm")
+    ax.legend(fontsize=7)
     ax = axes[1, 1]
     counts = run["history"]["hard_set_group_counts"]
     if counts.shape[-1]:
@@ -66,7 +68,9 @@ def plot_curves(run: dict, path: Path) -> None:
                 lw=0,
             )
         ax.legend(fontsize=7)
-    ax.set(title="hard-set composition (fraction per group)", xlabel="epoch", ylim=(0, 1))
+    else:
+        ax.text(0.5, 0.5, "no group labels", ha="center", va="center", transform=ax.transAxes)
+    ax.set(title="hard-set composition", xlabel="epoch", ylabel="fraction per group", ylim=(0, 1))
     fig.suptitle(
         f"{data.meta['dataset']} / {data.meta['backbone']}: {counts.shape[0]} seed(s), mean ± std",
         fontsize=10,
@@ -76,18 +80,8 @@ def plot_curves(run: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_geometry(geo: dict, path: Path) -> None:
-    plt = _plt()
-    panels = 2 if "energy_by_dims" in geo else 1
-    fig, axes = plt.subplots(1, panels, figsize=(4.8 * panels, 3.6), dpi=80, squeeze=False)
-    ax = axes[0, 0]
-    keys = ["cos_spurious", "cos_class", "point_energy_spurious", "point_energy_class"]
-    labels = [
-        "cos(mean edit,\nspurious)",
-        "cos(mean edit,\nclass)",
-        "energy along\nspurious",
-        "energy along\nclass",
-    ]
+def _class_bars(ax, geo: dict, keys: list[str], labels: list[str]) -> None:
+    """Per class, bars (mean ± std over seeds) of the fields `keys` of each class entry."""
     width = 0.8 / len(geo["classes"])
     x = np.arange(len(keys))
     for i, entry in enumerate(geo["classes"]):
@@ -96,17 +90,50 @@ def plot_geometry(geo: dict, path: Path) -> None:
             [entry[k]["mean"] for k in keys],
             width,
             yerr=[entry[k]["std"] for k in keys],
-            label=entry["class_name"],
+            label=f"class {entry['class_name']}",
             capsize=2,
         )
-    chance = geo["classes"][0]["chance_energy"]["mean"]
+    ax.set_xticks(x + width * (len(geo["classes"]) - 1) / 2, labels, fontsize=8)
+
+
+def plot_geometry(geo: dict, path: Path) -> None:
+    """Cosines (-1..1) and energy fractions (0..1, log scale: chance is 1/d) on their own axes."""
+    plt = _plt()
+    panels = 3 if "energy_by_dims" in geo else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.6 * panels, 3.9), dpi=80, squeeze=False)
+    ax = axes[0, 0]
+    _class_bars(
+        ax,
+        geo,
+        ["cos_spurious", "cos_class"],
+        ["spurious direction", "class direction"],
+    )
     ax.axhline(0, color="k", lw=0.5)
-    ax.axhline(chance, color="grey", ls=":", lw=1, label="chance energy 1/d")
-    ax.set_xticks(x + width * (len(geo["classes"]) - 1) / 2, labels, fontsize=7)
-    ax.set(title="edit vs directions (mean ± std over seeds)", ylim=(-1, 1))
-    ax.legend(fontsize=7)
-    if panels == 2:
-        ax = axes[0, 1]
+    ax.set(title="cosine of the mean edit with", ylabel="cosine", ylim=(-1, 1))
+    ax.set_xlabel("direction (within-class spurious / class-discriminative)", fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax = axes[0, 1]
+    _class_bars(
+        ax,
+        geo,
+        ["point_energy_spurious", "point_energy_class"],
+        ["spurious direction", "class direction"],
+    )
+    chance = geo["classes"][0]["chance_energy"]["mean"]
+    ax.axhline(chance, color="grey", ls=":", lw=1.5, label=f"chance 1/d = {chance:.2g}")
+    values = [
+        entry[k]["mean"]
+        for entry in geo["classes"]
+        for k in ("point_energy_spurious", "point_energy_class")
+    ]
+    finite = [v for v in values + [chance] if np.isfinite(v) and v > 0]
+    ax.set_yscale("log")
+    ax.set_ylim(min(finite) / 3 if finite else 1e-4, 1)
+    ax.set(title="energy fraction of the edits along", ylabel="fraction of squared edit (log)")
+    ax.set_xlabel("direction (per support point, mean ± std over seeds)", fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if panels == 3:
+        ax = axes[0, 2]
         blocks = geo["energy_by_dims"]
         names = list(blocks)
         ax.bar(
@@ -126,7 +153,9 @@ def plot_geometry(geo: dict, path: Path) -> None:
             zorder=3,
         )
         ax.set(title="synthetic: edit energy per block of dims", ylim=(0, 1))
+        ax.set(xlabel="block of feature dimensions", ylabel="fraction of squared edit")
         ax.legend(fontsize=7)
+    fig.suptitle("Where HSFM moves the support (paper Sec. 5.3)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -140,7 +169,10 @@ def plot_pca(run: dict, seed: int, path: Path) -> dict:
     support0 = np.asarray(data.train.features[rows], np.float64)
     support = run["support"][seed]
     labels = data.train.labels[rows]
-    mean, comps = analysis.pca_fit(np.concatenate([support0, np.asarray(val.features)]), 2)
+    fitted_on = np.concatenate([support0, np.asarray(val.features, np.float64)])
+    mean, comps = analysis.pca_fit(fitted_on, 2)
+    centred = fitted_on - mean
+    explained = np.sum((centred @ comps.T) ** 2, axis=0) / max(np.sum(centred**2), 1e-300)
     v2 = analysis.pca_project(val.features, mean, comps)
     p0, p1 = analysis.pca_project(support0, mean, comps), analysis.pca_project(support, mean, comps)
     hard = run["history"]["hard_set_indices"][seed, -1]
@@ -149,7 +181,7 @@ def plot_pca(run: dict, seed: int, path: Path) -> dict:
     ax = axes[0]
     colour_by = val.groups if val.has_groups and data.num_groups else val.labels
     names = data.group_names if val.has_groups and data.num_groups else data.class_names
-    ax.scatter(v2[:, 0], v2[:, 1], s=4, c=[cmap(i % 10) for i in colour_by], alpha=0.15, lw=0)
+    ax.scatter(v2[:, 0], v2[:, 1], s=9, c=[cmap(i % 10) for i in colour_by], alpha=0.45, lw=0)
     for i, name in enumerate(names):
         sel = hard[colour_by[hard] == i]
         ax.scatter(
@@ -161,10 +193,11 @@ def plot_pca(run: dict, seed: int, path: Path) -> dict:
             lw=0.4,
             label=f"{name} ({len(sel)})",
         )
-    ax.set(title=f"val (faint) and last hard set Q (outlined), seed {seed}")
-    ax.legend(fontsize=7, title="group (in Q)", title_fontsize=7)
+    ax.scatter([], [], s=9, color="grey", alpha=0.45, lw=0, label="val (colour: group)")
+    ax.set(title=f"val and the last hard set Q (outlined), seed {seed}")
+    ax.legend(fontsize=7, title="group (examples in Q)", title_fontsize=7)
     ax = axes[1]
-    ax.scatter(v2[:, 0], v2[:, 1], s=4, c="lightgrey", lw=0)
+    ax.scatter(v2[:, 0], v2[:, 1], s=9, c="darkgrey", alpha=0.6, lw=0, label="val")
     for c in range(data.num_classes):
         sel = labels == c
         colour = cmap((c + 5) % 10)
@@ -190,15 +223,20 @@ def plot_pca(run: dict, seed: int, path: Path) -> dict:
     ax.set(title="support before -> after the edit")
     ax.legend(fontsize=7)
     for ax in axes:
-        ax.set_xlabel("PC 1 (H0 ∪ val)")
-        ax.set_ylabel("PC 2")
+        ax.set_xlabel(f"PC 1 of H0 ∪ val ({100 * explained[0]:.1f}% of variance)")
+        ax.set_ylabel(f"PC 2 ({100 * explained[1]:.1f}% of variance)")
+    fig.suptitle("PCA of the features (fitted on the initial support H0 and val)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     out_of_plane = np.linalg.norm(
         (support - support0) - ((support - support0) @ comps.T) @ comps, axis=1
     ) / np.maximum(np.linalg.norm(support - support0, axis=1), 1e-12)
-    return {"seed": seed, "edit_fraction_out_of_pca_plane": float(np.mean(out_of_plane**2))}
+    return {
+        "seed": seed,
+        "edit_fraction_out_of_pca_plane": float(np.mean(out_of_plane**2)),
+        "explained_variance": [float(v) for v in explained],
+    }
 
 
 # ----------------------------------------------------------------------------- neighbours

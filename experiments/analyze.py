@@ -22,6 +22,8 @@ directory (train and val). Writes to --out (default <workdir>/analysis):
   report.md             one page linking the plots and stating the numbers (and clip_probe.md /
                         unclip_grid.png from `feature_export.clip_probe` / `.unclip` if present)
 
+With the default --out, the run's report.html is rebuilt to show these figures too.
+
 When the run split val (`config.val_split.fraction` > 0), "val" here is the part HSFM's hard set
 came from, rebuilt with the run's own split, so the history's hard-set indices point into it.
 """
@@ -33,13 +35,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
-from experiments import analysis_plots, analysis_report
-from hsfm_jax import analysis, apps
+from experiments import analysis_plots, analysis_report, cli
+from hsfm_jax import analysis, apps, ownership, run_report
 from hsfm_jax import features as features_lib
 from hsfm_jax import workdir as workdir_lib
 
@@ -72,12 +75,10 @@ def load_run(workdir: str | Path, features_dir: str | Path | None = None) -> dic
         if not (workdir / name).is_file():
             hint = " (was HSFM among config.methods?)" if name != "config.json" else ""
             raise FileNotFoundError(f"{workdir / name}: missing{hint}")
-    config = json.loads((workdir / "config.json").read_text())
-    results = json.loads((workdir / "results.json").read_text())
-    history_file = json.loads((workdir / "history.json").read_text())
-    with np.load(workdir / "support.npz", allow_pickle=False) as npz:
-        support, support_indices = npz["support"], npz["support_indices"]
-        support_run = str(npz["run_id"]) if "run_id" in npz else None
+    config = _read_object(workdir / "config.json")
+    results = _read_object(workdir / "results.json")
+    history_file = _read_object(workdir / "history.json")
+    support, support_indices, support_run = _read_support(workdir / "support.npz")
     run_ids = {
         "config.json": config.get("run_id"),
         "results.json": results.get("run_id"),
@@ -90,12 +91,15 @@ def load_run(workdir: str | Path, features_dir: str | Path | None = None) -> dic
         )
     if "hsfm" not in results.get("methods", {}):
         raise ValueError(f"{workdir}: the run has no hsfm row (was HSFM among config.methods?)")
+    if "history" not in history_file:
+        raise ValueError(f"{workdir / 'history.json'}: no 'history' field")
     history = analysis.history_arrays(history_file["history"])
-    path = Path(features_dir or results.get("features_dir") or config["features_dir"])
+    path = Path(features_dir or results.get("features_dir") or config.get("features_dir", ""))
     if not path.is_dir():
         raise FileNotFoundError(
             f"{path}: the run's feature directory does not exist here; pass --features_dir"
         )
+    check_features(workdir, results, path, given=features_dir is not None)
     data = features_lib.load(path, splits=("train", "val"))
     if config.get("val_split", {}).get("fraction"):
         # The run's "val" (hard set, history indices) was the first part of the stored val.
@@ -108,8 +112,13 @@ def load_run(workdir: str | Path, features_dir: str | Path | None = None) -> dic
             f"{workdir / 'support.npz'}: support {support.shape} does not match "
             f"support_indices {support_indices.shape} and feature_dim {data.feature_dim}"
         )
-    if support_indices.max() >= data.train.num_examples:
-        raise ValueError(f"{workdir / 'support.npz'}: support_indices beyond {path}/train")
+    n = data.train.num_examples
+    if support_indices.size and (support_indices.min() < 0 or support_indices.max() >= n):
+        bad = support_indices[(support_indices < 0) | (support_indices >= n)][0]
+        raise ValueError(
+            f"{workdir / 'support.npz'}: support_indices must be in [0, {n}) (rows of "
+            f"{path}/train), got {int(bad)}"
+        )
     return dict(
         config=config,
         results=results,
@@ -118,6 +127,69 @@ def load_run(workdir: str | Path, features_dir: str | Path | None = None) -> dic
         support_indices=support_indices,
         data=data,
     )
+
+
+def _read_object(path: Path) -> dict:
+    """A run file's JSON object, or a one-line error naming the file."""
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{path}: not valid JSON ({type(e).__name__})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _read_support(path: Path) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """(support (S, K, d) float, support_indices (S, K) int, run id) of support.npz, checked."""
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
+            missing = [k for k in ("support", "support_indices") if k not in npz.files]
+            if missing:
+                raise ValueError(f"{path}: missing array(s) {missing}")
+            support, indices = npz["support"], npz["support_indices"]
+            run_id = str(npz["run_id"]) if "run_id" in npz.files else None
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        if str(e).startswith(f"{path}:"):
+            raise
+        raise ValueError(f"{path}: not a readable .npz ({type(e).__name__})") from None
+    if not np.issubdtype(indices.dtype, np.integer) or indices.ndim != 2:
+        raise ValueError(
+            f"{path}: support_indices must be a 2-D integer array, got {indices.dtype} "
+            f"{indices.shape}"
+        )
+    if support.ndim != 3 or not np.issubdtype(support.dtype, np.floating):
+        raise ValueError(f"{path}: support must be a 3-D float array, got {support.dtype}")
+    return support, indices, run_id
+
+
+def check_features(workdir: Path, results: dict, path: Path, *, given: bool) -> None:
+    """The features read now are those the run read (`features.fingerprint` in results.json):
+    else an error, or with --features_dir (a copy elsewhere has other file times) a warning."""
+    recorded = results.get("features_fingerprint")
+    if recorded is None:
+        logging.warning("%s: results.json records no features fingerprint; not checked", workdir)
+        return
+    now = features_lib.fingerprint(path)
+    if now == recorded:
+        return
+    message = (
+        f"{path}: the features changed since the run in {workdir} read them (fingerprint "
+        f"{recorded} in results.json, {now} now)"
+    )
+    if given:
+        logging.warning("%s; reading them as --features_dir says", message)
+        return
+    raise ValueError(
+        f"{message}: rerun experiments.main, or pass --features_dir to read these anyway"
+    )
+
+
+def check_out(workdir: Path, out: Path, features_dir) -> None:
+    """--out apart from the run and its features: not the run directory, not above it, not the
+    feature directory (the analysis directory is replaced whole)."""
+    ownership.check_apart(out, "--out", inside_ok=True, workdir=workdir)
+    ownership.check_apart(out, "--out", features_dir=features_dir)
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -293,8 +365,9 @@ def analyze(
 ) -> dict:
     """Writes every analysis file for the run in `workdir`; returns the summary (analysis.json)."""
     workdir = Path(workdir)
-    out = Path(out) if out else workdir / "analysis"
+    out = Path(out) if out else workdir / workdir_lib.ANALYSIS_DIR
     run = load_run(workdir, features_dir)
+    check_out(workdir, out, run["data"].path)
     seeds = run["support"].shape[0]
     if not 0 <= seed_index < seeds:
         raise ValueError(f"seed_index must be in [0, {seeds}), got {seed_index}")
@@ -302,13 +375,17 @@ def analyze(
         raise ValueError(
             f"neighbours must be in [1, {run['data'].val.num_examples}], got {neighbours}"
         )
-    with workdir_lib.staged(out, run["config"]["run_id"]) as (stage, _):
+    with workdir_lib.staged(
+        out, run["config"]["run_id"], kind=workdir_lib.ANALYSIS_KIND, what="--out"
+    ) as (stage, _):
         for name in EXTERNAL_FILES:  # written earlier by feature_export.clip_probe / .unclip
             if (out / name).is_file():
                 shutil.copy2(out / name, stage / name)
         summary = _write_analysis(
             run, workdir, stage, seed_index, points_per_class, neighbours, metric, images_root
         )
+    if out.resolve() == (workdir / "analysis").resolve() and (workdir / "report.html").is_file():
+        run_report.write_html(workdir)  # the run's page, now with these figures
     return summary
 
 
@@ -372,8 +449,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
-    try:
-        summary = analyze(
+    summary = cli.guarded(
+        lambda: analyze(
             FLAGS.workdir,
             FLAGS.out or None,
             seed_index=FLAGS.seed_index,
@@ -383,9 +460,7 @@ def main(argv):
             features_dir=FLAGS.features_dir or None,
             images_root=FLAGS.images_root or None,
         )
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    )
     out = Path(FLAGS.out or Path(FLAGS.workdir) / "analysis")
     print(
         f"Wrote {', '.join(sorted(summary['files'].values()))}, analysis.json, report.md to {out}"

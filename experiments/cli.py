@@ -53,6 +53,10 @@ def enable_compilation_cache() -> str | None:
     --nocompilation_cache."""
     if not _CACHE.value:
         return None
+    try:
+        Path(_CACHE_DIR.value, "programs").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"--compilation_cache_dir {_CACHE_DIR.value}: cannot be used ({e.strerror})")
     jax.config.update("jax_compilation_cache_dir", _CACHE_DIR.value)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -80,8 +84,13 @@ def fail(message: str) -> None:
 
 
 def guarded(fn: Callable[[], object]) -> object:
-    """Runs `fn`, turning bad input (FileNotFoundError, ValueError) into one `error:` line."""
+    """Runs `fn`, turning bad input (ValueError, FileNotFoundError) and what the system refused
+    (OSError: a full disk, a missing permission, a path that is a file) into one `error:` line.
+    Anything else (a bug, here or in JAX) keeps its traceback."""
     try:
         return fn()
-    except (FileNotFoundError, ValueError) as e:
+    except ValueError as e:
         fail(_one_line(e))
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        fail(f"{where}{e.strerror or _one_line(e)}")

@@ -27,7 +27,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     cli.quiet_orbax()
     cli.enable_compilation_cache()
-    config = _CONFIG.value
+    config = cli.guarded(lambda: _CONFIG.value)  # a missing or broken config file: one line
     results = cli.guarded(
         lambda: experiment.run(
             config.features_dir, config=config, workdir=_WORKDIR.value, progress=not _QUIET.value

@@ -52,6 +52,7 @@ from feature_export import backbones, datasets
 from feature_export.backbones.base import Backbone
 from feature_export.datasets.base import ExportDataset
 from hsfm_jax import features as feature_format
+from hsfm_jax import ownership
 from hsfm_jax.atomic import atomic_write
 
 FINGERPRINT_KEY = "fingerprint"
@@ -305,6 +306,7 @@ def export_features(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out_dir = Path(out_dir)
+    ownership.check_ours(out_dir, ("features",), "--out")
     dataset_fingerprint = dataset.fingerprint()
     fingerprint = _fingerprint(dataset.name, dataset_fingerprint, backbone, dtype)
     if not force and _is_done(out_dir, fingerprint, dataset.splits):
@@ -322,7 +324,7 @@ def export_features(
                 f"dataset {dataset.name} needs ({num_classes}, {backbone.feature_dim}), ({num_classes},)"
             )
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    feature_format.mark_features(out_dir, "export")
     (out_dir / feature_format.META_FILE).unlink(missing_ok=True)  # invalid until the end
     (out_dir / feature_format.HEAD_FILE).unlink(missing_ok=True)
     for leftover in out_dir.glob(".tmp-*"):  # from writes killed halfway (never read)
@@ -551,8 +553,23 @@ def with_mixed_precision(backbone: Backbone, device: str) -> Backbone:
     )
 
 
+def check_out(out: str, inputs: dict[str, str | None]) -> None:
+    """--out must be a new or empty directory or a feature directory hsfm_jax wrote, apart from
+    every input path (`inputs`: {flag: path}); checked before anything is built or read."""
+    ownership.check_ours(out, ("features",), "--out")
+    ownership.check_apart(out, "--out", **{k: v for k, v in inputs.items() if v})
+
+
 def run(args: argparse.Namespace) -> dict:
     """Builds the dataset and the backbone from parsed flags and exports."""
+    check_out(
+        args.out,
+        {
+            "--data_dir": args.data_dir,
+            "--tfds_data_dir": args.tfds_data_dir,
+            "--weights": args.weights,
+        },
+    )
     dataset = build_dataset(
         args.dataset,
         args.data_dir,

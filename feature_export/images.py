@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from hsfm_jax import analysis
 from hsfm_jax import features as features_lib
@@ -131,32 +131,76 @@ def load_images(data: features_lib.FeatureSet, split: str, rows, root: Path | No
     return out
 
 
+def _font(size: int):
+    """Pillow's default font at `size` px (Pillow >= 10.1 draws it with FreeType), else its
+    fixed bitmap font."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
 def image_grid(
-    rows: list[list[tuple]], *, cell: int = 64, header: list[str] | None = None
+    rows: list[list[tuple]],
+    *,
+    cell: int = 64,
+    header: list[str] | None = None,
+    title: str = "",
+    sections: list[tuple[str, int]] | None = None,
+    footer: list[str] | None = None,
 ) -> Image.Image:
     """A grid of captioned images: rows of (PIL image or None, caption) cells -> one PIL image.
 
-    Images are scaled to fit `cell` x `cell` (nearest neighbour, so small digits stay crisp);
-    captions may have one newline; None cells read "n/a".
+    Images are scaled to fit `cell` x `cell` (nearest neighbour, so small digits stay crisp),
+    each below its caption (up to two lines) with a gap between columns; None cells read "n/a".
+    `title` heads the sheet, `sections` [(name, columns)] label runs of columns (a rule between
+    them), `header` names single columns, and `footer` lines explain the captions.
     """
-    caption_h, head_h = 24, (14 if header else 0)
+    font, title_font = _font(11), _font(14)
+    line_h, gap = 13, 8
+    caption_h = 2 * line_h + 4
+    title_h = 2 * line_h if title else 0
+    head_h = (line_h + 6 if sections else 0) + (line_h + 2 if header else 0)
+    footer = footer or []
     columns = max(len(r) for r in rows)
-    out = Image.new("RGB", (columns * cell, head_h + len(rows) * (cell + caption_h)), "white")
+    pitch = cell + gap
+    width = max(columns * pitch + gap, 1)
+    height = title_h + head_h + len(rows) * (cell + caption_h + gap) + len(footer) * line_h + gap
+    out = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(out)
-    for j, name in enumerate(header or []):
-        draw.text((j * cell + 2, 1), name, fill="black")
+    if title:
+        draw.text((gap, 4), title, fill="black", font=title_font)
+    top = title_h
+    if sections:
+        first = 0
+        for name, count in sections:
+            draw.text((gap + first * pitch, top + 2), name, fill="black", font=font)
+            if first:
+                x = gap + first * pitch - gap // 2
+                draw.line([(x, top), (x, height - len(footer) * line_h - gap)], fill="grey")
+            first += count
+        top += line_h + 6
+    if header:
+        for j, name in enumerate(header):
+            draw.text((gap + j * pitch, top), name, fill="black", font=font)
+        top += line_h + 2
     for i, row in enumerate(rows):
-        top = head_h + i * (cell + caption_h)
+        row_top = top + i * (cell + caption_h + gap)
         for j, (image, caption) in enumerate(row):
-            draw.multiline_text((j * cell + 2, top + 1), caption, fill="black", spacing=1)
+            left = gap + j * pitch
+            draw.multiline_text((left, row_top), caption, fill="black", font=font, spacing=1)
             if image is None:
-                draw.text((j * cell + cell // 3, top + caption_h + cell // 2), "n/a", fill="grey")
+                draw.text((left + cell // 3, row_top + caption_h + cell // 2), "n/a", fill="grey")
                 continue
             image = image.convert("RGB")
             scale = cell / max(image.size)
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
             image = image.resize(size, Image.Resampling.NEAREST)
-            out.paste(image, (j * cell + (cell - size[0]) // 2, top + caption_h))
+            out.paste(image, (left + (cell - size[0]) // 2, row_top + caption_h))
+    for k, line in enumerate(footer):
+        draw.text(
+            (gap, height - (len(footer) - k) * line_h - gap // 2), line, fill="dimgrey", font=font
+        )
     return out
 
 
@@ -192,7 +236,22 @@ def contact_sheet(
             for im, g in zip(after[i], row["after_groups"], strict=True)
         ]
         rows.append(cells)
-    image_grid(rows).save(path)
+    k = len(table[0]["before"])
+    image_grid(
+        rows,
+        title="Most-edited support points and their nearest val examples",
+        sections=[
+            ("support", 1),
+            (f"{k} nearest val, before the edit", k),
+            (f"{k} nearest val, after the edit", k),
+        ],
+        footer=[
+            "S <class>: the support point's train image; captions give each image's group "
+            "(class and spurious attribute).",
+            "Neighbours are val examples nearest the support embedding before / after HSFM "
+            "edits it (feature space).",
+        ],
+    ).save(path)
     return True
 
 

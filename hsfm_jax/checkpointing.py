@@ -11,17 +11,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from hsfm_jax.atomic import atomic_write
+
+
+class LayoutMismatch(ValueError):
+    """A checkpoint that holds another layout of the run state (another hsfm_jax version)."""
 
 
 class ProgramCheckpoints:
@@ -63,7 +70,7 @@ class ProgramCheckpoints:
         if saved != wanted:
             missing = ", ".join("/".join(n) for n in sorted(wanted - saved)[:3]) or "none"
             extra = ", ".join("/".join(n) for n in sorted(saved - wanted)[:3]) or "none"
-            raise ValueError(
+            raise LayoutMismatch(
                 f"checkpoint {self.directory / str(epoch)} does not hold this version's run state "
                 f"(missing: {missing}; not expected: {extra}); it was written by another version "
                 f"of hsfm_jax: delete {self.directory} to run this program from its start"
@@ -78,6 +85,37 @@ class ProgramCheckpoints:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def restore_latest(
+    directory: str | os.PathLike, like: Callable[[int], Any]
+) -> tuple[ProgramCheckpoints | None, int, Any]:
+    """(open checkpoints, latest epoch, its tree restored in the shapes ``like(epoch)`` gives) of
+    `directory`; (None, 0, None) when it holds nothing to resume.
+
+    A checkpoint that cannot be read (truncated or corrupted files) is removed with a warning
+    and (None, 0, None) returned: the loop starts afresh and reaches the same result. The
+    directory is the loop's own (`hsfm_jax.workdir.loop_checkpoints`), never a user's.
+    """
+    checkpoints = None
+    try:
+        checkpoints = ProgramCheckpoints(directory)
+        epoch = checkpoints.latest_epoch() or 0
+        return checkpoints, epoch, checkpoints.restore(epoch, like(epoch)) if epoch else None
+    except LayoutMismatch:
+        raise
+    except Exception as e:  # noqa: BLE001  (whatever orbax raises on files it cannot parse)
+        logging.warning(
+            "checkpoint %s cannot be read (%s: %s); removing it and starting afresh",
+            directory,
+            type(e).__name__,
+            str(e).strip().splitlines()[0] if str(e).strip() else "",
+        )
+        if checkpoints is not None:
+            with contextlib.suppress(Exception):
+                checkpoints.close()
+        remove(directory)
+        return None, 0, None
 
 
 def _stand_in_for_empty(x: np.ndarray) -> np.ndarray:

@@ -15,6 +15,22 @@ import ml_collections
 from hsfm_jax import evaluate
 from hsfm_jax.features import FeatureSet
 
+# Bounds of the run-level integers: a seed beyond 32 bits folds onto another seed when JAX runs
+# in 32 bits; counts beyond these cost more memory or time than any machine has.
+MAX_SEED = 2**32 - 1
+MAX_SEEDS = 100_000
+MAX_BOOTSTRAP = 1_000_000
+MAX_INT = 2**31 - 1  # every count a method reads becomes an int32 inside a program
+
+
+def bounded_int(name: str, value, low: int, high: int, *, note: str = "") -> int:
+    """`value` as an int in [low, high], else a ValueError naming `name`."""
+    if not _is_int(value) or not low <= value <= high:
+        extra = f"; {note}" if note else ""
+        raise ValueError(f"{name} must be an integer in [{low}, {high}]{extra}, got {value!r}")
+    return value
+
+
 _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "positive": (lambda v: _is_real(v) and math.isfinite(v) and v > 0, "must be > 0 and finite"),
     "non_negative": (
@@ -22,8 +38,8 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
         "must be >= 0 and finite",
     ),
     "finite": (lambda v: _is_real(v) and math.isfinite(v), "must be finite"),
-    "positive_int": (lambda v: _is_int(v) and v > 0, "must be an integer > 0"),
-    "non_negative_int": (lambda v: _is_int(v) and v >= 0, "must be an integer >= 0"),
+    "positive_int": (lambda v: _is_int(v) and 0 < v <= MAX_INT, "must be an integer > 0"),
+    "non_negative_int": (lambda v: _is_int(v) and 0 <= v <= MAX_INT, "must be an integer >= 0"),
     "fraction": (lambda v: _is_real(v) and 0 < v < 1, "must be in (0, 1)"),
 }
 
@@ -34,6 +50,14 @@ def _is_real(value) -> bool:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(rule: str, value) -> str:
+    """The rule's message; for an integer past `MAX_INT`, the bound it broke."""
+    text = _RULES[rule][1]
+    if rule.endswith("_int") and _is_int(value) and value > MAX_INT:
+        return f"{text} and at most {MAX_INT}"
+    return text
 
 
 def _get(method: str, config: ml_collections.ConfigDict, field: str):
@@ -52,19 +76,19 @@ def check_known(method: str, config: ml_collections.ConfigDict, known: Sequence[
 def check_value(method: str, config: ml_collections.ConfigDict, field: str, rule: str) -> None:
     """``config[field]`` satisfies `rule` (a key of `_RULES`)."""
     value = _get(method, config, field)
-    ok, text = _RULES[rule]
-    if not ok(value):
-        raise ValueError(f"{method}.{field} {text}, got {value!r}")
+    if not _RULES[rule][0](value):
+        raise ValueError(f"{method}.{field} {_text(rule, value)}, got {value!r}")
 
 
 def check_grid(method: str, config: ml_collections.ConfigDict, field: str, rule: str) -> None:
     """``config[field]`` is a non-empty sequence whose every entry satisfies `rule`."""
     value = _get(method, config, field)
-    ok, text = _RULES[rule]
+    ok = _RULES[rule][0]
     if isinstance(value, str) or not isinstance(value, Sequence) or not value:
         raise ValueError(f"{method}.{field} must be a non-empty tuple of values, got {value!r}")
     bad = [v for v in value if not ok(v)]
     if bad:
+        text = _text(rule, bad[0])
         raise ValueError(f"{method}.{field}: every value {text}, got {bad[0]!r} in {value!r}")
 
 

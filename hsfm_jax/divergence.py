@@ -2,7 +2,8 @@
 
 A head with NaN weights predicts class 0 everywhere and would print as a plausible "50.0" row;
 `check_rows` raises instead, naming the row, the seed and (for HSFM) the first epoch where the
-history went non-finite.
+history went non-finite, or where a loss grew past `LOSS_BOUND` (a cross-entropy that large
+means logits of that size: the run diverged even though every number is still finite).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from hsfm_jax import heads, program_cache
+
+# A mean cross-entropy past this is a diverged run (a uniform guess over C classes costs log C).
+LOSS_BOUND = 1e6
 
 
 class Diverged(ValueError):
@@ -32,13 +36,18 @@ def _finite_per_seed(head: heads.LinearHead, features: jnp.ndarray) -> jnp.ndarr
 
 
 def first_bad_epoch(history: Mapping[str, np.ndarray], seed: int) -> tuple[int, str] | None:
-    """(1-based epoch, history key) of the first non-finite scalar of a seed's history."""
+    """(1-based epoch, history key) of the first non-finite scalar of a seed's history, or of a
+    loss (a key with "loss" in its name) past `LOSS_BOUND`."""
     first = None
     for key, values in history.items():
         values = np.asarray(values)
         if values.ndim != 2 or not np.issubdtype(values.dtype, np.floating):
             continue
-        bad = np.flatnonzero(~np.isfinite(values[seed]))
+        row = values[seed]
+        bad_values = ~np.isfinite(row)
+        if "loss" in key:
+            bad_values |= np.abs(np.nan_to_num(row)) > LOSS_BOUND
+        bad = np.flatnonzero(bad_values)
         if bad.size and (first is None or bad[0] + 1 < first[0]):
             first = (int(bad[0]) + 1, key)
     return first
@@ -65,7 +74,8 @@ def check_rows(
             if (bad := first_bad_epoch(history, seed)) is not None:
                 raise Diverged(
                     f"{method} diverged: seed {seed}, first non-finite at epoch {bad[0]} "
-                    f"({bad[1]}); lower the learning rates or check the features"
+                    f"({bad[1]}, or past {LOSS_BOUND:.0e} for a loss); lower the learning rates "
+                    "or check the features"
                 )
     for row, head in rows.items():
         for split, features in splits.items():

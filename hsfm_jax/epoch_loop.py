@@ -94,10 +94,10 @@ def run(
     checkpoints = None  # opened on the first save, or now when there may be one to resume
     done, state, history = 0, None, None
     if directory is not None and directory.is_dir():
-        checkpoints = checkpointing.ProgramCheckpoints(directory)
-        done = checkpoints.latest_epoch() or 0
+        checkpoints, done, saved = checkpointing.restore_latest(
+            directory, lambda epoch: _saved_shapes(init, chunk, epoch_axis, epoch)
+        )
         if done:
-            saved = checkpoints.restore(done, _saved_shapes(init, chunk, epoch_axis, done))
             state, history = jax.device_put(saved["state"]), saved["history"]
             logging.info("%s: resumed from epoch %d (%s)", options.name, done, directory)
     resumed_from = done

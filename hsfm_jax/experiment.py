@@ -16,6 +16,8 @@ it was):
   results.md      the method x metric table (and per-group accuracies)
   support.npz     HSFM: final support embeddings and train indices of S, per seed
   history.json    HSFM: per-epoch diagnostics, per seed
+  tensorboard/, results.png, results.svg, report.html   training curves, the comparison figure
+                  and one page (`hsfm_jax.run_report`; docs/outputs.md)
 Each file carries the run's ``run_id``.
 
 Methods with an epoch loop (HSFM, NeuronTune: `hsfm_jax.contract`) run it in chunks with a
@@ -45,12 +47,14 @@ from absl import logging
 
 from hsfm_jax import (
     apps,
+    checks,
     divergence,
     epoch_loop,
     heads,
     inputs,
     methods,
     results,
+    run_report,
     synthetic,
     tables,
 )
@@ -108,6 +112,8 @@ def default_config() -> ml_collections.ConfigDict:
     # Least seconds between two checkpoints of a method's epoch loop (HSFM, NeuronTune), which a
     # rerun of the same command resumes from; 0: after every chunk.
     config.checkpoint_seconds = 60.0
+    # Training curves as TensorBoard event files under <workdir>/tensorboard (docs/outputs.md).
+    config.tensorboard = True
     for name, method_config in methods.default_configs().items():
         config[name] = method_config
     return config
@@ -167,6 +173,11 @@ def check(config: ml_collections.ConfigDict) -> list[str]:
     bootstrap = config.bootstrap
     if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 0:
         raise ValueError(f"bootstrap must be an integer >= 0 (0: off), got {bootstrap!r}")
+    checks.bounded_int("num_seeds", config.num_seeds, 1, checks.MAX_SEEDS)
+    checks.bounded_int("seed", config.seed, 0, checks.MAX_SEED)
+    checks.bounded_int("bootstrap", bootstrap, 0, checks.MAX_BOOTSTRAP, note="0: off")
+    if not isinstance(config.get("tensorboard", True), bool):
+        raise ValueError(f"tensorboard must be True or False, got {config.tensorboard!r}")
     return names
 
 
@@ -273,7 +284,10 @@ def run(
         inputs.check(config)
     if workdir is not None:
         workdir = Path(workdir)
-        workdir_lib.check_usable(workdir)
+        read_from = data
+        if isinstance(data, features_lib.FeatureSet):  # arrays have no directory to protect
+            read_from = data.path if Path(data.path).is_dir() else None
+        workdir_lib.check_run_paths(workdir, read_from)
     jax.config.update("jax_enable_x64", bool(config.float64))
     if isinstance(data, features_lib.FeatureSet):
         data = inputs.prepare_loaded(config, data)
@@ -309,6 +323,14 @@ def _data_fingerprint(data: features_lib.FeatureSet) -> str:
                 digest.update(np.ascontiguousarray(array).data)
     digest.update(json.dumps(data.meta["splits"], sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+def _features_fingerprint(data: features_lib.FeatureSet) -> str | None:
+    """`features.fingerprint` of the feature directory the run read (None for arrays), which
+    `experiments.analyze` compares with the directory it reads."""
+    if (Path(data.path) / features_lib.META_FILE).is_file():
+        return features_lib.fingerprint(data.path)
+    return None
 
 
 def _loop_fingerprint(config, name: str, method_config, data_fingerprint: str) -> str:
@@ -445,6 +467,7 @@ def _run_methods(config, names, resolved, data, stage: Path | None, run_id: str,
         "dataset": data.meta["dataset"],
         "backbone": data.meta["backbone"],
         "features_dir": str(data.path),
+        "features_fingerprint": _features_fingerprint(data),
         "num_seeds": config.num_seeds,
         "group_labels": config.group_labels,
         "bootstrap_resamples": config.bootstrap,
@@ -461,4 +484,6 @@ def _run_methods(config, names, resolved, data, stage: Path | None, run_id: str,
     if stage is not None:
         (stage / "results.json").write_text(json.dumps(report, indent=2, allow_nan=False))
         (stage / "results.md").write_text(out.table())
+        infos = {name: result.info for name, result in method_results.items()}
+        run_report.write(stage, report, config=config, infos=infos, resolved=resolved)
     return out

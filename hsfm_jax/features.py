@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -36,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from hsfm_jax import atomic, ownership
 from hsfm_jax.atomic import atomic_write
 
 FORMAT_VERSION = 1
@@ -280,14 +282,35 @@ def with_splits(data: FeatureSet, **splits: Split) -> FeatureSet:
     return dataclasses.replace(data, splits=new, meta=meta)
 
 
+def _visible_files(path: Path) -> list[Path]:
+    """Every file under `path` a loader may read, following symlinked directories (each real
+    directory once), without hidden entries (temporaries, markers, locks)."""
+    files, seen = [], set()
+    for root, dirs, names in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files += [Path(root, n) for n in sorted(names) if not n.startswith(".")]
+    return files
+
+
 def fingerprint(path: str | os.PathLike) -> str:
-    """Identifies the files of a feature directory: meta.json's bytes and each file's size and
-    modification time (regenerated features get another fingerprint)."""
+    """Identifies the files of a feature directory: meta.json's bytes and, for every other file
+    (through symlinks: split directories may link elsewhere), its resolved path, size,
+    modification time and inode; regenerated or relinked features get another fingerprint."""
     path = Path(path)
     digest = hashlib.sha256((path / META_FILE).read_bytes())
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != META_FILE):
+    for file in _visible_files(path):
+        if file == path / META_FILE:
+            continue
         stat = file.stat()
-        digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        digest.update(
+            f"{file.relative_to(path)}>{os.path.realpath(file)}:{stat.st_size}:"
+            f"{stat.st_mtime_ns}:{stat.st_ino};".encode()
+        )
     return digest.hexdigest()[:16]
 
 
@@ -320,6 +343,8 @@ def _read_meta(path: Path) -> dict:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{meta_path}: nested too deeply to be a meta.json") from None
     return check_meta(meta, meta_path)
 
 
@@ -582,13 +607,15 @@ def load(
 
 def _load_head(head_path: Path, meta: dict) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with np.load(head_path, allow_pickle=False) as npz:
+        with open(head_path, "rb") as f, np.load(f, allow_pickle=False) as npz:
             if "weight" not in npz or "bias" not in npz:
                 raise ValueError(f"{head_path}: needs arrays 'weight' and 'bias', has {npz.files}")
             weight = np.asarray(npz["weight"], np.float32)
             bias = np.asarray(npz["bias"], np.float32)
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{head_path}: not a readable .npz ({e})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        if str(e).startswith(f"{head_path}:"):
+            raise
+        raise ValueError(f"{head_path}: not a readable .npz ({_first_line(e)})") from None
     c, d = meta["num_classes"], meta["feature_dim"]
     if weight.shape != (c, d):
         raise ValueError(f"{head_path}: weight must have shape ({c}, {d}), got {weight.shape}")
@@ -602,9 +629,33 @@ def _load_head(head_path: Path, meta: dict) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------- writing
 
 
+def mark_features(path: Path, made_by: str) -> None:
+    """Creates feature directory `path` as hsfm_jax's (marker: kind "features", `made_by`), or
+    checks that the existing one is. A directory that already has a marker keeps it."""
+    ownership.check_ours(path, ("features",), "feature directory")
+    path.mkdir(parents=True, exist_ok=True)
+    if ownership.read(path) is None:
+        ownership.mark(path, "features", made_by=made_by)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def _atomic_replace_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        shutil.rmtree(final)
+    """Moves `tmp` to `final`; an existing `final` is replaced only when it is a split directory
+    hsfm_jax wrote (`ownership`), else `tmp` is removed and nothing else is touched."""
+    if os.path.lexists(final):
+        try:
+            ownership.check_ours(final, ("split",), "split directory")
+        except ValueError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        aside = final.with_name(f".tmp-old-{final.name}-{tmp.name}")
+        os.rename(final, aside)
+        os.rename(tmp, final)
+        shutil.rmtree(aside, ignore_errors=True)
+        return
     os.replace(tmp, final)
 
 
@@ -626,6 +677,8 @@ def write_split(
     if features.dtype not in _FLOAT_DTYPES:
         features = features.astype(np.float32)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=path))
+    atomic.chmod_as_umask(tmp, 0o777)
+    ownership.mark(tmp, "split")
     np.save(tmp / "features.npy", features)
     np.save(tmp / "labels.npy", np.asarray(labels, np.int64))
     np.save(tmp / "groups.npy", np.asarray(groups, np.int64))
@@ -683,13 +736,16 @@ def save(
     group_names: Sequence[str],
     preprocessing: str,
     head: tuple[np.ndarray, np.ndarray] | None = None,
+    made_by: str = "features.save",
     **extra,
 ) -> dict:
     """Writes a whole feature directory (splits, optional head, then meta.json last).
 
-    Returns the meta dict written.
+    `path` must be missing, empty or a feature directory hsfm_jax wrote (`ownership`); a new one
+    is marked as made by `made_by`. Returns the meta dict written.
     """
     path = Path(path)
+    mark_features(path, made_by)
     if (path / META_FILE).exists():
         (path / META_FILE).unlink()  # the directory is invalid until the new meta lands
     dims = {s.features.shape[1] for s in splits.values()}

@@ -466,3 +466,35 @@ def run_seeds(
         state, data, rates, first, settings=settings, chunk_epochs=settings.epochs
     )
     return finish(state, history)
+
+
+@program_cache.jit(static_argnames=("settings",))
+def init_runs(
+    data: Data, init_head: heads.LinearHead, rates: Rates, keys: jax.Array, *, settings: Settings
+) -> State:
+    """`init` vmapped over runs: rates (R,) and keys (R,) paired, e.g. a rate grid x seeds.
+
+    Returns the state before the first chunk, leading axis R.
+    """
+    return jax.vmap(lambda r, k: init(data, init_head, r, k, settings=settings))(rates, keys)
+
+
+@program_cache.jit(static_argnames=("settings", "chunk_epochs"))
+def run_chunk_runs(
+    state: State,
+    data: Data,
+    rates: Rates,
+    first_epoch: jnp.ndarray,
+    *,
+    settings: Settings,
+    chunk_epochs: int,
+) -> tuple[State, dict]:
+    """`run_chunk` vmapped over runs (state and rates (R,) paired); history (R, chunk_epochs, ...).
+
+    One compiled program per (settings, chunk_epochs, R) whatever the rates: a grid of rates x
+    seeds is one program.
+    """
+    chunk = lambda st, r: run_chunk(
+        st, data, r, first_epoch, settings=settings, chunk_epochs=chunk_epochs
+    )
+    return jax.vmap(chunk)(state, rates)

@@ -26,6 +26,8 @@ from hsfm_jax import (
     hard_set,
     heads,
     hsfm,
+    hsfm_grid,
+    hsfm_scale,
     meta,
     meta_cost,
     optim,
@@ -79,6 +81,13 @@ def default_config() -> ml_collections.ConfigDict:
             remat=False,  # jax.checkpoint each inner step (long unrolls; "autodiff" only)
             meta_gradient="auto",  # "autodiff", "vjp", "gram" or "auto" (hsfm_jax.meta_cost)
             selection_metric="auto",  # val WGA with groups, else accuracy; worst-class if label-free
+            # "paper": the rates as written; "feature_rms": relative to the train features' RMS
+            # (hsfm_jax.hsfm_scale: scale-equivariant).
+            rate_units="paper",
+            # Rates tried per seed, selected on val, one compiled program (hsfm_jax.hsfm_grid):
+            # rows "hsfm" (selected) and "hsfm_fixed" (the configured rates); "none": the
+            # configured rates alone.
+            grid=hsfm_grid.DEFAULT,
             erm=erm.default_config(),  # theta_0 without head.npz: the `erm` row's recipe
         )
     )
@@ -103,6 +112,8 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     checks.check_choice("hsfm", config, "meta_gradient", meta.META_GRADIENTS)
     checks.check_choice("hsfm", config, "init_head", INIT_HEADS)
     checks.check_bool("hsfm", config, "remat")
+    checks.check_choice("hsfm", config, "rate_units", hsfm_scale.RATE_UNITS)
+    hsfm_grid.settings(config)
     selection_metric = checks.check_selection("hsfm", config, data)
     hard_set.check_class_sizes(
         data.train.labels,
@@ -232,32 +243,53 @@ def run(
     *,
     loop: epoch_loop.Options = epoch_loop.PLAIN,
 ) -> MethodResult:
-    """HSFM for every seed key: rows "hsfm" (best val selection) and "hsfm_last".
+    """HSFM for every seed key: rows "hsfm" (best val selection) and "hsfm_last" (last epoch);
+    with a rate grid (`config.grid`, `hsfm_jax.hsfm_grid`), "hsfm" is each seed's val-selected
+    setting's best head, "hsfm_fixed" the configured rates' best head and "hsfm_last" the
+    configured rates' last head (nothing selected on val).
 
     The epochs run in chunks of `config.chunk_epochs` (`epoch_loop.run`: a bar over epochs with
     the current val selection metric, checkpoints under `loop.checkpoint_dir`, resume from them);
-    the heads and history equal those of one `hsfm.run_seeds` call.
+    without a grid the heads and history equal those of one `hsfm.run_seeds` call. Rates in
+    "feature_rms" units run on the rescaled features (`hsfm_jax.hsfm_scale`).
 
     Returns:
-      `MethodResult`: rows {"hsfm": heads (S, C, d), "hsfm_last": heads (S, C, d)}, the best
-      epochs as its report, the outer losses and edit norms per epoch as what must stay finite,
-      the `hsfm.Result` as ``info["result"]``, and `save` of it as its files.
+      `MethodResult`: rows {"hsfm": heads (S, C, d)[, "hsfm_fixed": ...], "hsfm_last": ...};
+      its report holds the best epochs, the feature scale and, with a grid, the setting each
+      seed selected; the outer losses and edit norms per epoch must stay finite; the
+      `hsfm.Result` of the row "hsfm" (with a grid, each seed's selected run) is
+      ``info["result"]``, and `save` of it writes the method's files.
     """
     static = settings(config, data)
     in_memory = stream.fits(data.train, erm.memory_budget_gb(config.erm), data.dtype)
     arrays = device_data(data, train_rows=None if in_memory else support_rows(data, keys, static))
-    rates_ = rates(config, data.dtype)
-    init = lambda: hsfm.init_seeds(
-        arrays,
-        initial_head(config, data, arrays.train if in_memory else None, keys),
-        rates_,
-        keys,
-        settings=static,
+    scale = hsfm_scale.measure(data)
+    c = hsfm_scale.factor(config.rate_units, scale)
+    grid = config.grid.strip() != hsfm_grid.NONE
+    grid_rates = hsfm_grid.settings(config)
+    num_seeds = keys.shape[0]
+    if grid:
+        rates_ = hsfm_grid.stack(grid_rates, num_seeds, data.dtype)
+        keys_ = keys[np.tile(np.arange(num_seeds), len(grid_rates))]
+        init_fn, chunk_fn = hsfm.init_runs, hsfm.run_chunk_runs
+    else:
+        rates_, keys_ = rates(config, data.dtype), keys
+        init_fn, chunk_fn = hsfm.init_seeds, hsfm.run_chunk_seeds
+
+    unit_arrays = hsfm_scale.data_to_unit(arrays, c)
+
+    def init():
+        head = initial_head(config, data, arrays.train if in_memory else None, keys)
+        return init_fn(
+            unit_arrays, hsfm_scale.head_to_unit(head, c), rates_, keys_, settings=static
+        )
+
+    chunk = lambda state, first_epoch: chunk_fn(
+        state, unit_arrays, rates_, first_epoch, settings=static, chunk_epochs=config.chunk_epochs
     )
-    chunk = lambda state, first_epoch: hsfm.run_chunk_seeds(
-        state, arrays, rates_, first_epoch, settings=static, chunk_epochs=config.chunk_epochs
-    )
-    status = lambda last: {f"val {static.selection_metric}": f"{last['val_selection'].mean():.4f}"}
+    status = lambda last: {
+        f"val {static.selection_metric}": f"{_best_mean(last['val_selection'], num_seeds):.4f}"
+    }
     done = epoch_loop.run(
         init,
         chunk,
@@ -267,14 +299,47 @@ def run(
         status=status,
     )
     out = hsfm.finish(done.state, done.history)
+    report = {"feature_scale": hsfm_scale.report(config.rate_units, scale)}
+    last = None
+    if grid:
+        out = jax.device_get(out)
+        chosen = hsfm_grid.select(out, len(grid_rates), num_seeds, FINITE_HISTORY)
+        take = lambda runs: jax.tree_util.tree_map(lambda x: x[runs], out)
+        fixed = hsfm_scale.from_unit(take(np.arange(num_seeds)), c)
+        out = take(hsfm_grid.runs_of(chosen["selected"], num_seeds))
+        last = fixed.last_head
+        report["grid"] = {
+            "spec": config.grid,
+            "settings": grid_rates,  # configured rates first, in `rate_units`
+            "selected": chosen["selected"].tolist(),  # setting per seed
+            "selected_rates": [grid_rates[k] for k in chosen["selected"]],
+            "val_selection": results.json_array(chosen["scores"]),  # (settings, seeds)
+            "fixed_best_epoch": np.asarray(fixed.best_epoch).tolist(),
+        }
+    out = hsfm_scale.from_unit(out, c)
+    if c != 1.0:
+        report["feature_scale"]["effective_rates"] = [
+            hsfm_scale.effective_rates(r, c) for r in grid_rates
+        ]
+    report["best_epoch"] = np.asarray(out.best_epoch).tolist()
+    must_be_finite = {k: np.asarray(out.history[k]) for k in FINITE_HISTORY}
+    rows = {"hsfm": out.best_head, "hsfm_last": out.last_head}
+    if last is not None:
+        rows = {"hsfm": out.best_head, "hsfm_fixed": fixed.best_head, "hsfm_last": last}
     return MethodResult(
-        rows={"hsfm": out.best_head, "hsfm_last": out.last_head},
-        report={"best_epoch": np.asarray(out.best_epoch).tolist()},
-        must_be_finite={k: np.asarray(out.history[k]) for k in FINITE_HISTORY},
+        rows=rows,
+        report=report,
+        must_be_finite=must_be_finite,
         resumed_from=done.resumed_from,
         info={"result": out},
         write_files=lambda workdir, run_id: save(out, workdir, run_id),
     )
+
+
+def _best_mean(scores: np.ndarray, num_seeds: int) -> float:
+    """The best setting's mean over seeds of (K * S, ...) run scores (K = 1 without a grid)."""
+    per_setting = np.asarray(scores, np.float64).reshape(-1, num_seeds)
+    return float(np.nanmax(per_setting.mean(axis=1))) if np.isfinite(per_setting).any() else np.nan
 
 
 def save(out: hsfm.Result, workdir: Path, run_id: str) -> None:
@@ -294,4 +359,7 @@ def save(out: hsfm.Result, workdir: Path, run_id: str) -> None:
 def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
     """Which rows read train / val group labels, for a resolved config (hsfm_last selects nothing)."""
     select = config.selection_metric == "wga"
-    return {"hsfm": {"train": False, "val": select}, "hsfm_last": {"train": False, "val": False}}
+    use = {"hsfm": {"train": False, "val": select}, "hsfm_last": {"train": False, "val": False}}
+    if config.grid.strip() != hsfm_grid.NONE:  # hsfm_last: the configured rates, unselected
+        use = {"hsfm": use["hsfm"], "hsfm_fixed": use["hsfm"], "hsfm_last": use["hsfm_last"]}
+    return use

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from hsfm_jax import apps, atomic, synthetic
+from hsfm_jax import apps, atomic, locks, ownership, synthetic
 from hsfm_jax import features as features_lib
 
 PLACEHOLDER_PREFIX = "/path/to"
@@ -50,6 +51,13 @@ def check_val_split(config: ml_collections.ConfigDict) -> None:
     fraction = config.val_split.fraction
     if not isinstance(fraction, int | float) or not 0.0 <= fraction < 1.0:
         raise ValueError(f"val_split.fraction must be in [0, 1), got {fraction!r}")
+    reported = [s for s in extra_splits(config) if s in ("val", "test", "select")]
+    if reported:
+        raise ValueError(
+            f"extra_test_splits={config.extra_test_splits!r} names {reported}, which every run "
+            "reports already (val: the selection split, the part of val that selects when "
+            "val_split.fraction > 0); list other splits only"
+        )
 
 
 def export_argv(export_config: ml_collections.ConfigDict, path: Path) -> list[str]:
@@ -87,37 +95,67 @@ def _requested(config: ml_collections.ConfigDict, path: Path) -> dict:
     return {"prepare": "export", "arguments": export_argv(config.export, path)}
 
 
+def _prepared_by_us(path: Path) -> bool:
+    """Whether `path` holds features a run prepared (or the synthetic generator wrote), which a
+    run may make again; features exported or written by anyone else are only ever read."""
+    marker = ownership.read(path) or {}
+    made_by = marker.get("made_by") if marker.get("kind") == "features" else None
+    return made_by in ("prepare", "synthetic") or (path / PREPARE_FILE).is_file()
+
+
 def prepare_features(config: ml_collections.ConfigDict) -> Path:
     """Returns features_dir, creating it first when `config.prepare` says how.
 
     A prepared directory records what made it (prepare.json). When the config asks for other
     generator or export arguments, the features are made again (`stale_features="regenerate"`)
-    or the run is refused (`"refuse"`); never reused silently.
+    or the run is refused (`"refuse"`); never reused silently. Only a missing or empty path, or
+    features a run prepared, are (re)made: any other directory is an error, its files untouched.
+    The directory is locked (`locks`) while it is checked and made.
     """
     path = check(config)
     if not config.prepare:
         return path
     requested = json.loads(json.dumps(_requested(config, path)))
     record = path / PREPARE_FILE
-    if (path / features_lib.META_FILE).is_file():
-        found = json.loads(record.read_text()) if record.is_file() else None
-        if found == requested:
-            return path
-        if config.stale_features == "refuse":
+    with locks.hold(path, "features_dir"):
+        if os.path.lexists(path) and not ownership.is_empty(path) and not _prepared_by_us(path):
+            what = "features" if (path / features_lib.META_FILE).is_file() else "files"
             raise ValueError(
-                f"{path}: made with other {config.prepare} arguments ({record}: {found}) than "
-                f"this config asks for; remove it or set stale_features='regenerate'"
+                f"features_dir {path} holds {what} that no run prepared (no {PREPARE_FILE}); "
+                f"prepare={config.prepare!r} makes features only in a new or empty directory or "
+                "one it made: pass --config.prepare= to read these as they are, or choose "
+                "another features_dir"
             )
-        logging.warning("%s: made with other arguments than requested; making it again", path)
-    record.unlink(missing_ok=True)  # a run killed while making it leaves no matching record
-    if config.prepare == "synthetic":
-        logging.info("Writing synthetic features to %s", path)
-        synthetic.write(path, **config.synthetic.to_dict())
-    else:
-        run_export(export_argv(config.export, path))
-    with atomic.atomic_write(record, "w") as f:
-        json.dump(requested, f, indent=2)
+        if (path / features_lib.META_FILE).is_file():
+            found = _read_record(record)
+            if found == requested:
+                return path
+            if config.stale_features == "refuse":
+                raise ValueError(
+                    f"{path}: made with other {config.prepare} arguments ({record}: {found}) "
+                    f"than this config asks for; remove it or set stale_features='regenerate'"
+                )
+            logging.warning("%s: made with other arguments than requested; making it again", path)
+        features_lib.mark_features(path, "prepare")
+        record.unlink(missing_ok=True)  # a run killed while making it leaves no matching record
+        if config.prepare == "synthetic":
+            logging.info("Writing synthetic features to %s", path)
+            synthetic.write(path, **config.synthetic.to_dict())
+        else:
+            run_export(export_argv(config.export, path))
+        with atomic.atomic_write(record, "w") as f:
+            json.dump(requested, f, indent=2)
     return path
+
+
+def _read_record(record: Path) -> dict | None:
+    try:
+        found = json.loads(record.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError):
+        return {"unreadable": str(record)}
+    return found if isinstance(found, dict) else {"unreadable": str(record)}
 
 
 def extra_splits(config: ml_collections.ConfigDict) -> list[str]:
@@ -154,7 +192,8 @@ def prepare_loaded(
 ) -> features_lib.FeatureSet:
     """A loaded feature set as `config` uses it: its extra splits present, groups that label no
     row dropped (`without_unknown_groups`), computing in float64 when ``config.float64``
-    (`features.with_dtype`; the caller turns ``jax_enable_x64`` on), `config.val_split` applied."""
+    (`features.with_dtype`; the caller turns ``jax_enable_x64`` on), `config.val_split` applied,
+    no split empty (`check_splits`)."""
     check_val_split(config)
     fraction = config.val_split.fraction
     for name in (*features_lib.SPLITS, *extra_splits(config)):
@@ -162,12 +201,53 @@ def prepare_loaded(
             raise ValueError(f"{data.path}: no split {name!r}; has {sorted(data.splits)}")
     data = without_unknown_groups(data)
     data = features_lib.with_dtype(data, np.float64 if config.float64 else np.float32)
-    return features_lib.split_validation(data, fraction, config.val_split.seed)
+    data = features_lib.split_validation(data, fraction, config.val_split.seed)
+    check_splits(data)
+    return data
 
 
 def load(config: ml_collections.ConfigDict) -> features_lib.FeatureSet:
-    """The feature set of `config` (`prepare_loaded`)."""
-    data = features_lib.load(
-        prepare_features(config), splits=(*features_lib.SPLITS, *extra_splits(config))
-    )
+    """The feature set of `config` (`prepare_loaded`).
+
+    Refused: features another run is preparing right now, and an empty train, val, test or extra
+    split (no metric can be computed on it). Warned: a group with no test example (left out of
+    test WGA), and features whose every value is tiny (all predictions alike).
+    """
+    path = prepare_features(config)
+    holder = locks.is_held(path)
+    if holder:
+        raise ValueError(
+            f"features_dir {path} is being prepared by another run ({holder}); wait for it to "
+            "finish"
+        )
+    data = features_lib.load(path, splits=(*features_lib.SPLITS, *extra_splits(config)))
     return prepare_loaded(config, data)
+
+
+def check_splits(data: features_lib.FeatureSet) -> None:
+    """One-line errors for empty splits; warnings for empty test groups, degenerate features."""
+    for name, split in data.splits.items():
+        if split.num_examples == 0:
+            raise ValueError(
+                f"{data.path}/{name}: the split is empty (meta.json 'splits': {name}: 0); every "
+                "method needs examples in train, val and test"
+            )
+    test = data.test
+    if data.num_groups and test.has_groups:
+        counts = np.bincount(test.groups[test.groups >= 0], minlength=data.num_groups)
+        missing = [data.group_names[g] for g in np.flatnonzero(counts == 0)]
+        if missing:
+            logging.warning(
+                "%s/test: no example of group(s) %s: test WGA is the worst of the other groups",
+                data.path,
+                missing,
+            )
+    sample = np.asarray(data.train.features[:4096], np.float32)
+    scale = float(np.abs(sample).max()) if sample.size else 0.0
+    if scale < 1e-12:
+        logging.warning(
+            "%s/train: every feature value is below 1e-12 in magnitude (max %.3g): the "
+            "features are degenerate, every head predicts alike",
+            data.path,
+            scale,
+        )

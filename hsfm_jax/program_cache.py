@@ -20,6 +20,12 @@ leaves that are not arrays or Python scalars, more than one device or process. A
 first run in a later process is waited for and checked once; an entry that fails to load or to
 run is logged, removed and rebuilt. Off until `enable` (the entry points turn it on
 with the compilation cache; the tests run without it).
+
+Entries are unpickled, which runs code, so only entries this cache wrote are loaded: each entry
+starts with an HMAC-SHA256 of its bytes under the cache's own key (``.key``, 32 random bytes,
+mode 0600, made on first use). An entry whose HMAC does not match (written by someone else, or
+damaged) is removed and rebuilt, never unpickled; a key file that another user owns or that
+others can read or write turns the program cache off with a warning.
 """
 
 from __future__ import annotations
@@ -27,10 +33,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import hmac
 import inspect
 import logging as py_logging
 import os
 import pickle
+import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +51,9 @@ from hsfm_jax.atomic import atomic_write
 
 _PACKAGE = Path(__file__).resolve().parent
 _directory: Path | None = None
+_key: bytes | None = None
+_KEY_FILE = ".key"
+_MAGIC = b"hsfm_jax program v1\n"
 
 
 class _Uncacheable(Exception):
@@ -50,16 +62,56 @@ class _Uncacheable(Exception):
 
 def enable(directory: str | os.PathLike) -> Path:
     """Keeps compiled programs under `directory` from now on (created when missing)."""
-    global _directory
-    _directory = Path(directory).expanduser().absolute()
-    _directory.mkdir(parents=True, exist_ok=True)
-    return _directory
+    global _directory, _key
+    path = Path(directory).expanduser().absolute()
+    path.mkdir(parents=True, exist_ok=True)
+    _key = _read_or_make_key(path)
+    _directory = path if _key is not None else None
+    return path
+
+
+def _read_or_make_key(directory: Path) -> bytes | None:
+    """The cache's HMAC key (made on first use, 0600), or None when the key file cannot be
+    trusted (another owner, readable or writable by others)."""
+    key_file = directory / _KEY_FILE
+    if not key_file.exists():
+        tmp = directory / f".tmp-key-{os.getpid()}-{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            os.link(tmp, key_file)
+        tmp.unlink()
+    info = key_file.stat()
+    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        logging.warning(
+            "program cache: %s is not this user's private key (owner %d, mode %o); the program "
+            "cache is off",
+            key_file,
+            info.st_uid,
+            info.st_mode & 0o777,
+        )
+        return None
+    return key_file.read_bytes()
+
+
+def _sign(blob: bytes) -> bytes:
+    return _MAGIC + hmac.new(_key, blob, hashlib.sha256).digest() + blob
+
+
+def _verified(data: bytes) -> bytes | None:
+    """The blob of a signed entry, or None when its HMAC does not match this cache's key."""
+    if _key is None or not data.startswith(_MAGIC):
+        return None
+    mac, blob = data[len(_MAGIC) : len(_MAGIC) + 32], data[len(_MAGIC) + 32 :]
+    return blob if hmac.compare_digest(mac, hmac.new(_key, blob, hashlib.sha256).digest()) else None
 
 
 def disable() -> None:
     """Back to plain `jax.jit` (programs already loaded in this process stay in memory)."""
-    global _directory
+    global _directory, _key
     _directory = None
+    _key = None
 
 
 def directory() -> Path | None:
@@ -196,8 +248,13 @@ class Program:
 
         if not path.is_file():
             return None
+        blob = _verified(path.read_bytes())
+        if blob is None:
+            logging.warning("program cache: %s not signed by this cache; removing it", path)
+            path.unlink(missing_ok=True)
+            return None
         try:
-            payload, in_tree, out_tree = pickle.loads(path.read_bytes())
+            payload, in_tree, out_tree = pickle.loads(blob)
             executable = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
         except Exception as error:  # noqa: BLE001 - any unreadable entry is rebuilt
             logging.warning("program cache: %s unreadable (%s); rebuilding it", path, error)
@@ -217,7 +274,7 @@ class Program:
             logging.warning("program cache: %s not kept (%s)", self._fun.__qualname__, error)
         else:
             with atomic_write(path, "wb") as f:
-                f.write(blob)
+                f.write(_sign(blob))
         return executable
 
 

@@ -160,4 +160,5 @@ def write(path: str | os.PathLike, **kwargs) -> dict:
         group_names=info.pop("group_names"),
         preprocessing="synthetic gaussian blocks (hsfm_jax.synthetic)",
         synthetic=info,
+        made_by="synthetic",
     )

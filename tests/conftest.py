@@ -32,3 +32,41 @@ def tiny_features_dir(tmp_path_factory):
         num_noise=4,
     )
     return path
+
+
+def _small_run_config(features_dir):
+    """A small run of erm, neurontune, jtt and hsfm (2 seeds, a bootstrap) on `features_dir`."""
+    from experiments.configs import synthetic as synthetic_config
+
+    config = synthetic_config.get_config()
+    config.features_dir = str(features_dir)
+    config.prepare = ""
+    config.methods = "erm,neurontune,jtt,hsfm"
+    config.num_seeds = 2
+    config.bootstrap = 20
+    config.erm.steps = 50
+    config.neurontune.epochs = 3
+    config.neurontune.batches_per_epoch = 5
+    config.neurontune.thresholds = (0.0, 0.5)
+    config.jtt.steps = 40
+    config.jtt.eval_every = 10
+    config.jtt.identification_steps_grid = (20,)
+    config.jtt.upweight_grid = (5.0, 20.0)
+    config.hsfm.epochs = 4
+    return config
+
+
+@pytest.fixture(scope="session")
+def small_run_config():
+    """features_dir -> the config of a small run of erm, neurontune, jtt and hsfm."""
+    return _small_run_config
+
+
+@pytest.fixture(scope="session")
+def small_run(small_features_dir, tmp_path_factory):
+    """(workdir, report) of `small_run_config` on the small features, run once per session."""
+    from experiments import train
+
+    workdir = tmp_path_factory.mktemp("run") / "run"
+    report = train.run(_small_run_config(small_features_dir), workdir)
+    return workdir, report

@@ -350,3 +350,14 @@ def test_load_run_rebuilds_the_runs_val_split(synthetic_run, tmp_path):
     expected, _ = features_lib.split_by_class(full, 0.5, 3)
     np.testing.assert_array_equal(half.features, expected.features)
     assert half.num_examples == full.num_examples // 2
+
+
+def test_analyze_adds_its_figures_to_the_runs_page(synthetic_run):
+    workdir, _, images = synthetic_run
+    before = (workdir / "report.html").read_text()
+    assert "(analysis/" not in before
+    analyze.analyze(workdir, points_per_class=1, neighbours=3, images_root=images)
+    page = (workdir / "report.html").read_text()
+    for name in ("edit_geometry.png", "pca.png", "contact_sheet.png"):
+        assert f"(analysis/{name})" in page, name
+    assert page.count("data:image/png;base64,") > before.count("data:image/png;base64,")

@@ -108,9 +108,9 @@ def test_three_lines_from_arrays_to_the_table(splits, tmp_path):
     results = hsfm_jax.run(data, methods="erm,hsfm", num_seeds=2, overrides=FAST)
     table = results.table()
     assert table.startswith("# arrays / arrays: 2 seed(s)")
-    for row in ("| erm |", "| hsfm |", "| hsfm_last |"):
+    for row in ("| erm |", "| hsfm |", "| hsfm_fixed |", "| hsfm_last |"):
         assert row in table
-    assert results.rows == ["erm", "hsfm", "hsfm_last"]
+    assert results.rows == ["erm", "hsfm", "hsfm_fixed", "hsfm_last"]  # hsfm: the rate grid's
     assert results.heads["hsfm"].weight.shape == (2, 2, train[0].shape[1])
     wga = results.metrics("hsfm", "test")["wga"]
     assert len(wga["per_seed"]) == 2 and 0.0 <= wga["mean"] <= 1.0

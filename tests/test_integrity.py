@@ -15,7 +15,7 @@ import pytest
 from experiments import analyze, train
 from experiments.configs import synthetic as synthetic_config
 from hsfm_jax import features as features_lib
-from hsfm_jax import hsfm, synthetic
+from hsfm_jax import hsfm, locks, synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(num_train=400, val_per_group=20, test_per_group=20)
@@ -54,7 +54,9 @@ def test_a_failed_rerun_leaves_the_previous_run_whole(tmp_path):
     with pytest.raises(ValueError, match="erm diverged: row 'erm', seed 0 has non-finite"):
         train.run(small_config(tmp_path / "f", **EXPLODING_ERM), workdir)
     assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before
-    assert not list(tmp_path.glob(".run.*"))  # no partial directory, no lock left
+    # no partial directory, no lock held (the empty lock file stays, as flock locks want)
+    assert [p.name for p in tmp_path.glob(".run.*")] == [".run.lock"]
+    assert locks.is_held(workdir) is None
     for name in ("config.json", "results.json", "history.json"):
         assert _strict_json(workdir / name)["run_id"] == report["run_id"]
 
@@ -77,15 +79,28 @@ def test_analyze_refuses_files_of_two_runs(tmp_path):
 
 
 def test_a_second_run_in_the_same_workdir_is_refused(tmp_path):
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from hsfm_jax import locks\n"
+            "with locks.hold(sys.argv[1], 'workdir'):\n"
+            "    print('held', flush=True); time.sleep(60)",
+            str(tmp_path / "run"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        (tmp_path / ".run.lock").write_text(str(sleeper.pid))
-        with pytest.raises(ValueError, match=f"in use by another run \\(pid {sleeper.pid}"):
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match=f"in use by another run \\(host .*, pid {holder.pid}"):
             train.run(small_config(tmp_path / "f"), tmp_path / "run")
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    train.run(small_config(tmp_path / "f"), tmp_path / "run")  # the holder died: a stale lock
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    train.run(small_config(tmp_path / "f"), tmp_path / "run")  # the holder died: lock released
 
 
 def test_sigkill_mid_run_leaves_the_previous_set(tmp_path):
@@ -117,7 +132,7 @@ def test_sigkill_mid_run_leaves_the_previous_set(tmp_path):
     proc.wait()
     assert (workdir / "results.json").read_bytes() == before
     train.run(small_config(features_dir), workdir)  # stale lock and partial directory go
-    assert not list(tmp_path.glob(".run.*"))
+    assert [p.name for p in tmp_path.glob(".run.*")] == [".run.lock"]
 
 
 # NeuronTune, then HSFM long enough to be killed between two of its checkpoints.

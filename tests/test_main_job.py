@@ -15,6 +15,7 @@ def test_digit_dominoes_main_job(tmp_path):
     config.export.backbone_args = {"epochs": 2}
     config.num_seeds = 2
     config.hsfm.epochs = 3
+    config.hsfm.grid = "none"  # the configured rates alone: the run the reference recorded
     config.dfr.num_retrains = 2
     config.neurontune.epochs = 2
     report = train.run(config, tmp_path / "run")

@@ -117,9 +117,9 @@ def test_a_new_process_loads_the_program_without_tracing(tmp_path):
         [sys.executable, "-c", script, cache], cwd=ROOT, env=env, capture_output=True, text=True
     )
     runs = [run("off"), run("on")]
-    assert [p.name.endswith(".new.pkl") for p in (tmp_path / "programs").iterdir()] == [True]
+    assert [p.name.endswith(".new.pkl") for p in (tmp_path / "programs").glob("*.pkl")] == [True]
     runs += [run("on")]  # loads the new entry, runs it to completion, keeps it as checked
-    assert [p.name.endswith(".new.pkl") for p in (tmp_path / "programs").iterdir()] == [False]
+    assert [p.name.endswith(".new.pkl") for p in (tmp_path / "programs").glob("*.pkl")] == [False]
     runs += [run("on")]  # loads the checked entry
     assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
     assert runs[1].stdout.split() == ["[True,", "True,", "True]", "1"]  # traced and compiled once

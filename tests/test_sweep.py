@@ -278,6 +278,12 @@ def test_table_builder_on_a_fixture(tmp_path):
     assert lines[1].endswith(",wga,False,1") and lines[2].endswith(",wga,False,0")
     sweep_report.plot(report, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 1000
+    # the val selection metric is drawn (solid) and the chosen setting starred on it
+    (ax,) = sweep_report.figure(report).axes
+    solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    np.testing.assert_allclose(np.asarray(solid[0].get_ydata(), float), [80.0, 60.0, 30.0])
+    (star,) = ax.collections[-1:]
+    np.testing.assert_allclose(np.asarray(star.get_offsets(), float), [[0.1, 80.0]])
     # a diverged setting is marked and never selected, however good its numbers look
     records[1]["diverged"] = "hsfm diverged: seed 0, first non-finite at epoch 2"
     report = sweep_report.build_report(records, ["meta_lr"], num_groups=4)

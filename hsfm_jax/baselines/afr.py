@@ -313,6 +313,7 @@ def afr_single(
             common.chunk_keys(jax.random.key(0), steps, eval_every),  # full batch: unused
             head_of=raw,
             score_of=score_of,
+            loss_of=functools.partial(common.loss, split=select),
         )
         del out["state"]
         return out

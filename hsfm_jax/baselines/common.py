@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hsfm_jax import evaluate, heads, scaling
+from hsfm_jax import evaluate, heads, losses, scaling
 from hsfm_jax.features import FeatureSet, Split, SplitArrays, to_device
 
 # ----------------------------------------------------------------------------- selection
@@ -49,6 +49,12 @@ def score(
     ]
 
 
+def loss(head: heads.LinearHead, split: SplitArrays) -> jnp.ndarray:
+    """() the mean cross-entropy of `head` on `split` (the selection split's loss curve)."""
+    logits = heads.apply(head, split.features)
+    return jnp.mean(losses.per_example_cross_entropy(logits=logits, labels=split.labels))
+
+
 def take(tree, index: jnp.ndarray):
     """Entry `index` of every leaf's leading axis."""
     return jax.tree_util.tree_map(lambda x: x[index], tree)
@@ -69,6 +75,7 @@ def best_over_checkpoints(
     *,
     head_of: Callable,
     score_of: Callable,
+    loss_of: Callable | None = None,
 ) -> dict:
     """Runs ``state = advance(state, key)`` for each key, scoring the head after each call.
 
@@ -78,11 +85,12 @@ def best_over_checkpoints(
       keys: (K,) PRNG keys, one per chunk.
       head_of: state -> `LinearHead` to score.
       score_of: head -> () score, higher is better.
+      loss_of: optional head -> () loss, recorded for the training curves.
 
     Returns:
       dict with ``state`` (after the last chunk), ``head`` (the best-scoring checkpoint, the first
       one on ties, as ``np.argmax``), ``score`` (its score), ``checkpoint`` (its 1-based index) and
-      ``scores`` (K,) every checkpoint's score.
+      ``scores`` (K,) every checkpoint's score (and ``losses`` (K,) with `loss_of`).
     """
 
     def chunk(carry, key):
@@ -101,13 +109,16 @@ def best_over_checkpoints(
             jnp.where(better, index, best_index),
             index + 1,
         )
-        return carry, value
+        return carry, value if loss_of is None else (value, loss_of(head))
 
     head0 = head_of(state)
     minus_inf = jnp.full((), -jnp.inf, jax.eval_shape(score_of, head0).dtype)
     carry0 = (state, head0, minus_inf, jnp.asarray(0), jnp.asarray(1))
     (state, head, best, checkpoint, _), scores = jax.lax.scan(chunk, carry0, keys)
-    return dict(state=state, head=head, score=best, checkpoint=checkpoint, scores=scores)
+    out = dict(state=state, head=head, score=best, checkpoint=checkpoint)
+    if loss_of is None:
+        return dict(out, scores=scores)
+    return dict(out, scores=scores[0], losses=scores[1])
 
 
 def chunk_keys(key: jax.Array, steps: int, eval_every: int) -> jax.Array:

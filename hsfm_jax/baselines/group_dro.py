@@ -285,6 +285,7 @@ def fit(
             num_groups=num_groups,
             metric=metric,
         ),
+        loss_of=functools.partial(common.loss, split=select),
     )
     state = out.pop("state")
     return dict(out, final_head=raw(state), group_weights=jnp.exp(state.log_q))

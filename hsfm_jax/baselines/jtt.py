@@ -177,6 +177,7 @@ def jtt_single(
             jax.random.split(k_final, steps // every),
             head_of=raw,
             score_of=score_of,
+            loss_of=functools.partial(common.loss, split=select),
         )
         del out["state"]
         return out

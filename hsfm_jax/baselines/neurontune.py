@@ -281,7 +281,9 @@ def chunk_single(
     that the lambdas of a seed share their minibatch draws.
 
     Returns:
-      (state, {"metric_history": (chunk_epochs,), "sfit_history": (chunk_epochs,)}).
+      (state, {"metric_history": (chunk_epochs,), "sfit_history": (chunk_epochs,),
+      "loss_history": (chunk_epochs,)}), ``loss_history`` the class-balanced objective of the
+      epoch's head on the tune rows.
     """
     s = settings
     val_half = s.tune_split == "val_half"
@@ -289,6 +291,10 @@ def chunk_single(
     tune_y = inputs.val_labels if val_half else inputs.train_labels
     tune_weight = (~ide_member).astype(tune_x.dtype) if val_half else None
     keep = (~state.biased).astype(inputs.val_features.dtype)
+    # what the epoch's class-balanced minibatches estimate, for the training curves
+    loss_weight = erm._example_weight(
+        tune_y, s.num_classes, tune_x.dtype, sample_weight=tune_weight, class_balanced=True
+    )
     epoch_keys = jax.random.split(jax.random.wrap_key_data(train_key), s.epochs)
     score = functools.partial(
         _subset_metric, num_classes=s.num_classes, num_groups=s.num_groups, metric=s.metric
@@ -312,6 +318,7 @@ def chunk_single(
         )
         m = score(head, inputs.val_features, inputs.val_labels, inputs.val_groups, ide_member)
         f = sfit(_delta_of(head, inputs, ide_member))
+        loss = erm._objective(head, tune_x, tune_y, loss_weight, l2, feature_mask=keep)
         better_m, better_f = m > st.best_metric, f > st.best_sfit
         pick = lambda better, new, old: jax.tree_util.tree_map(
             lambda a, b: jnp.where(better, a, b), new, old
@@ -323,7 +330,7 @@ def chunk_single(
             head_sfit=pick(better_f, head, st.head_sfit),
             best_sfit=jnp.where(better_f, f, st.best_sfit),
         )
-        return st, {"metric_history": m, "sfit_history": f}
+        return st, {"metric_history": m, "sfit_history": f, "loss_history": loss}
 
     shapes = jax.eval_shape(run_one, state, jnp.asarray(0))[1]
     skip = lambda st, _: (st, jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes))
@@ -527,6 +534,7 @@ def run(
         status=lambda last: {f"val {metric}": f"{last['metric_history'].mean():.4f}"},
     )
     out = {**tune_results(done.state), **done.history}
+    out["thresholds"] = np.asarray(config.thresholds, data.dtype)
     rows_out = {
         "neurontune_wga": out["head_wga_selected"],
         "neurontune_sfit": out["head_sfit_selected"],

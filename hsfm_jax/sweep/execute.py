@@ -44,6 +44,7 @@ Workdir layout::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -66,7 +67,9 @@ from hsfm_jax import (
     hsfm,
     hsfm_method,
     inputs,
+    locks,
     methods,
+    ownership,
     results,
 )
 from hsfm_jax import features as features_lib
@@ -74,6 +77,7 @@ from hsfm_jax.baselines import erm
 from hsfm_jax.sweep import report as report_lib
 from hsfm_jax.sweep.plan import Program, Spec, apply, parse_spec, plan, setting_name
 
+SWEEP_KIND = "sweep"
 RECORD_FILE = "sweep_config.json"
 SETTINGS_DIR = "settings"
 CHECKPOINTS_DIR = "checkpoints"
@@ -303,7 +307,20 @@ def _setting_file(workdir: Path, index: int) -> Path:
     return workdir / SETTINGS_DIR / f"{index:03d}.json"
 
 
-def run(
+def run(config: ml_collections.ConfigDict, sweep: str | Spec, workdir: str | Path, **options):
+    """Runs (or resumes) a sweep (`_run`: arguments and result) with `workdir` locked.
+
+    The workdir must be missing, empty or a sweep workdir (`ownership`) apart from the features;
+    a second sweep on the same workdir is refused (`locks`; process 0 holds the lock).
+    """
+    ownership.check_ours(workdir, (SWEEP_KIND,), "sweep workdir")
+    ownership.check_apart(workdir, "sweep workdir", features_dir=config.features_dir)
+    primary = distributed.is_primary()
+    with locks.hold(workdir, "sweep workdir") if primary else contextlib.nullcontext():
+        return _run(config, sweep, workdir, **options)
+
+
+def _run(
     config: ml_collections.ConfigDict,
     sweep: str | Spec,
     workdir: str | Path,
@@ -350,8 +367,15 @@ def run(
         raise ValueError(
             "sweep: hsfm.selection_metric='sfit' is not supported (experiments.main is)"
         )
+    if config.hsfm.rate_units != "paper":
+        raise ValueError(
+            f"sweep: hsfm.rate_units={config.hsfm.rate_units!r} is not supported (experiments.main "
+            "is); a sweep runs its settings' rates as written (hsfm.grid does not apply either)"
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     primary = distributed.is_primary()
+    if primary and ownership.read(workdir) is None:
+        ownership.mark(workdir, SWEEP_KIND)
     checkpointing.check_record(
         workdir / RECORD_FILE,
         {

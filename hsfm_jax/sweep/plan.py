@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 import ml_collections
 
+from hsfm_jax import checks, hsfm, hsfm_method, methods
 from hsfm_jax import features as features_lib
-from hsfm_jax import hsfm, hsfm_method, methods
 
 SEEDS_NAME = "seeds"
 # Top-level config entries a sweep may not vary: they change the data, the seeds or the output.
@@ -103,8 +103,10 @@ def parse_spec(text: str, config: ml_collections.ConfigDict) -> Spec:
             raise ValueError(f"sweep: {name!r} is given twice")
         seen.add(name)
         if name == SEEDS_NAME:
-            if not values.isdigit() or int(values) < 1:
-                raise ValueError(f"sweep: seeds must be an integer >= 1, got {values!r}")
+            if not values.isdigit() or not 1 <= int(values) <= checks.MAX_SEEDS:
+                raise ValueError(
+                    f"sweep: seeds must be an integer in [1, {checks.MAX_SEEDS}], got {values!r}"
+                )
             num_seeds = int(values)
             continue
         path = config_path(name)

@@ -58,17 +58,29 @@ def build_report(records: Sequence[dict], names: Sequence[str], *, num_groups: i
 
 
 def plot(report: dict, path: str | Path) -> None:
-    """Test WGA (mean ± std over seeds) against each swept name, like the paper's Figs. 3-4.
+    """Writes `figure(report)` to `path` (PNG)."""
+    figure(report).savefig(path, dpi=120)
 
-    One panel per swept name; one line per combination of the other swept values.
+
+def figure(report: dict):
+    """The val selection metric (solid, what picks the setting) and the test metric (dashed),
+    mean ± std over seeds, against each swept name, like the paper's Figs. 3-4; the chosen
+    setting (best mean val selection metric) is starred.
+
+    One panel per swept name; one colour per combination of the other swept values.
     """
     # The object-oriented API renders with Agg and skips importing pyplot (seconds on a busy CPU).
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     names = report["names"] or ["setting"]
-    test = next(c for c in report["columns"] if c["split"] == "test")
-    key = f"test_{test['metric']}"
-    fig = Figure(figsize=(4.2 * len(names), 3.4))
+    metric = next((r["selection_metric"] for r in report["rows"]), "wga")
+    headers = {(c["split"], c["metric"]): c["header"] for c in report["columns"]}
+    val_key, test_key = f"val_{metric}", f"test_{metric}"
+    val_header = headers.get(("val", metric), val_key)
+    test_header = headers.get(("test", metric), test_key)
+    percent = lambda value: np.nan if value is None else 100 * value
+    fig = Figure(figsize=(4.6 * len(names), 3.8), layout="constrained")
     axes = fig.subplots(1, len(names), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         others = [n for n in report["names"] if n != name]
@@ -77,13 +89,56 @@ def plot(report: dict, path: str | Path) -> None:
         lines: dict[tuple, list[dict]] = {}
         for row in report["rows"]:
             lines.setdefault(tuple(row[n] for n in others), []).append(row)
+        handles = []
         for other_values, rows in lines.items():
             xs = [row.get(name, row["index"]) for row in rows]
             xs = xs if numeric else [values.index(x) for x in xs]
-            means = [np.nan if r[f"{key}_mean"] is None else 100 * r[f"{key}_mean"] for r in rows]
-            stds = [100 * (r[f"{key}_std"] or 0.0) for r in rows]
-            label = ", ".join(f"{n}={v}" for n, v in zip(others, other_values, strict=True)) or None
-            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+            label = ", ".join(f"{n}={v}" for n, v in zip(others, other_values, strict=True))
+            val = ax.errorbar(
+                xs,
+                [percent(r[f"{val_key}_mean"]) for r in rows],
+                yerr=[100 * (r[f"{val_key}_std"] or 0.0) for r in rows],
+                marker="o",
+                capsize=3,
+            )
+            colour = val.lines[0].get_color()
+            ax.errorbar(
+                xs,
+                [percent(r[f"{test_key}_mean"]) for r in rows],
+                yerr=[100 * (r[f"{test_key}_std"] or 0.0) for r in rows],
+                marker=".",
+                ls="--",
+                capsize=2,
+                color=colour,
+                alpha=0.6,
+            )
+            if label:
+                handles.append(Line2D([], [], color=colour, marker="o", label=label))
+            for x, row in zip(xs, rows, strict=True):
+                if row["index"] == report.get("selected"):
+                    ax.scatter(
+                        [x],
+                        [percent(row[f"{val_key}_mean"])],
+                        marker="*",
+                        s=220,
+                        color="gold",
+                        edgecolor="k",
+                        zorder=5,
+                    )
+        handles += [
+            Line2D([], [], color="k", marker="o", label=f"{val_header} (selects)"),
+            Line2D([], [], color="k", marker=".", ls="--", alpha=0.6, label=test_header),
+            Line2D(
+                [],
+                [],
+                color="gold",
+                marker="*",
+                markeredgecolor="k",
+                ms=12,
+                ls="",
+                label="chosen setting",
+            ),
+        ]
         spread = numeric and min(values) > 0 and max(values) / min(values)
         if spread and (
             spread >= 100 or (spread >= 10 and any(isinstance(v, float) for v in values))
@@ -92,13 +147,12 @@ def plot(report: dict, path: str | Path) -> None:
             ax.minorticks_off()
         ax.set_xticks(values if numeric else range(len(values)), [str(v) for v in values])
         ax.set_xlabel(name)
-        ax.set_ylabel(f"{test['header']} (%)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{val_header} vs {name}", fontsize=9)
         ax.grid(alpha=0.3)
-        if len(lines) > 1:
-            ax.legend(fontsize=7)
+        ax.legend(handles=handles, fontsize=7)
     fig.suptitle(f"{report.get('dataset', '')} sweep: mean ± std over seeds", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    return fig
 
 
 def write_outputs(report: dict, workdir: str | Path) -> None:
