@@ -82,11 +82,12 @@ def main(argv=None) -> None:
         on_device = split.to_arrays(jnp.float32)
         timings = {}
         for mode, settings in modes.items():
+            recipe, rates = erm.Recipe(num_classes=2, **settings), erm.Rates()
             fit = functools.partial(
-                erm.fit, on_device.features, on_device.labels, key, num_classes=2, **settings
+                erm.fit, on_device.features, on_device.labels, key, recipe, rates
             )
-            streamed = functools.partial(erm.fit_stream, split, key, num_classes=2, **settings)
-            prefetched = functools.partial(streamed, prefetch_depth=2)
+            streamed = functools.partial(erm.fit_stream, split, key, recipe, rates)
+            prefetched = functools.partial(streamed, reading=erm.Reading(prefetch_depth=2))
             timings[f"{mode}/in_memory"] = _seconds(fit, args.repeats)
             timings[f"{mode}/stream"] = _seconds(streamed, args.repeats)
             timings[f"{mode}/stream_prefetch_2"] = _seconds(prefetched, args.repeats)

@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,22 @@ class ProgramCheckpoints:
 
     def close(self) -> None:
         self._manager.close()
+
+
+@contextlib.contextmanager
+def reading(directory: str | os.PathLike) -> Iterator[None]:
+    """Turns whatever orbax raises on checkpoint files it cannot parse into one ValueError that
+    names `directory` (a layout of another version stays a `LayoutMismatch`)."""
+    try:
+        yield
+    except LayoutMismatch:
+        raise
+    except Exception as e:  # noqa: BLE001  (orbax's errors on damaged files vary)
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"checkpoint {directory} cannot be read ({type(e).__name__}: {first}); remove it to "
+            "run this program from its start"
+        ) from None
 
 
 def restore_latest(

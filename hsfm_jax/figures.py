@@ -126,7 +126,8 @@ def results_figure(report: dict):
         vmax=100,
         aspect="auto",
     )
-    for i in range(matrix.shape[0]):
+    annotate = matrix.size <= 400  # the numbers stay readable; the colours show the rest
+    for i in range(matrix.shape[0] if annotate else 0):
         for j in range(matrix.shape[1]):
             if np.isfinite(matrix[i, j]):
                 dark = matrix[i, j] < np.nanmean(matrix)
@@ -140,7 +141,8 @@ def results_figure(report: dict):
                     color="white" if dark else "black",
                 )
     right.set_yticks(np.arange(len(rows)), rows, fontsize=8)
-    right.set_xticks(np.arange(len(names)), names, fontsize=7, rotation=30, ha="right")
+    if len(names) <= 40:
+        right.set_xticks(np.arange(len(names)), names, fontsize=7, rotation=30, ha="right")
     right.set_xlabel(segments)
     right.set_title(f"test accuracy per {segments} (%), seed mean", fontsize=10)
     fig.colorbar(image, ax=right, label="accuracy (%)", fraction=0.05)
@@ -156,8 +158,11 @@ def _band(ax, values: np.ndarray, label: str, **kw) -> None:
     ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
 
 
-def curves_figure(history: Mapping[str, np.ndarray], group_names=(), title: str = ""):
-    """HSFM's per-epoch history (history.json's "history", arrays (S, E, ...)) as four panels."""
+def curves_figure(
+    history: Mapping[str, np.ndarray], group_names=(), title: str = "", best_epochs=()
+):
+    """HSFM's per-epoch history (history.json's "history", arrays (S, E, ...)) as four panels;
+    `best_epochs` (per seed, 1-based: the epochs val selection chose) are marked."""
     h = {k: np.asarray(v, np.float64) for k, v in history.items()}
     fig = _figure(10, 6.4)
     axes = fig.subplots(2, 2)
@@ -169,6 +174,9 @@ def curves_figure(history: Mapping[str, np.ndarray], group_names=(), title: str 
             _band(ax, 100 * h[f"{split}_{metric}"], f"{split} {name}", ls=style, color=_WORST)
         if f"{split}_mean_acc" in h:
             _band(ax, 100 * h[f"{split}_mean_acc"], f"{split} mean acc", ls=style, color=_MEAN)
+    for i, epoch in enumerate(sorted(set(int(e) for e in best_epochs))):
+        label = "epoch chosen by val (a seed)" if i == 0 else None
+        ax.axvline(epoch, color="grey", ls=":", lw=1, label=label)
     ax.set(title="accuracy of each epoch's head", xlabel="epoch", ylabel="accuracy (%)")
     ax.legend(fontsize=7)
     ax = axes[0, 1]

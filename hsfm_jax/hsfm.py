@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from hsfm_jax import evaluate, hard_set, heads, losses, meta, optim, program_cache, spuriousness
+from hsfm_jax import evaluate, hard_set, heads, losses, meta, optim, program_cache, selection
 from hsfm_jax.features import SplitArrays
 
 
@@ -266,9 +266,12 @@ def epoch(state: State, data: Data, rates: Rates, *, settings: Settings) -> tupl
     else:
         val_metrics = _metrics(heads.apply(head, data.select.features), data.select, s, data)
     if s.selection_metric == "sfit":  # reads features, not only predictions
-        split = data.selection_split
-        score = spuriousness.sfit_score(
-            head, split.features, split.labels, num_classes=s.num_classes
+        score = selection.score(
+            head,
+            data.selection_split,
+            num_classes=s.num_classes,
+            num_groups=s.num_groups,
+            metric="sfit",
         )
     else:
         score = val_metrics[s.selection_metric]

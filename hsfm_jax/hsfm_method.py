@@ -228,11 +228,9 @@ def initial_head(
     if config.init_head == "backbone":
         return heads.from_numpy(data.head_weight, data.head_bias, dtype or data.dtype)
     if erm_heads is None and train is None:
-        erm_heads = erm.fit_heads_split(
-            data.train, config.erm, keys, num_classes=data.num_classes, dtype=dtype or data.dtype
-        )
+        erm_heads = erm.fit_heads_split(data.train, config.erm, data, keys)
     elif erm_heads is None:
-        erm_heads = erm.fit_heads(train, config.erm, keys, num_classes=data.num_classes)
+        erm_heads = erm.fit_heads(train, *erm.from_config(config.erm, data), keys)
     return jax.tree_util.tree_map(lambda x: x[0], erm_heads)
 
 

@@ -150,7 +150,8 @@ def write_html(workdir: str | Path) -> Path:
         parts.append(_markdown_html((workdir / "results.md").read_text()))
     history = _history(workdir)
     if history is not None:
-        fig = figures.curves_figure(history, report.get("group_names") or ())
+        best = report["methods"].get("hsfm", {}).get("best_epoch", ())
+        fig = figures.curves_figure(history, report.get("group_names") or (), best_epochs=best)
         parts.append("<figure><figcaption>HSFM per epoch (history.json)</figcaption>")
         parts.append(_png_inline(figures.png_bytes(fig), "HSFM curves") + "</figure>")
     analysis = workdir / "analysis"

@@ -214,3 +214,11 @@ def sweep_csv(report: dict) -> str:
     for row in report["rows"]:
         writer.writerow({**row, "selected": int(row["index"] == report["selected"])})
     return buffer.getvalue()
+
+
+def report_table(report: dict) -> str:
+    """The method table of a run's results.json content: the first table of its results.md."""
+    _, test_columns = _run_columns(report)
+    return method_table(
+        report["methods"], num_groups=len(report["group_names"]), extra_columns=test_columns
+    )

@@ -122,9 +122,8 @@ def test_pipeline_matches_numpy():
         jnp.asarray(z[erm_rows], jnp.float32),
         jnp.asarray(data.train.labels[erm_rows]),
         jax.random.key(0),
-        num_classes=2,
-        learning_rate=1e-2,
-        steps=50,
+        erm.Recipe(num_classes=2, steps=50),
+        erm.Rates(learning_rate=1e-2),
     )
     folded = scaling.fold_scaler(
         erm_head, jnp.asarray(mean, jnp.float32), jnp.asarray(scale, jnp.float32)
@@ -169,9 +168,8 @@ def test_beats_erm_on_synthetic():
 
     train, test = data.train.to_arrays(), data.test.to_arrays()
     wga = lambda h: evaluate.evaluate_head(h, test, num_classes=c, num_groups=4)["wga"]
-    erm_head = erm.fit(
-        train.features, train.labels, keys[0], num_classes=c, learning_rate=1e-2, steps=500
-    )
+    recipe, rates = erm.Recipe(num_classes=c, steps=500), erm.Rates(learning_rate=1e-2)
+    erm_head = erm.fit(train.features, train.labels, keys[0], recipe, rates)
     erm_wga = float(wga(erm_head))
     afr_wga = np.asarray(jax.vmap(wga)(rows["afr"]))
     assert np.mean(afr_wga) >= erm_wga + 0.05 and np.min(afr_wga) >= erm_wga, (afr_wga, erm_wga)
@@ -224,10 +222,10 @@ def test_check_names_the_field(field, value, message):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("optimizer", "x", r"afr\.erm\.optimizer must be one of"),
-        ("learning_rate", 0.0, r"afr\.erm\.learning_rate must be > 0 and finite, got 0\.0"),
-        ("epochs", -2, r"afr\.erm\.epochs must be an integer >= 0, got -2"),
-        ("class_balanced", "no", r"afr\.erm\.class_balanced must be True or False"),
+        ("optimizer", "x", r"erm\.optimizer must be one of"),
+        ("learning_rate", 0.0, r"erm\.learning_rate must be > 0 and finite, got 0\.0"),
+        ("epochs", -2, r"erm\.epochs must be an integer >= 0, got -2"),
+        ("class_balanced", "no", r"erm\.class_balanced must be True or False"),
     ],
 )
 def test_check_names_erm_fields(field, value, message):
@@ -241,8 +239,8 @@ def test_check_names_erm_fields(field, value, message):
 def test_erm_recipe_epochs():
     """``erm.epochs`` overrides ``erm.steps`` as the experiment's ERM row does."""
     config = afr.default_config()
-    assert afr.erm_steps(config, 1600) == 1000
+    assert erm.num_steps(config.erm, 1600) == 1000
     config.erm.update(epochs=3, batch_size=128)
-    assert afr.erm_steps(config, 1600) == 3 * 13
+    assert erm.num_steps(config.erm, 1600) == 3 * 13
     config.erm.batch_size = 0
-    assert afr.erm_steps(config, 1600) == 3
+    assert erm.num_steps(config.erm, 1600) == 3

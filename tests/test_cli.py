@@ -144,7 +144,7 @@ def test_compiled_programs_are_cached_across_runs(tmp_path):
     entries = listing()
     assert len(entries) >= 3  # ERM, HSFM, the evaluator at least
     # whole executables too (hsfm_jax.program_cache), so a rerun neither traces nor lowers them
-    assert {"fit_seeds", "run_chunk_seeds", "_evaluate_seeds"} <= {
+    assert {"fit_seeds", "run_chunk_runs", "_evaluate_seeds"} <= {  # HSFM: its rate grid
         p.name.split("-")[0] for p in (cache / "programs").glob("*.new.pkl")
     }
     second = _main(*args, f"--workdir={tmp_path / 'run2'}")

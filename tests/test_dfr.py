@@ -106,9 +106,8 @@ def test_dfr_end_to_end_beats_erm_on_synthetic():
         chex.assert_shape([head.weight, head.bias], [(2, 2, d), (2, 2)])
 
     train, test = data.train.to_arrays(), data.test.to_arrays()
-    erm_head = erm.fit(
-        train.features, train.labels, keys[0], num_classes=2, learning_rate=1e-2, steps=500
-    )
+    recipe, rates = erm.Recipe(num_classes=2, steps=500), erm.Rates(learning_rate=1e-2)
+    erm_head = erm.fit(train.features, train.labels, keys[0], recipe, rates)
     wga = lambda h: evaluate.evaluate_head(h, test, num_classes=2, num_groups=4)["wga"]
     erm_wga = float(wga(erm_head))
     dfr_wga = np.asarray(jax.vmap(wga)(rows["dfr"]))

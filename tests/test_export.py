@@ -70,8 +70,9 @@ def test_round_trip(dataset, backbone, reference, tmp_path):
     np.testing.assert_allclose(reference.val.features, direct, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(reference.head_weight, backbone.head[0])
     np.testing.assert_array_equal(reference.head_bias, backbone.head[1])
-    # Nothing but the format's files is left behind.
+    # Nothing but the format's files (and the marker saying hsfm_jax made them) is left behind.
     assert sorted(p.name for p in reference.path.iterdir()) == [
+        ".hsfm_jax.json",
         "head.npz",
         "meta.json",
         "test",

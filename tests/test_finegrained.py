@@ -19,7 +19,7 @@ import pytest
 from experiments import train
 from experiments.configs import common, finegrained
 from hsfm_jax import features as features_lib
-from hsfm_jax import hsfm, synthetic
+from hsfm_jax import synthetic
 from hsfm_jax.baselines import erm as erm_lib
 
 CONFIGS = {
@@ -138,11 +138,13 @@ def test_erm_epochs_sets_the_number_of_steps():
     x = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
     y = jnp.asarray(rng.integers(0, 3, size=n), jnp.int32)
     split = features_lib.SplitArrays(features=x, labels=y, groups=jnp.full((n,), -1, jnp.int32))
-    data = hsfm.Data(train=split, val=split, test=split, train_group_counts=jnp.zeros((0,)))
+    host = (np.asarray(x), np.asarray(y))
+    data = features_lib.from_arrays(train=host, val=host, test=host)
     keys = jax.random.split(jax.random.key(0), 2)
 
     def heads_with(**erm):
-        return erm_lib.fit_heads(data.train, common.erm_config(**erm), keys, num_classes=3)
+        recipe, rates = erm_lib.from_config(common.erm_config(**erm), data)
+        return erm_lib.fit_heads(split, recipe, rates, keys)
 
     # 3 epochs of ceil(100 / 32) = 4 minibatches; full batch: one step per epoch.
     by_epochs = heads_with(epochs=3, batch_size=32, steps=1)

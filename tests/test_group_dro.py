@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hsfm_jax import evaluate, features, heads, optim, synthetic
-from hsfm_jax.baselines import erm, group_dro
+from hsfm_jax.baselines import common, erm, group_dro
 
 
 def _feature_set(**kwargs) -> features.FeatureSet:
@@ -64,18 +64,23 @@ def test_steps_match_numpy():
     tx = optim.make("sgd", settings["lr"])
     step = jax.jit(
         group_dro.make_step(
-            jnp.asarray(x, jnp.float32),
-            jnp.asarray(y),
-            jnp.asarray(g),
+            common.Inputs(
+                jnp.asarray(x, jnp.float32), jnp.asarray(y), jnp.asarray(g), None, None, None
+            ),
             jnp.asarray(counts, jnp.float32),
-            step_size=settings["eta"],
-            l2=settings["l2"],
-            adjustment=settings["c_adj"],
-            tx=tx,
-            num_groups=num_groups,
-            batch_size=0,
-            group_balanced=True,
-            l2_bias=True,
+            group_dro.Point(settings["eta"], settings["l2"], settings["c_adj"]),
+            tx,
+            settings=group_dro.Settings(
+                num_classes=num_classes,
+                num_groups=num_groups,
+                metric="wga",
+                optimizer="sgd",
+                steps=3,
+                batch_size=0,
+                group_balanced=True,
+                l2_bias=True,
+                eval_every=0,
+            ),
         )
     )
     state = group_dro.initial_state(num_classes, d, jnp.asarray(counts), tx)
@@ -106,9 +111,8 @@ def test_beats_erm_on_synthetic():
 
     train, test = data.train.to_arrays(), data.test.to_arrays()
     wga = lambda h: evaluate.evaluate_head(h, test, num_classes=c, num_groups=4)["wga"]
-    erm_head = erm.fit(
-        train.features, train.labels, keys[0], num_classes=c, learning_rate=1e-2, steps=1000
-    )
+    recipe, rates = erm.Recipe(num_classes=c, steps=1000), erm.Rates(learning_rate=1e-2)
+    erm_head = erm.fit(train.features, train.labels, keys[0], recipe, rates)
     erm_wga = float(wga(erm_head))
     dro_wga = np.asarray(jax.vmap(wga)(rows["group_dro"]))
     assert np.all(dro_wga >= erm_wga + 0.05), (dro_wga, erm_wga)

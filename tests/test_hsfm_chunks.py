@@ -29,9 +29,8 @@ def problem(small_features_dir):
         arrays.train.features,
         arrays.train.labels,
         jax.random.key(0),
-        num_classes=2,
-        steps=200,
-        learning_rate=1e-2,
+        erm.Recipe(num_classes=2, steps=200),
+        erm.Rates(learning_rate=1e-2),
     )
     rates = hsfm.make_rates(inner_lr=1e-2, meta_lr=1e-1)
     keys = jax.random.split(jax.random.key(1), 3)

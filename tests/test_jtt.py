@@ -113,9 +113,8 @@ def test_beats_erm_on_synthetic():
 
     train, test = data.train.to_arrays(), data.test.to_arrays()
     wga = lambda h: evaluate.evaluate_head(h, test, num_classes=c, num_groups=4)["wga"]
-    erm_head = erm.fit(
-        train.features, train.labels, keys[0], num_classes=c, learning_rate=1e-2, steps=1000
-    )
+    recipe, rates = erm.Recipe(num_classes=c, steps=1000), erm.Rates(learning_rate=1e-2)
+    erm_head = erm.fit(train.features, train.labels, keys[0], recipe, rates)
     erm_wga = float(wga(erm_head))
     jtt_wga = np.asarray(jax.vmap(wga)(rows["jtt"]))
     assert np.all(jtt_wga >= erm_wga + 0.05), (jtt_wga, erm_wga)

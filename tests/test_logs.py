@@ -41,6 +41,8 @@ def test_a_synthetic_run_logs_one_line_per_method_and_none_per_program(tmp_path)
             if re.search(rf"\] {name}: \d+ row\(s\) in [\d.]+ s( \(resolved .*\))?$", line)
         ]
         assert len(timed) == 1, proc.stderr
-    # the cache directory, the features written, one line per method, the results' place
-    assert len(lines) <= len(METHODS) + 3, proc.stderr
+    # A handful of lines whatever the number of programs compiled (dozens here): the cache
+    # directory, the features written, a line per method, the results' place, and the methods'
+    # own notes (HSFM's feature scale).
+    assert len(lines) <= 10, proc.stderr
     assert list((tmp_path / "cache" / "programs").glob("*.pkl"))

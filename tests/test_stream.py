@@ -59,20 +59,13 @@ def _fit_and_fit_stream(split, key, settings, **stream_only):
     """(erm.fit_stream's head, erm.fit's head) with the same settings (`prefetch_depth` and
     `stream_only` go to fit_stream alone)."""
     settings = dict(settings)
-    depth = settings.pop("prefetch_depth", 0)
+    reading = erm.Reading(prefetch_depth=settings.pop("prefetch_depth", 0), **stream_only)
+    rates = erm.Rates(learning_rate=1e-2, l2=settings.pop("l2", 0.0))
+    arrays_only = {k: settings.pop(k) for k in ("sample_weight", "feature_mask") if k in settings}
+    recipe = erm.Recipe(num_classes=3, **settings)
     arrays = split.to_arrays(jnp.float32)
-    expected = erm.fit(
-        arrays.features, arrays.labels, key, num_classes=3, learning_rate=1e-2, **settings
-    )
-    got = erm.fit_stream(
-        split,
-        key,
-        num_classes=3,
-        learning_rate=1e-2,
-        prefetch_depth=depth,
-        **stream_only,
-        **settings,
-    )
+    expected = erm.fit(arrays.features, arrays.labels, key, recipe, rates, **arrays_only)
+    got = erm.fit_stream(split, key, recipe, rates, reading=reading, **arrays_only)
     return got, expected
 
 

@@ -29,6 +29,7 @@ the split is a plain random permutation, not class-stratified.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,22 +37,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from hsfm_jax import checks, epoch_loop, heads, losses, optim, program_cache, scaling
+from hsfm_jax import checks, epoch_loop, heads, losses, optim, program_cache, scaling, selection
 from hsfm_jax.baselines import common, erm
 from hsfm_jax.contract import MethodResult
-from hsfm_jax.features import FeatureSet, SplitArrays, to_device
+from hsfm_jax.features import FeatureSet, to_device
 
 NAME = "afr"
 CLASS_BALANCE = ("count", "sum", "none")
-_ERM_FIELDS = (
-    "optimizer",
-    "learning_rate",
-    "steps",
-    "epochs",
-    "l2",
-    "batch_size",
-    "class_balanced",
-)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -74,19 +66,9 @@ def default_config() -> ml_collections.ConfigDict:
     # backbones of any feature scale (the released code retrains on raw ResNet-50 embeddings).
     config.standardize = True
     config.selection_metric = "auto"  # WGA with groups, else mean acc (label-free: worst-class)
-    # The ERM stage: the fields of experiments/configs/common.erm_config, which the experiment
-    # runner puts here so AFR's theta_ERM is the ERM row's recipe (on D_ERM).
-    config.erm = ml_collections.ConfigDict(
-        dict(
-            optimizer="adam",
-            learning_rate=1e-3,
-            steps=1000,
-            epochs=0,  # > 0: steps = epochs * ceil(|D_ERM| / batch_size) (1 per epoch full batch)
-            l2=0.0,
-            batch_size=0,
-            class_balanced=False,
-        )
-    )
+    # The ERM stage: the experiment's ERM recipe, which `methods.method_config` puts here, so
+    # AFR's theta_ERM is the ERM row's recipe (on D_ERM; ``epochs`` count |D_ERM|).
+    config.erm = erm.default_config()
     return config
 
 
@@ -107,15 +89,8 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     checks.check_eval_every(NAME, config, "steps")
     checks.check_bool(NAME, config, "standardize")
     if not isinstance(config.get("erm"), ml_collections.ConfigDict):
-        raise ValueError(f"{NAME}.erm must be a ConfigDict with fields {_ERM_FIELDS}")
-    sub = f"{NAME}.erm"
-    checks.check_choice(sub, config.erm, "optimizer", optim.OPTIMIZERS)
-    checks.check_value(sub, config.erm, "learning_rate", "positive")
-    checks.check_value(sub, config.erm, "steps", "positive_int")
-    checks.check_value(sub, config.erm, "epochs", "non_negative_int")
-    checks.check_value(sub, config.erm, "l2", "non_negative")
-    checks.check_value(sub, config.erm, "batch_size", "non_negative_int")
-    checks.check_bool(sub, config.erm, "class_balanced")
+        raise ValueError(f"{NAME}.erm must be a ConfigDict (the ERM recipe, `erm.default_config`)")
+    erm.check(config.erm, data)
     n_erm, n_rw = split_sizes(data.train.num_examples, config.erm_fraction)
     if min(n_erm, n_rw) < data.num_classes:
         raise ValueError(
@@ -130,14 +105,6 @@ def split_sizes(num_train: int, erm_fraction: float) -> tuple[int, int]:
     """(|D_ERM|, |D_RW|) for `num_train` examples."""
     n_erm = int(round(erm_fraction * num_train))
     return n_erm, num_train - n_erm
-
-
-def erm_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:
-    """The ERM stage's step count (``epochs`` overrides ``steps``, as the experiment's ERM)."""
-    c = config.erm
-    if c.epochs > 0:
-        return c.epochs * (-(-num_examples // c.batch_size) if c.batch_size else 1)
-    return int(c.steps)
 
 
 # ----------------------------------------------------------------------------- weights, loss
@@ -221,41 +188,74 @@ def make_optimizer(optimizer: str, learning_rate, grad_clip: float) -> optax.Gra
 # ----------------------------------------------------------------------------- runs
 
 
-def afr_single(
-    key: jax.Array,
-    features: jnp.ndarray,
-    labels: jnp.ndarray,
-    select: SplitArrays,
-    mean: jnp.ndarray,
-    scale: jnp.ndarray,
-    gamma_grid: jnp.ndarray,
-    reg_grid: jnp.ndarray,
-    learning_rate: jnp.ndarray,
-    erm_learning_rate: jnp.ndarray,
-    erm_l2: jnp.ndarray,
-    *,
-    num_erm: int,
-    num_classes: int,
-    num_groups: int,
-    metric: str,
-    class_balance: str,
-    optimizer: str,
-    steps: int,
-    grad_clip: float,
-    eval_every: int,
-    erm_optimizer: str,
-    erm_steps: int,
-    erm_batch_size: int,
-    erm_class_balanced: bool,
-) -> dict:
+class Settings(NamedTuple):
+    """Static settings of an AFR run (changing one compiles a new program).
+
+    Attributes:
+      num_erm: |D_ERM|; num_classes, num_groups: of the data; metric: the selection metric.
+      class_balance: of `afr_weights`; optimizer, steps, grad_clip, eval_every: the retraining.
+      erm: the ERM stage's `erm.Recipe` (the experiment's ERM recipe, on D_ERM).
+    """
+
+    num_erm: int
+    num_classes: int
+    num_groups: int
+    metric: str
+    class_balance: str
+    optimizer: str
+    steps: int
+    grad_clip: float
+    eval_every: int
+    erm: erm.Recipe
+
+
+class Grid(NamedTuple):
+    """The traced values of an AFR run (a pytree).
+
+    Attributes:
+      gamma: (Γ,) temperatures; reg: (L,) lambdas; learning_rate: () the retraining step size;
+      erm: the ERM stage's `erm.Rates`.
+    """
+
+    gamma: jnp.ndarray
+    reg: jnp.ndarray
+    learning_rate: jnp.ndarray
+    erm: erm.Rates
+
+
+def from_config(config: ml_collections.ConfigDict, data: FeatureSet) -> tuple[Settings, Grid]:
+    """The `Settings` and `Grid` (on the device, in the data's dtype) of a checked AFR config."""
+    num_erm, _ = split_sizes(data.train.num_examples, config.erm_fraction)
+    recipe, erm_rates = erm.from_config(config.erm, data, num_train=num_erm)
+    settings = Settings(
+        num_erm=num_erm,
+        num_classes=data.num_classes,
+        num_groups=data.num_groups,
+        metric=config.selection_metric,
+        class_balance=config.class_balance,
+        optimizer=config.optimizer,
+        steps=int(config.steps),
+        grad_clip=float(config.grad_clip),
+        eval_every=int(config.eval_every),
+        erm=recipe,
+    )
+    on_device = lambda values: to_device(values, data.dtype)
+    grid = Grid(
+        gamma=on_device(config.gamma_grid),
+        reg=on_device(config.reg_grid),
+        learning_rate=on_device(config.learning_rate),
+        erm=erm.Rates(*map(on_device, erm_rates)),
+    )
+    return settings, grid
+
+
+def afr_single(key: jax.Array, inputs: common.Inputs, grid: Grid, *, settings: Settings) -> dict:
     """AFR for one seed over the whole (gamma x lambda) grid.
 
     Args:
       key: PRNG key (the D_ERM / D_RW split and the ERM stage's minibatches).
-      features: (N, d) train features (standardized when the run standardizes); labels (N,).
-      select: the selection split on raw features; mean, scale: (d,) the scaler to fold.
-      gamma_grid: (Γ,); reg_grid: (L,); learning_rate: () the retraining step size.
-      erm_learning_rate, erm_l2: () the ERM stage's settings; num_erm: |D_ERM| (static).
+      inputs: train (standardized when the run standardizes), the selection split and the
+        scaler to fold (`common.Inputs`).
 
     Returns:
       dict with ``erm_head`` (C, d) raw-feature theta_ERM, ``reweight_rows`` (N - num_erm,) the
@@ -263,39 +263,34 @@ def afr_single(
       slowest) ``head`` (P, C, d) best checkpoint on raw features, ``score`` (P,),
       ``checkpoint`` (P,), ``scores`` (P, K).
     """
+    s = settings
+    features, labels, mean, scale = inputs.features, inputs.labels, inputs.mean, inputs.scale
+    num_classes = s.num_classes
     k_split, k_erm = jax.random.split(key)
     order = jax.random.permutation(k_split, features.shape[0])
-    erm_rows, rw_rows = order[:num_erm], order[num_erm:]
+    erm_rows, rw_rows = order[: s.num_erm], order[s.num_erm :]
     # D_ERM as 0/1 example weights over all of train rather than a gathered copy: the seeds'
     # ERM heads then share one (N, d) operand, so each step reads the features once for all
     # seeds instead of once per seed (the stage is memory-bound: C is small).
     in_erm = jnp.zeros((features.shape[0],), features.dtype).at[erm_rows].set(1.0)
-    erm_head = erm.fit(
-        features,
-        labels,
-        k_erm,
-        sample_weight=in_erm,
-        num_classes=num_classes,
-        optimizer=erm_optimizer,
-        learning_rate=erm_learning_rate,
-        steps=erm_steps,
-        l2=erm_l2,
-        batch_size=erm_batch_size,
-        class_balanced=erm_class_balanced,
-    )
+    erm_head = erm.fit(features, labels, k_erm, s.erm, grid.erm, sample_weight=in_erm)
     x, y = features[rw_rows], labels[rw_rows]
     erm_logits = heads.apply(erm_head, x)
     weights = jax.vmap(
         lambda g: afr_weights(
-            erm_logits, y, g, num_classes=num_classes, class_balance=class_balance
+            erm_logits, y, g, num_classes=num_classes, class_balance=s.class_balance
         )
-    )(gamma_grid)  # (Γ, N_rw)
+    )(grid.gamma)  # (Γ, N_rw)
 
-    tx = make_optimizer(optimizer, learning_rate, grad_clip)
+    tx = make_optimizer(s.optimizer, grid.learning_rate, s.grad_clip)
     onehot_t = losses.onehot_columns(y, num_classes, x.dtype)  # (C, N_rw)
     raw = lambda state: scaling.fold_scaler(state[0], mean, scale)
     score_of = functools.partial(
-        common.score, split=select, num_classes=num_classes, num_groups=num_groups, metric=metric
+        selection.score,
+        split=inputs.select,
+        num_classes=num_classes,
+        num_groups=s.num_groups,
+        metric=s.metric,
     )
 
     def retrain(w, reg):
@@ -310,16 +305,16 @@ def afr_single(
         out = common.best_over_checkpoints(
             advance,
             (erm_head, tx.init(erm_head)),
-            common.chunk_keys(jax.random.key(0), steps, eval_every),  # full batch: unused
+            common.chunk_keys(jax.random.key(0), s.steps, s.eval_every),  # full batch: unused
             head_of=raw,
             score_of=score_of,
-            loss_of=functools.partial(common.loss, split=select),
+            loss_of=functools.partial(common.loss, split=inputs.select),
         )
         del out["state"]
         return out
 
     over_reg = jax.vmap(retrain, in_axes=(None, 0))
-    out = jax.vmap(over_reg, in_axes=(0, None))(weights, reg_grid)  # (Γ, L, ...)
+    out = jax.vmap(over_reg, in_axes=(0, None))(weights, grid.reg)  # (Γ, L, ...)
     out = jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
     out["erm_head"] = scaling.fold_scaler(erm_head, mean, scale)
     out["reweight_rows"] = rw_rows
@@ -327,58 +322,16 @@ def afr_single(
     return out
 
 
-_STATIC = (
-    "num_erm",
-    "num_classes",
-    "num_groups",
-    "metric",
-    "class_balance",
-    "optimizer",
-    "steps",
-    "grad_clip",
-    "eval_every",
-    "erm_optimizer",
-    "erm_steps",
-    "erm_batch_size",
-    "erm_class_balanced",
-)
-
-
-@program_cache.jit(static_argnames=_STATIC)
-def run_grid(
-    keys: jax.Array,
-    features: jnp.ndarray,
-    labels: jnp.ndarray,
-    select: SplitArrays,
-    mean: jnp.ndarray,
-    scale: jnp.ndarray,
-    gamma_grid: jnp.ndarray,
-    reg_grid: jnp.ndarray,
-    learning_rate: jnp.ndarray,
-    erm_learning_rate: jnp.ndarray,
-    erm_l2: jnp.ndarray,
-    **static,
-) -> dict:
-    """`afr_single` vmapped over seeds (S,), then the best grid point per seed.
+@program_cache.jit(static_argnames=("settings",))
+def run_grid(keys: jax.Array, inputs: common.Inputs, grid: Grid, *, settings: Settings) -> dict:
+    """`afr_single` vmapped over seeds (S,), then the best grid point per seed; `inputs` on raw
+    features (standardized here, in the program).
 
     Returns the dict of `afr_single` with a leading (S,) axis, plus ``selected_head``
     (S, C, d) and ``selected`` (S,) the chosen grid index.
     """
-    standardized = (features - mean) / scale
-    single = lambda k: afr_single(
-        k,
-        standardized,
-        labels,
-        select,
-        mean,
-        scale,
-        gamma_grid,
-        reg_grid,
-        learning_rate,
-        erm_learning_rate,
-        erm_l2,
-        **static,
-    )
+    inputs = common.standardized(inputs)
+    single = lambda k: afr_single(k, inputs, grid, settings=settings)
     return common.select_best(jax.vmap(single)(keys))
 
 
@@ -397,39 +350,9 @@ def run(
       grid point, (P,) each). `loop` is unused (no epoch loop).
     """
     del loop
-    metric = config.selection_metric
-    train = data.train.to_arrays()
-    mean, scale = common.train_scaler(data, config.standardize)
-    num_erm, _ = split_sizes(data.train.num_examples, config.erm_fraction)
-    gamma_grid = np.asarray(config.gamma_grid, data.dtype)
-    reg_grid = np.asarray(config.reg_grid, data.dtype)
-    out = run_grid(
-        keys,
-        train.features,
-        train.labels,
-        common.selection_split(data).to_arrays(),
-        mean,
-        scale,
-        to_device(gamma_grid, data.dtype),
-        to_device(reg_grid, data.dtype),
-        to_device(config.learning_rate, data.dtype),
-        to_device(config.erm.learning_rate, data.dtype),
-        to_device(config.erm.l2, data.dtype),
-        num_erm=num_erm,
-        num_classes=data.num_classes,
-        num_groups=data.num_groups,
-        metric=metric,
-        class_balance=config.class_balance,
-        optimizer=config.optimizer,
-        steps=int(config.steps),
-        grad_clip=float(config.grad_clip),
-        eval_every=int(config.eval_every),
-        erm_optimizer=config.erm.optimizer,
-        erm_steps=erm_steps(config, num_erm),
-        erm_batch_size=int(config.erm.batch_size),
-        erm_class_balanced=bool(config.erm.class_balanced),
-    )
-    g_mesh, r_mesh = np.meshgrid(gamma_grid, reg_grid, indexing="ij")
+    settings, grid = from_config(config, data)
+    out = run_grid(keys, common.inputs(data, config.standardize), grid, settings=settings)
+    g_mesh, r_mesh = np.meshgrid(config.gamma_grid, config.reg_grid, indexing="ij")
     out["grid"] = {"gamma": g_mesh.ravel(), "reg": r_mesh.ravel()}
     return MethodResult(rows={NAME: out["selected_head"]}, info=out)
 

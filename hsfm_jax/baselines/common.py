@@ -1,7 +1,7 @@
 """What the training-set reweighting baselines (GroupDRO, JTT, AFR) share.
 
-- the split models are selected on (``data["select"]`` when the feature set has one, else val)
-  and the selection score of a head on it;
+- the split models are selected on (``data["select"]`` when the feature set has one, else val;
+  `hsfm_jax.selection.score` scores a head on it);
 - training with checkpoints: advance a state chunk by chunk, score the head after each chunk,
   keep the best (early stopping by the validation metric, as every one of these papers tunes);
 - seeds of a deterministic (full-batch) method computed once and repeated;
@@ -11,12 +11,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hsfm_jax import evaluate, heads, losses, scaling
+from hsfm_jax import heads, losses, scaling
 from hsfm_jax.features import FeatureSet, Split, SplitArrays, to_device
 
 # ----------------------------------------------------------------------------- selection
@@ -25,28 +26,6 @@ from hsfm_jax.features import FeatureSet, Split, SplitArrays, to_device
 def selection_split(data: FeatureSet) -> Split:
     """The split that picks models: ``select`` when the feature set has one, else val."""
     return data["select"] if "select" in data.splits else data.val
-
-
-def score(
-    head: heads.LinearHead, split: SplitArrays, *, num_classes: int, num_groups: int, metric: str
-) -> jnp.ndarray:
-    """() the selection metric of `head` on `split` (higher is better)."""
-    if metric == "sfit":
-        return evaluate.selection_score(
-            head,
-            split.features,
-            split.labels,
-            split.groups,
-            metric=metric,
-            num_classes=num_classes,
-            num_groups=num_groups,
-        )
-    # The accuracy metrics through evaluate_head, not selection_score: the same numbers, but
-    # XLA compiles AFR's grid x seeds checkpoint scoring ~5x slower from the latter's form
-    # (measured: 218 s against 40 s for AFR on 9,610 x 1280 features, 5 seeds).
-    return evaluate.evaluate_head(head, split, num_classes=num_classes, num_groups=num_groups)[
-        metric
-    ]
 
 
 def loss(head: heads.LinearHead, split: SplitArrays) -> jnp.ndarray:
@@ -130,6 +109,37 @@ def chunk_keys(key: jax.Array, steps: int, eval_every: int) -> jax.Array:
 def repeat_seeds(tree, num_seeds: int):
     """Leaves with a leading axis of 1 -> the same values for `num_seeds` seeds."""
     return jax.tree_util.tree_map(lambda x: jnp.repeat(x, num_seeds, axis=0), tree)
+
+
+class Inputs(NamedTuple):
+    """The arrays a reweighting baseline's program reads (a pytree).
+
+    Attributes:
+      features: (N, d) train features; labels, groups: (N,) int32.
+      select: the selection split (`selection_split`) on raw features.
+      mean, scale: (d,) train's scaler (`train_scaler`), folded into every returned head.
+    """
+
+    features: jnp.ndarray
+    labels: jnp.ndarray
+    groups: jnp.ndarray
+    select: SplitArrays
+    mean: jnp.ndarray
+    scale: jnp.ndarray
+
+
+def inputs(data: FeatureSet, standardize: bool) -> Inputs:
+    """`Inputs` of `data` on the device, in its dtype: train's features raw (`standardized`
+    standardizes them inside the program that reads them)."""
+    train = data.train.to_arrays()
+    mean, scale = train_scaler(data, standardize)
+    select = selection_split(data).to_arrays()
+    return Inputs(train.features, train.labels, train.groups, select, mean, scale)
+
+
+def standardized(inputs: Inputs) -> Inputs:
+    """`inputs` with train's features standardized by its scaler."""
+    return inputs._replace(features=(inputs.features - inputs.mean) / inputs.scale)
 
 
 def train_scaler(data: FeatureSet, standardize: bool) -> tuple[jax.Array, jax.Array]:

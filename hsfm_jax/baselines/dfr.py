@@ -48,16 +48,17 @@ smallest *present* group (the script would fit on an empty set); (c) random subs
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hsfm_jax import checks, epoch_loop, evaluate, heads, program_cache
+from hsfm_jax import checks, epoch_loop, heads, program_cache, selection
 from hsfm_jax.baselines import erm
 from hsfm_jax.contract import MethodResult
-from hsfm_jax.features import FeatureSet, to_device
+from hsfm_jax.features import FeatureSet, SplitArrays, to_device
 from hsfm_jax.scaling import fit_scaler, fold_scaler, host_scaler
 from hsfm_jax.solvers import sklearn_l1
 from hsfm_jax.solvers.l1_logistic import SOLVERS, Solver, fit_l1_logreg
@@ -156,14 +157,9 @@ def balanced_size(strata: np.ndarray, num_strata: int) -> int:
 
 
 def _metric(head, features, labels, groups, num_classes, num_groups, metric):
-    return evaluate.selection_score(
-        head,
-        features,
-        labels,
-        groups,
-        metric=metric,
-        num_classes=num_classes,
-        num_groups=num_groups,
+    split = SplitArrays(features, labels, groups)
+    return selection.score(
+        head, split, num_classes=num_classes, num_groups=num_groups, metric=metric
     )
 
 
@@ -174,7 +170,7 @@ def _solver(config) -> Solver:
     return Solver(**{k: fields[k](v) for k, v in config.solver.items() if k in fields})
 
 
-_REFIT_AXIS = "refits"  # the vmap over a DFR run's refits (`fit_l1_logreg`'s batch_axes)
+_REFIT_AXIS = "refits"  # the vmap over a DFR run's refits (`Solver.batch_axes`)
 
 
 def _fit_grid(features, labels, weights, c_grid, num_classes, solver):
@@ -204,7 +200,10 @@ def _fit_refits(features, labels, weight_sets, rows, c, num_classes, solver, ini
 
     rows: (R, M) indices of each weight set's nonzero rows; init: (K, p) warm start for all."""
     fit = functools.partial(
-        fit_l1_logreg, num_classes=num_classes, solver=solver, init=init, batch_axes=(_REFIT_AXIS,)
+        fit_l1_logreg,
+        num_classes=num_classes,
+        solver=solver._replace(batch_axes=(_REFIT_AXIS,)),
+        init=init,
     )
     stack = jax.vmap(lambda w, r: fit(features, labels, w, c, rows=r)[0], axis_name=_REFIT_AXIS)(
         weight_sets, rows
@@ -230,33 +229,78 @@ def tune_size_bound(strata: np.ndarray, num_strata: int) -> int:
     return int(max(q * c for q, c in enumerate(counts, start=1)))
 
 
+class Fitting(NamedTuple):
+    """A split as DFR's programs read it: features (N, d), labels, groups and strata (N,) int32
+    (strata: what balanced subsampling equalizes, groups or classes)."""
+
+    features: jnp.ndarray
+    labels: jnp.ndarray
+    groups: jnp.ndarray
+    strata: jnp.ndarray
+
+
+class Settings(NamedTuple):
+    """Static settings every DFR variant shares (changing one compiles a new program)."""
+
+    num_classes: int
+    num_groups: int
+    num_strata: int
+    metric: str
+    solver: Solver
+
+
+class ValSizes(NamedTuple):
+    """Static sizes of DFR on validation.
+
+    Attributes:
+      num_retrains: the final fits averaged; standardize: the tuning scaler on the balanced
+        fitting half (else none).
+      tune_size: static bound on the balanced fitting half's size (`tune_size_bound`, capped by
+        the half's size); refit_size: the size of a balanced subsample of all of val
+        (`balanced_size`).
+    """
+
+    num_retrains: int
+    standardize: bool
+    tune_size: int
+    refit_size: int
+
+
+class TrainSizes(NamedTuple):
+    """Static sizes of tr-DFR: a balanced train subsample's size, the final fits averaged."""
+
+    subsample_size: int
+    num_retrains: int
+
+
+class PaperSizes(NamedTuple):
+    """Static settings of paper DFR: the balanced subsample's size, full-batch SGD steps, and
+    whether val is subsampled group-balanced."""
+
+    subsample_size: int
+    epochs: int
+    balance: bool
+
+
 def dfr_val_single(
     key: jax.Array,
-    val_features: jnp.ndarray,
-    val_labels: jnp.ndarray,
-    val_groups: jnp.ndarray,
-    val_strata: jnp.ndarray,
-    train_mean: jnp.ndarray,
-    train_scale: jnp.ndarray,
+    val: Fitting,
+    train_scaler: tuple[jnp.ndarray, jnp.ndarray],
     c_grid: jnp.ndarray,
     *,
-    num_classes: int,
-    num_groups: int,
-    num_strata: int,
-    num_retrains: int,
-    metric: str,
-    standardize: bool,
-    solver: Solver,
-    tune_size: int,
-    refit_size: int,
+    settings: Settings,
+    sizes: ValSizes,
 ) -> tuple[heads.LinearHead, jnp.ndarray]:
     """DFR on validation for one seed (see module docstring). Returns (raw-feature head, C index).
 
-    tune_size: static bound on the balanced fitting half's size (`tune_size_bound`, capped by
-    the half's size); refit_size: size of a balanced subsample of all of val (`balanced_size`).
-    The tuning fits see only the balanced rows (gathered, padded with weight-0 rows to
-    `tune_size`), so the solver's work scales with the subsample, not with val.
+    `train_scaler`: (d,) mean and scale of train, folded into the head. The tuning fits see only
+    the balanced rows (gathered, padded with weight-0 rows to `sizes.tune_size`), so the solver's
+    work scales with the subsample, not with val.
     """
+    val_features, val_labels, val_groups, val_strata = val
+    train_mean, train_scale = train_scaler
+    num_classes, num_groups, num_strata, metric, solver = settings
+    num_retrains, standardize, tune_size, refit_size = sizes
     n = val_features.shape[0]
     n_half = n // 2
     k_perm, k_tune, k_final = jax.random.split(key, 3)
@@ -304,25 +348,20 @@ def dfr_val_single(
 
 def tr_dfr_single(
     key: jax.Array,
-    train_features: jnp.ndarray,
-    train_labels: jnp.ndarray,
-    train_strata: jnp.ndarray,
-    val_features: jnp.ndarray,
-    val_labels: jnp.ndarray,
-    val_groups: jnp.ndarray,
-    train_mean: jnp.ndarray,
-    train_scale: jnp.ndarray,
+    train: Fitting,
+    val: Fitting,
+    train_scaler: tuple[jnp.ndarray, jnp.ndarray],
     c_grid: jnp.ndarray,
     *,
-    num_classes: int,
-    num_groups: int,
-    num_strata: int,
-    subsample_size: int,
-    num_retrains: int,
-    metric: str,
-    solver: Solver,
+    settings: Settings,
+    sizes: TrainSizes,
 ) -> tuple[heads.LinearHead, jnp.ndarray]:
     """tr-DFR for one seed: tune C on a balanced train subsample by val metric, average refits."""
+    train_features, train_labels, _, train_strata = train
+    val_features, val_labels, val_groups, _ = val
+    train_mean, train_scale = train_scaler
+    num_classes, num_groups, num_strata, metric, solver = settings
+    subsample_size, num_retrains = sizes
     k_tune, k_final = jax.random.split(key)
     z_val = (val_features - train_mean) / train_scale
 
@@ -340,7 +379,10 @@ def tr_dfr_single(
 
     init = betas[best]  # warm start: the tuning fit (same scaler)
     fit = functools.partial(
-        fit_l1_logreg, num_classes=num_classes, solver=solver, init=init, batch_axes=(_REFIT_AXIS,)
+        fit_l1_logreg,
+        num_classes=num_classes,
+        solver=solver._replace(batch_axes=(_REFIT_AXIS,)),
+        init=init,
     )
 
     def one_refit(k):
@@ -353,65 +395,28 @@ def tr_dfr_single(
 
 
 def paper_dfr_single(
-    key: jax.Array,
-    val_features: jnp.ndarray,
-    val_labels: jnp.ndarray,
-    val_strata: jnp.ndarray,
-    *,
-    num_classes: int,
-    num_strata: int,
-    subsample_size: int,
-    epochs: int,
-    learning_rate: float,
-    l2: float,
-    balance: bool,
+    key: jax.Array, val: Fitting, rates: erm.Rates, *, settings: Settings, sizes: PaperSizes
 ) -> heads.LinearHead:
-    """ "Paper DFR" for one seed: scaler on the training (val) data, full-batch SGD, cosine lr."""
+    """ "Paper DFR" for one seed: scaler on the training (val) data, full-batch SGD, cosine lr;
+    `rates`: the learning rate and ``l2`` (weight decay ``l2 / n_train``)."""
+    val_features, val_labels, _, val_strata = val
+    num_classes, num_strata = settings.num_classes, settings.num_strata
+    subsample_size, epochs, balance = sizes
+    learning_rate, l2 = rates
     if balance:
         idx = balanced_indices(key, val_strata, num_strata, subsample_size)
         x, y = val_features[idx], val_labels[idx]
     else:
         x, y = val_features, val_labels
     mean, scale = fit_scaler(x)
-    head = erm.fit(
-        (x - mean) / scale,
-        y,
-        key,
-        num_classes=num_classes,
-        optimizer="sgd",
-        learning_rate=learning_rate,
-        steps=epochs,
-        l2=l2 / x.shape[0],
-        lr_schedule="cosine",
-        l2_bias=True,
+    recipe = erm.Recipe(
+        num_classes, optimizer="sgd", steps=epochs, lr_schedule="cosine", l2_bias=True
     )
+    head = erm.fit((x - mean) / scale, y, key, recipe, erm.Rates(learning_rate, l2 / x.shape[0]))
     return fold_scaler(head, mean, scale)
 
 
-_DFR_STATIC = (
-    "num_classes",
-    "num_groups",
-    "num_strata",
-    "num_retrains",
-    "metric",
-    "standardize",
-    "solver",
-    "tune_size",
-    "refit_size",
-)
-_TR_STATIC = (
-    "num_classes",
-    "num_groups",
-    "num_strata",
-    "subsample_size",
-    "num_retrains",
-    "metric",
-    "solver",
-)
-_PAPER_STATIC = ("num_classes", "num_strata", "subsample_size", "epochs", "balance")
-
-
-@program_cache.jit(static_argnames=_DFR_STATIC)
+@program_cache.jit(static_argnames=("settings", "sizes"))
 def dfr_val(keys: jax.Array, *args, **static) -> tuple[heads.LinearHead, jnp.ndarray]:
     """`dfr_val_single` for each key (S,): heads (S, C, d), chosen C index (S,).
 
@@ -420,17 +425,23 @@ def dfr_val(keys: jax.Array, *args, **static) -> tuple[heads.LinearHead, jnp.nda
     return jax.lax.map(lambda k: dfr_val_single(k, *args, **static), keys)
 
 
-@program_cache.jit(static_argnames=_TR_STATIC)
+@program_cache.jit(static_argnames=("settings", "sizes"))
 def tr_dfr(keys: jax.Array, *args, **static) -> tuple[heads.LinearHead, jnp.ndarray]:
     """`tr_dfr_single` for each key (S,), one after another (as `dfr_val`): heads (S, C, d),
     chosen C index (S,)."""
     return jax.lax.map(lambda k: tr_dfr_single(k, *args, **static), keys)
 
 
-@program_cache.jit(static_argnames=_PAPER_STATIC)
-def paper_dfr(keys: jax.Array, *args, **kwargs) -> heads.LinearHead:
+@program_cache.jit(static_argnames=("settings", "sizes"))
+def paper_dfr(keys: jax.Array, *args, **static) -> heads.LinearHead:
     """`paper_dfr_single` vmapped over keys (S,): heads (S, C, d)."""
-    return jax.vmap(lambda k: paper_dfr_single(k, *args, **kwargs))(keys)
+    return jax.vmap(lambda k: paper_dfr_single(k, *args, **static))(keys)
+
+
+def _fitting(split, strata: np.ndarray) -> Fitting:
+    """`Fitting` of a host split on the device, in its dtype."""
+    arrays = split.to_arrays()
+    return Fitting(arrays.features, arrays.labels, arrays.groups, to_device(strata, jnp.int32))
 
 
 def _strata(split, num_classes: int, num_groups: int, balance: str) -> tuple[np.ndarray, int]:
@@ -462,12 +473,12 @@ def run(
     """
     del loop
     num_classes, num_groups = data.num_classes, data.num_groups
-    metric = config.selection_metric
-    solver = _solver(config)
     c_grid = to_device(config.c_grid, data.dtype)
-    val = data.val.to_arrays()
     val_strata_np, num_strata = _strata(data.val, num_classes, num_groups, config.balance)
-    val_strata = to_device(val_strata_np, jnp.int32)
+    settings = Settings(
+        num_classes, num_groups, num_strata, config.selection_metric, _solver(config)
+    )
+    val = _fitting(data.val, val_strata_np)
     rows = {}
 
     if "dfr" in config.variants or "tr_dfr" in config.variants:
@@ -475,73 +486,40 @@ def run(
             train_mean, train_scale = host_scaler(data.train.features)
         else:
             train_mean, train_scale = np.zeros(data.feature_dim), np.ones(data.feature_dim)
-        train_mean, train_scale = (
-            to_device(train_mean, data.dtype),
-            to_device(train_scale, data.dtype),
-        )
+        train_scaler = (to_device(train_mean, data.dtype), to_device(train_scale, data.dtype))
 
     if "dfr" in config.variants:
-        rows["dfr"], _ = dfr_val(
-            keys,
-            val.features,
-            val.labels,
-            val.groups,
-            val_strata,
-            train_mean,
-            train_scale,
-            c_grid,
-            num_classes=num_classes,
-            num_groups=num_groups,
-            num_strata=num_strata,
+        sizes = ValSizes(
             num_retrains=int(config.num_retrains),
-            metric=metric,
             standardize=bool(config.standardize),
-            solver=solver,
             tune_size=min(
                 tune_size_bound(val_strata_np, num_strata),
                 len(val_strata_np) - len(val_strata_np) // 2,
             ),
             refit_size=balanced_size(val_strata_np, num_strata),
         )
+        rows["dfr"], _ = dfr_val(keys, val, train_scaler, c_grid, settings=settings, sizes=sizes)
 
     if "tr_dfr" in config.variants:
-        train = data.train.to_arrays()
         train_strata_np, _ = _strata(data.train, num_classes, num_groups, config.balance)
-        rows["tr_dfr"], _ = tr_dfr(
-            keys,
-            train.features,
-            train.labels,
-            to_device(train_strata_np, jnp.int32),
-            val.features,
-            val.labels,
-            val.groups,
-            train_mean,
-            train_scale,
-            c_grid,
-            num_classes=num_classes,
-            num_groups=num_groups,
-            num_strata=num_strata,
+        sizes = TrainSizes(
             subsample_size=balanced_size(train_strata_np, num_strata),
             num_retrains=int(config.tr_num_retrains),
-            metric=metric,
-            solver=solver,
+        )
+        train = _fitting(data.train, train_strata_np)
+        rows["tr_dfr"], _ = tr_dfr(
+            keys, train, val, train_scaler, c_grid, settings=settings, sizes=sizes
         )
 
     if "paper_dfr" in config.variants:
         paper = config.paper
-        rows["paper_dfr"] = paper_dfr(
-            keys,
-            val.features,
-            val.labels,
-            val_strata,
-            num_classes=num_classes,
-            num_strata=num_strata,
+        sizes = PaperSizes(
             subsample_size=balanced_size(val_strata_np, num_strata),
             epochs=int(paper.epochs),
-            learning_rate=float(paper.learning_rate),
-            l2=float(paper.l2),
             balance=bool(paper.balance),
         )
+        rates = erm.Rates(float(paper.learning_rate), float(paper.l2))
+        rows["paper_dfr"] = paper_dfr(keys, val, rates, settings=settings, sizes=sizes)
     return MethodResult(rows=rows)
 
 

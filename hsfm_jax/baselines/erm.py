@@ -2,15 +2,20 @@
 
 `fit` trains a linear head with cross-entropy (+ optional L2 on the weight) with an optax
 optimizer, full batch or minibatch (optionally class-balanced sampling). It is one jitted
-`lax.scan`, a pure function of (data, key), so it vmaps over seeds.
+`lax.scan`, a pure function of (data, key), so it vmaps over seeds. How it trains is a `Recipe`
+(static: optimizer, steps, batches; changing one compiles a new program) and `Rates` (a pytree
+of the learning rate and L2 coefficient, traced, so grids of them vmap); `from_config` is where
+an ERM config becomes both.
 
-As a method (`hsfm_jax.methods`): `default_config`, `check`, `run` give the "erm" row, and
-`fit_heads` is the recipe other methods start from (HSFM's initial head without head.npz).
+As a method (`hsfm_jax.methods`): `default_config`, `check`, `run` give the "erm" row; the
+experiment's ``config.erm`` is the one ERM recipe of a run, which HSFM's initial head, AFR's ERM
+stage and NeuronTune's reference head start from (`check` validates it for all of them).
 """
 
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +28,42 @@ from hsfm_jax.contract import MethodResult
 from hsfm_jax.features import FeatureSet, Split, SplitArrays
 
 NAME = "erm"
+LR_SCHEDULES = ("constant", "cosine")
+
+
+class Recipe(NamedTuple):
+    """How `fit` trains a head, the static part (hashable: a jit static argument).
+
+    Attributes:
+      num_classes: C.
+      optimizer: a name understood by `hsfm_jax.optim.make`.
+      steps: optimizer steps.
+      batch_size: 0 for full batch; else examples drawn per step (with replacement).
+      class_balanced: weight (full batch) or sample (minibatch) classes equally.
+      lr_schedule: "constant", or "cosine" (cosine decay to 0 over `steps`, as PyTorch's
+        CosineAnnealingLR with T_max=steps stepped once per step).
+      l2_bias: also penalize the bias (as PyTorch SGD's weight_decay does for all parameters).
+    """
+
+    num_classes: int
+    optimizer: str = "adam"
+    steps: int = 1000
+    batch_size: int = 0
+    class_balanced: bool = False
+    lr_schedule: str = "constant"
+    l2_bias: bool = False
+
+
+class Rates(NamedTuple):
+    """How `fit` trains a head, the traced part (a pytree: grids of it vmap, one program).
+
+    Attributes:
+      learning_rate: () step size.
+      l2: () coefficient of ``0.5 * l2 * ||W||^2`` (and the bias with ``l2_bias``).
+    """
+
+    learning_rate: float | jax.Array = 1e-3
+    l2: float | jax.Array = 0.0
 
 
 def _objective(head, features, labels, weights, l2, l2_bias=False, feature_mask=None):
@@ -92,32 +133,15 @@ def _optimizer(optimizer, learning_rate, lr_schedule, steps) -> optax.GradientTr
     return optim.make(optimizer, schedule)
 
 
-@program_cache.jit(
-    static_argnames=(
-        "num_classes",
-        "optimizer",
-        "steps",
-        "batch_size",
-        "class_balanced",
-        "lr_schedule",
-        "l2_bias",
-    )
-)
+@program_cache.jit(static_argnames=("recipe",))
 def fit(
     features: jnp.ndarray,
     labels: jnp.ndarray,
     key: jax.Array,
+    recipe: Recipe,
+    rates: Rates,
     *,
-    num_classes: int,
-    optimizer: str = "adam",
-    learning_rate: float = 1e-3,
-    steps: int = 1000,
-    l2: float = 0.0,
-    batch_size: int = 0,
-    class_balanced: bool = False,
     init: heads.LinearHead | None = None,
-    lr_schedule: str = "constant",
-    l2_bias: bool = False,
     sample_weight: jnp.ndarray | None = None,
     feature_mask: jnp.ndarray | None = None,
 ) -> heads.LinearHead:
@@ -127,17 +151,8 @@ def fit(
       features: (N, d) float.
       labels: (N,) int in [0, C).
       key: PRNG key for minibatch sampling (unused in full batch).
-      num_classes: C.
-      optimizer: name understood by `hsfm_jax.optim.make`.
-      learning_rate: step size.
-      steps: number of optimizer steps.
-      l2: coefficient of 0.5 * l2 * ||W||^2 (bias not penalized).
-      batch_size: 0 for full batch; else examples drawn per step.
-      class_balanced: weight (full batch) or sample (minibatch) classes equally.
+      recipe: the static `Recipe`; rates: its `Rates` (learning rate, L2).
       init: starting head; zeros when None.
-      lr_schedule: "constant", or "cosine" (cosine decay to 0 over `steps`, as PyTorch's
-        CosineAnnealingLR with T_max=steps stepped once per step).
-      l2_bias: also penalize the bias (as PyTorch SGD's weight_decay does for all parameters).
       sample_weight: optional (N,) non-negative weight per example (0 leaves it out); multiplies
         the class-balancing weight and, in minibatch mode, the sampling probability.
       feature_mask: optional (d,) 0/1 mask: the head sees `features * feature_mask`, and the
@@ -146,6 +161,8 @@ def fit(
     Returns:
       The trained `LinearHead` (weight (C, d), bias (C,)).
     """
+    num_classes, steps, batch_size = recipe.num_classes, recipe.steps, recipe.batch_size
+    l2 = rates.l2
     d = features.shape[1]
     head = heads.zeros(num_classes, d, features.dtype) if init is None else init
     example_weight = _example_weight(
@@ -153,9 +170,27 @@ def fit(
         num_classes,
         features.dtype,
         sample_weight=sample_weight,
-        class_balanced=class_balanced,
+        class_balanced=recipe.class_balanced,
     )
-    tx = _optimizer(optimizer, learning_rate, lr_schedule, steps)
+    tx = _optimizer(recipe.optimizer, rates.learning_rate, recipe.lr_schedule, steps)
+    step = _step_fn(features, labels, example_weight, tx, recipe, l2, feature_mask)
+    step_keys = jax.random.split(key, steps)
+    # Every step's minibatch drawn before the loop: the same rows as one draw per step (one
+    # key each), without a cumulative sum and search inside each sequential step.
+    xs = (
+        _draw_minibatches(step_keys, example_weight, batch_size=batch_size)
+        if batch_size
+        else step_keys
+    )
+    (head, _), _ = jax.lax.scan(step, (head, tx.init(head)), xs)
+    if feature_mask is not None:
+        head = head.replace(weight=head.weight * feature_mask)
+    return head
+
+
+def _step_fn(features, labels, example_weight, tx, recipe: Recipe, l2, feature_mask):
+    """One optimizer step of `fit`: ``step((head, opt_state), rows or key) -> (carry, None)``."""
+    num_classes, batch_size, l2_bias = recipe.num_classes, recipe.batch_size, recipe.l2_bias
     onehot_t = None if batch_size else losses.onehot_columns(labels, num_classes, features.dtype)
     batch_weight = jnp.ones((batch_size,), features.dtype)
 
@@ -173,18 +208,66 @@ def fit(
         updates, opt_state = tx.update(grads, opt_state, head)
         return (jax.tree_util.tree_map(jnp.add, head, updates), opt_state), None
 
-    step_keys = jax.random.split(key, steps)
-    # Every step's minibatch drawn before the loop: the same rows as one draw per step (one
-    # key each), without a cumulative sum and search inside each sequential step.
+    return step
+
+
+def fit_chain(
+    features: jnp.ndarray,
+    labels: jnp.ndarray,
+    key: jax.Array,
+    recipe: Recipe,
+    rates: Rates,
+    *,
+    segments: tuple[int, ...],
+) -> heads.LinearHead:
+    """A chain of `fit` calls from zeros as one loop: the head after each segment, (T, C, d).
+
+    ``head = zeros; for i, n in enumerate(segments): head = fit(fold_in(key, i),
+    recipe._replace(steps=n), rates, init=head)``, keeping every head (constant learning rate,
+    no class balancing, no sample weights: ``recipe.steps``, ``lr_schedule`` and
+    ``class_balanced`` are not read), with the same operations (equal up to rounding: XLA fuses
+    them differently): the same minibatch rows (each segment's keys are
+    ``split(fold_in(key, i), n)``), the optimizer state reset at each segment's start as each
+    `fit` call starts afresh. One `lax.scan` over all ``sum(segments)`` steps traces and
+    compiles the step once instead of once per segment.
+    """
+    num_classes, batch_size = recipe.num_classes, recipe.batch_size
+    segments = tuple(int(n) for n in segments)
+    total = sum(segments)
+    example_weight = _example_weight(
+        labels, num_classes, features.dtype, sample_weight=None, class_balanced=False
+    )
+    tx = _optimizer(recipe.optimizer, rates.learning_rate, "constant", total)
+    step = _step_fn(features, labels, example_weight, tx, recipe, rates.l2, None)
+    step_keys = jnp.concatenate(
+        [jax.random.split(jax.random.fold_in(key, i), n) for i, n in enumerate(segments)]
+    )
     xs = (
         _draw_minibatches(step_keys, example_weight, batch_size=batch_size)
         if batch_size
         else step_keys
     )
-    (head, _), _ = jax.lax.scan(step, (head, tx.init(head)), xs)
-    if feature_mask is not None:
-        head = head.replace(weight=head.weight * feature_mask)
-    return head
+    bounds = np.cumsum(segments)
+    starts = np.isin(np.arange(total), bounds - np.asarray(segments))
+    ends = np.isin(np.arange(total), bounds - 1)
+    segment = np.repeat(np.arange(len(segments)), segments)
+
+    def chain_step(carry, x):
+        head, opt_state, out = carry
+        idx, start, end, i = x
+        opt_state = jax.tree_util.tree_map(
+            lambda fresh, old: jnp.where(start, fresh, old), tx.init(head), opt_state
+        )
+        (head, opt_state), _ = step((head, opt_state), idx)
+        out = jax.tree_util.tree_map(lambda o, h: o.at[i].set(jnp.where(end, h, o[i])), out, head)
+        return (head, opt_state, out), None
+
+    head = heads.zeros(num_classes, features.shape[1], features.dtype)
+    out = jax.tree_util.tree_map(lambda x: jnp.zeros((len(segments), *x.shape), x.dtype), head)
+    (_, _, out), _ = jax.lax.scan(
+        chain_step, (head, tx.init(head), out), (xs, starts, ends, segment)
+    )
+    return out
 
 
 # ------------------------------------------------------------------- train larger than memory
@@ -227,50 +310,61 @@ def _full_batch_step(head, opt_state, data_grads, total_weight, l2, *, tx, l2_bi
     return jax.tree_util.tree_map(jnp.add, head, updates), opt_state
 
 
-def fit_stream(
-    train: Split,
-    key: jax.Array,
-    *,
-    num_classes: int,
-    dtype=jnp.float32,
-    optimizer: str = "adam",
-    learning_rate: float = 1e-3,
-    steps: int = 1000,
-    l2: float = 0.0,
-    batch_size: int = 0,
-    class_balanced: bool = False,
-    init: heads.LinearHead | None = None,
-    lr_schedule: str = "constant",
-    l2_bias: bool = False,
-    sample_weight: np.ndarray | None = None,
-    feature_mask: jnp.ndarray | None = None,
-    block_rows: int = 16384,
-    prefetch_depth: int = 0,
-) -> heads.LinearHead:
-    """`fit` (same arguments and result) on a host split read minibatch by minibatch.
+class Reading(NamedTuple):
+    """How `fit_stream` reads a host split.
 
-    Minibatch steps read only their `batch_size` rows; a full-batch step reads train in blocks
-    of `block_rows` and sums their gradients, so device memory holds one block. Results equal
-    `fit`'s to float rounding (the same indices; sums in another order).
-
-    Args:
-      train: host split (features (N, d), possibly a memmap; labels (N,)).
-      dtype: the float dtype the features are cast to (as `Split.to_arrays`).
+    Attributes:
       block_rows: rows per full-batch block.
       prefetch_depth: > 0 reads that many batches ahead in a thread (`stream.prefetch`). Off by
         default: on 2 shared cores the read (a cast) competes with XLA's threads and the thread
         gains nothing (minibatch) or loses (full batch); benchmarks/results/stream_erm_cpu.json.
     """
+
+    block_rows: int = 16384
+    prefetch_depth: int = 0
+
+
+DEFAULT_READING = Reading()
+
+
+def fit_stream(
+    train: Split,
+    key: jax.Array,
+    recipe: Recipe,
+    rates: Rates,
+    *,
+    init: heads.LinearHead | None = None,
+    sample_weight: np.ndarray | None = None,
+    feature_mask: jnp.ndarray | None = None,
+    reading: Reading = DEFAULT_READING,
+) -> heads.LinearHead:
+    """`fit` (same arguments and result) on a host split read minibatch by minibatch.
+
+    Minibatch steps read only their `batch_size` rows; a full-batch step reads train in blocks
+    of `reading.block_rows` and sums their gradients, so device memory holds one block. Results
+    equal `fit`'s to float rounding (the same indices; sums in another order).
+
+    Args:
+      train: host split (features (N, d), possibly a memmap; labels (N,)), cast to its `dtype`
+        (as `Split.to_arrays`).
+    """
+    num_classes, steps, batch_size = recipe.num_classes, recipe.steps, recipe.batch_size
+    l2_bias, dtype = recipe.l2_bias, train.dtype
+    block_rows, prefetch_depth = reading
     d = train.features.shape[1]
     labels = jnp.asarray(train.labels, jnp.int32)
     head = heads.zeros(num_classes, d, dtype) if init is None else init
     example_weight = _example_weight(
-        labels, num_classes, dtype, sample_weight=sample_weight, class_balanced=class_balanced
+        labels,
+        num_classes,
+        dtype,
+        sample_weight=sample_weight,
+        class_balanced=recipe.class_balanced,
     )
     # cached: the step programs take `tx` as a static argument, so one per recipe compiles
-    tx = _cached_optimizer(optimizer, float(learning_rate), lr_schedule, steps)
+    tx = _cached_optimizer(recipe.optimizer, float(rates.learning_rate), recipe.lr_schedule, steps)
     opt_state = tx.init(head)
-    l2 = jnp.asarray(l2, dtype)
+    l2 = jnp.asarray(rates.l2, dtype)
     step_keys = jax.random.split(key, steps)
     feed = (lambda items: stream.prefetch(items, prefetch_depth)) if prefetch_depth else iter
     if batch_size:
@@ -351,6 +445,7 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     )
     checks.check_value(prefix, config, "l2", "non_negative")
     checks.check_value(prefix, config, "batch_size", "non_negative_int")
+    checks.check_bool(prefix, config, "class_balanced")
     checks.check_value(prefix, config, "train_memory_budget_gb", "non_negative")
     del data
     return {}
@@ -364,37 +459,41 @@ def num_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
     return config.steps
 
 
-@program_cache.jit(
-    static_argnames=("num_classes", "optimizer", "steps", "batch_size", "class_balanced")
-)
+def from_config(
+    config: ml_collections.ConfigDict, data: FeatureSet, *, num_train: int | None = None
+) -> tuple[Recipe, Rates]:
+    """The `Recipe` and `Rates` of a checked ERM config (the only place one is read) for
+    `data`'s classes, training on `num_train` examples (default: all of train)."""
+    num_train = data.train.num_examples if num_train is None else num_train
+    recipe = Recipe(
+        num_classes=data.num_classes,
+        optimizer=config.optimizer,
+        steps=num_steps(config, num_train),
+        batch_size=int(config.batch_size),
+        class_balanced=bool(config.class_balanced),
+    )
+    return recipe, Rates(float(config.learning_rate), float(config.l2))
+
+
+@program_cache.jit(static_argnames=("recipe",))
 def fit_seeds(
-    features: jnp.ndarray, labels: jnp.ndarray, keys: jax.Array, **kwargs
+    features: jnp.ndarray, labels: jnp.ndarray, keys: jax.Array, recipe: Recipe, rates: Rates
 ) -> heads.LinearHead:
-    """`fit` (the same keyword arguments) for each key (S,): heads (S, C, d), one program.
+    """`fit` for each key (S,): heads (S, C, d), one program.
 
     The seeds run in sequence (``lax.map``), not ``vmap``ped: each head is then bit for bit the
     one `fit` (and `fit_stream`) gives for its key alone, and batching the seeds measured no
     faster (5 seeds of 1,000 minibatch steps at d = 32: 22 ms vmapped, 24 ms in sequence; 3
     seeds at C = 200, d = 2048: 1.34 s vmapped, 1.22 s in sequence)."""
-    return jax.lax.map(lambda key: fit(features, labels, key, **kwargs), keys)
+    return jax.lax.map(lambda key: fit(features, labels, key, recipe, rates), keys)
 
 
 def fit_heads(
-    train: SplitArrays, config: ml_collections.ConfigDict, keys: jax.Array, *, num_classes: int
+    train: SplitArrays, recipe: Recipe, rates: Rates, keys: jax.Array
 ) -> heads.LinearHead:
     """ERM heads (S, C, d): one per key when minibatched, else one deterministic head (1, C, d)."""
-    return fit_seeds(
-        train.features,
-        train.labels,
-        keys if config.batch_size else keys[:1],
-        num_classes=num_classes,
-        optimizer=config.optimizer,
-        learning_rate=config.learning_rate,
-        steps=num_steps(config, train.labels.shape[0]),
-        l2=config.l2,
-        batch_size=config.batch_size,
-        class_balanced=config.class_balanced,
-    )
+    keys = keys if recipe.batch_size else keys[:1]
+    return fit_seeds(train.features, train.labels, keys, recipe, rates)
 
 
 def memory_budget_gb(config: ml_collections.ConfigDict) -> float:
@@ -403,25 +502,16 @@ def memory_budget_gb(config: ml_collections.ConfigDict) -> float:
 
 
 def fit_heads_split(
-    train: Split, config: ml_collections.ConfigDict, keys: jax.Array, *, num_classes: int, dtype
+    train: Split, config: ml_collections.ConfigDict, data: FeatureSet, keys: jax.Array
 ) -> heads.LinearHead:
-    """`fit_heads` on a host split: on the device when its features fit the recipe's
-    `train_memory_budget_gb`, else streamed from the host (`fit_stream`, one seed at a time)."""
-    if stream.fits(train, memory_budget_gb(config), dtype):
-        return fit_heads(train.to_arrays(dtype), config, keys, num_classes=num_classes)
-    one = lambda key: fit_stream(
-        train,
-        key,
-        num_classes=num_classes,
-        dtype=dtype,
-        optimizer=config.optimizer,
-        learning_rate=config.learning_rate,
-        steps=num_steps(config, train.num_examples),
-        l2=config.l2,
-        batch_size=config.batch_size,
-        class_balanced=config.class_balanced,
-    )
-    fitted = [one(key) for key in (keys if config.batch_size else keys[:1])]
+    """`fit_heads` of the ERM config `config` on a host split of `data`: on the device when its
+    features fit the recipe's `train_memory_budget_gb`, else streamed from the host
+    (`fit_stream`, one seed at a time)."""
+    recipe, rates = from_config(config, data, num_train=train.num_examples)
+    if stream.fits(train, memory_budget_gb(config), train.dtype):
+        return fit_heads(train.to_arrays(), recipe, rates, keys)
+    keys = keys if recipe.batch_size else keys[:1]
+    fitted = [fit_stream(train, key, recipe, rates) for key in keys]
     return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *fitted)
 
 
@@ -440,10 +530,7 @@ def run(
 ) -> MethodResult:
     """Row "erm": heads (S, C, d), or one head (1, C, d) in full batch (deterministic)."""
     del loop  # no epoch loop
-    heads_ = fit_heads_split(
-        data.train, config, keys, num_classes=data.num_classes, dtype=data.dtype
-    )
-    return MethodResult(rows={NAME: heads_})
+    return MethodResult(rows={NAME: fit_heads_split(data.train, config, data, keys)})
 
 
 def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:

@@ -30,6 +30,7 @@ minibatch draws: a full-batch run is deterministic, so it is computed once and r
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,10 +38,20 @@ import ml_collections
 import numpy as np
 from flax import struct
 
-from hsfm_jax import checks, epoch_loop, heads, losses, optim, program_cache, sampling, scaling
+from hsfm_jax import (
+    checks,
+    epoch_loop,
+    heads,
+    losses,
+    optim,
+    program_cache,
+    sampling,
+    scaling,
+    selection,
+)
 from hsfm_jax.baselines import common
 from hsfm_jax.contract import MethodResult
-from hsfm_jax.features import FeatureSet, SplitArrays, to_device
+from hsfm_jax.features import FeatureSet, to_device
 
 NAME = "group_dro"
 
@@ -148,24 +159,62 @@ class State(struct.PyTreeNode):
     log_q: jnp.ndarray
 
 
+class Settings(NamedTuple):
+    """Static settings of a GroupDRO run (changing one compiles a new program): the data's
+    classes and groups, the selection metric, the head's optimizer, steps and minibatches,
+    checkpoint spacing (``eval_every``, 0: the final head only)."""
+
+    num_classes: int
+    num_groups: int
+    metric: str
+    optimizer: str
+    steps: int
+    batch_size: int
+    group_balanced: bool
+    l2_bias: bool
+    eval_every: int
+
+
+class Point(NamedTuple):
+    """One grid point's traced values (a pytree; (P,) each over the grid): eta_q, the weight
+    decay and the group adjustment C."""
+
+    step_size: jnp.ndarray
+    l2: jnp.ndarray
+    adjustment: jnp.ndarray
+
+
+def from_config(
+    config: ml_collections.ConfigDict, data: FeatureSet
+) -> tuple[Settings, Point, jnp.ndarray]:
+    """(`Settings`, the grid as a `Point` of (P,) arrays, the head's learning rate ()) of a
+    checked GroupDRO config, on the device in the data's dtype."""
+    settings = Settings(
+        num_classes=data.num_classes,
+        num_groups=data.num_groups,
+        metric=config.selection_metric,
+        optimizer=config.optimizer,
+        steps=int(config.steps),
+        batch_size=int(config.batch_size),
+        group_balanced=bool(config.group_balanced),
+        l2_bias=bool(config.l2_bias),
+        eval_every=int(config.eval_every),
+    )
+    grid = Point(**{k: to_device(v, data.dtype) for k, v in grid_points(config).items()})
+    return settings, grid, to_device(config.learning_rate, data.dtype)
+
+
 def make_step(
-    features: jnp.ndarray,
-    labels: jnp.ndarray,
-    groups: jnp.ndarray,
-    group_counts: jnp.ndarray,
-    *,
-    step_size: jnp.ndarray,
-    l2: jnp.ndarray,
-    adjustment: jnp.ndarray,
-    tx,
-    num_groups: int,
-    batch_size: int,
-    group_balanced: bool,
-    l2_bias: bool,
+    inputs: common.Inputs, group_counts: jnp.ndarray, point: Point, tx, *, settings: Settings
 ):
-    """step(state, key) -> state: one group DRO update (module docstring, steps 1-3)."""
+    """step(state, key) -> state: one group DRO update (module docstring, steps 1-3) on
+    ``inputs``' train rows (labels, groups: (N,) int32), group_counts (G,) their train counts."""
+    features, labels, groups = inputs.features, inputs.labels, inputs.groups
+    step_size, l2, adjustment = point
+    num_groups, batch_size = settings.num_groups, settings.batch_size
+    l2_bias = settings.l2_bias
     n = features.shape[0]
-    if group_balanced:
+    if settings.group_balanced:
         sample_p = 1.0 / jnp.maximum(group_counts[groups], 1.0)
         sample_p = sample_p / jnp.sum(sample_p)
     else:
@@ -220,132 +269,73 @@ def initial_state(num_classes: int, feature_dim: int, group_counts: jnp.ndarray,
 
 def fit(
     key: jax.Array,
-    features: jnp.ndarray,
-    labels: jnp.ndarray,
-    groups: jnp.ndarray,
+    inputs: common.Inputs,
     group_counts: jnp.ndarray,
-    select: SplitArrays,
-    mean: jnp.ndarray,
-    scale: jnp.ndarray,
-    step_size: jnp.ndarray,
-    l2: jnp.ndarray,
-    adjustment: jnp.ndarray,
+    point: Point,
     learning_rate: jnp.ndarray,
     *,
-    num_classes: int,
-    num_groups: int,
-    metric: str,
-    optimizer: str,
-    steps: int,
-    batch_size: int,
-    group_balanced: bool,
-    l2_bias: bool,
-    eval_every: int,
+    settings: Settings,
 ) -> dict:
-    """One grid point, one seed: group DRO on (standardized) `features`, best checkpoint.
+    """One grid point, one seed: group DRO on `inputs`' (standardized) features, best
+    checkpoint.
 
     Args:
       key: PRNG key (minibatch draws).
-      features: (N, d) training features (already standardized when the run standardizes).
-      labels, groups: (N,) int32; group_counts: (G,) float train counts.
-      select: the selection split on raw features; mean, scale: (d,) the scaler to fold.
-      step_size, l2, adjustment, learning_rate: () eta_q, weight decay, C, head step size.
+      inputs: train (already standardized when the run standardizes), the selection split on
+        raw features and the scaler to fold (`common.Inputs`).
+      group_counts: (G,) float train counts.
+      point: () eta_q, weight decay and C; learning_rate: () the head's step size.
 
     Returns:
       dict of `common.best_over_checkpoints` (``head`` on raw features, ``score``,
       ``checkpoint``, ``scores``) plus ``final_head`` (raw features) and ``group_weights`` (G,) q
       at the end.
     """
-    tx = optim.make(optimizer, learning_rate)
-    step = make_step(
-        features,
-        labels,
-        groups,
-        group_counts,
-        step_size=step_size,
-        l2=l2,
-        adjustment=adjustment,
-        tx=tx,
-        num_groups=num_groups,
-        batch_size=batch_size,
-        group_balanced=group_balanced,
-        l2_bias=l2_bias,
-    )
-    advance = lambda state, keys: jax.lax.scan(lambda s, k: (step(s, k), None), state, keys)[0]
-    raw = lambda state: scaling.fold_scaler(state.head, mean, scale)
+    s = settings
+    tx = optim.make(s.optimizer, learning_rate)
+    step = make_step(inputs, group_counts, point, tx, settings=s)
+    advance = lambda state, keys: jax.lax.scan(lambda st, k: (step(st, k), None), state, keys)[0]
+    raw = lambda state: scaling.fold_scaler(state.head, inputs.mean, inputs.scale)
     out = common.best_over_checkpoints(
         advance,
-        initial_state(num_classes, features.shape[1], group_counts, tx),
-        common.chunk_keys(key, steps, eval_every),
+        initial_state(s.num_classes, inputs.features.shape[1], group_counts, tx),
+        common.chunk_keys(key, s.steps, s.eval_every),
         head_of=raw,
         score_of=functools.partial(
-            common.score,
-            split=select,
-            num_classes=num_classes,
-            num_groups=num_groups,
-            metric=metric,
+            selection.score,
+            split=inputs.select,
+            num_classes=s.num_classes,
+            num_groups=s.num_groups,
+            metric=s.metric,
         ),
-        loss_of=functools.partial(common.loss, split=select),
+        loss_of=functools.partial(common.loss, split=inputs.select),
     )
     state = out.pop("state")
     return dict(out, final_head=raw(state), group_weights=jnp.exp(state.log_q))
 
 
-_STATIC = (
-    "num_classes",
-    "num_groups",
-    "metric",
-    "optimizer",
-    "steps",
-    "batch_size",
-    "group_balanced",
-    "l2_bias",
-    "eval_every",
-)
-
-
-@program_cache.jit(static_argnames=_STATIC)
+@program_cache.jit(static_argnames=("settings",))
 def run_grid(
     keys: jax.Array,
-    features: jnp.ndarray,
-    labels: jnp.ndarray,
-    groups: jnp.ndarray,
+    inputs: common.Inputs,
     group_counts: jnp.ndarray,
-    select: SplitArrays,
-    mean: jnp.ndarray,
-    scale: jnp.ndarray,
-    grid: dict[str, jnp.ndarray],
+    grid: Point,
     learning_rate: jnp.ndarray,
-    **static,
+    *,
+    settings: Settings,
 ) -> dict:
-    """`fit` vmapped over the grid (P,) and seeds (S,), then the best grid point per seed.
-
-    Args:
-      grid: ``step_size``, ``l2``, ``adjustment``, each (P,).
+    """`fit` vmapped over the grid (P,) and seeds (S,), then the best grid point per seed;
+    `inputs` on raw features (standardized here, in the program).
 
     Returns:
       the dict of `fit` with leading (S, P) axes, plus ``selected_head`` (S, C, d) and
       ``selected`` (S,) the chosen grid index.
     """
-    standardized = (features - mean) / scale
+    inputs = common.standardized(inputs)
 
     def one_seed(key):
-        point = lambda eta, l2, c: fit(
-            key,
-            standardized,
-            labels,
-            groups,
-            group_counts,
-            select,
-            mean,
-            scale,
-            eta,
-            l2,
-            c,
-            learning_rate,
-            **static,
-        )
-        return jax.vmap(point)(grid["step_size"], grid["l2"], grid["adjustment"])
+        point = lambda p: fit(key, inputs, group_counts, p, learning_rate, settings=settings)
+        return jax.vmap(point)(grid)
 
     return common.select_best(jax.vmap(one_seed)(keys))
 
@@ -375,37 +365,20 @@ def run(
       (no epoch loop).
     """
     del loop
-    metric = config.selection_metric
-    train = data.train.to_arrays()
-    mean, scale = common.train_scaler(data, config.standardize)
-    grid = grid_points(config)
+    settings, grid, learning_rate = from_config(config, data)
     group_counts = to_device(data.train_group_counts(), data.dtype)
-    num_seeds = keys.shape[0]
-    deterministic = config.batch_size == 0
+    deterministic = settings.batch_size == 0
     out = run_grid(
         keys[:1] if deterministic else keys,
-        train.features,
-        train.labels,
-        train.groups,
+        common.inputs(data, config.standardize),
         group_counts,
-        common.selection_split(data).to_arrays(),
-        mean,
-        scale,
-        {k: to_device(v, data.dtype) for k, v in grid.items()},
-        to_device(config.learning_rate, data.dtype),
-        num_classes=data.num_classes,
-        num_groups=data.num_groups,
-        metric=metric,
-        optimizer=config.optimizer,
-        steps=int(config.steps),
-        batch_size=int(config.batch_size),
-        group_balanced=bool(config.group_balanced),
-        l2_bias=bool(config.l2_bias),
-        eval_every=int(config.eval_every),
+        grid,
+        learning_rate,
+        settings=settings,
     )
     if deterministic:
-        out = common.repeat_seeds(out, num_seeds)
-    out["grid"] = grid
+        out = common.repeat_seeds(out, keys.shape[0])
+    out["grid"] = grid_points(config)
     return MethodResult(rows={NAME: out["selected_head"]}, info=out)
 
 

@@ -16,8 +16,8 @@ lambda_up] and model hyperparameters (such as early stopping) based on the worst
 on the validation set"): every grid point keeps its best checkpoint, scored every ``eval_every``
 steps, and the best grid point wins (row ``"jtt"``).
 
-The identification heads for the whole T grid come from one chain of `erm.fit` calls (the head
-at T_k continues to T_{k+1}); each final model is `erm.fit` run chunk by chunk between
+The identification heads for the whole T grid come from one chain of `erm.fit` runs (the head
+at T_k continues to T_{k+1}), traced as one loop (`erm.fit_chain`); each final model is `erm.fit` run chunk by chunk between
 checkpoints. An optimizer's state (momentum, Adam moments) restarts at each of these joins, so
 the chain is exactly one run only for plain SGD ("sgd"). The (T x lambda_up) grid and the seeds
 are ``vmap``ped in one program; a full-batch run is deterministic, so it is computed once and
@@ -27,16 +27,17 @@ repeated per seed.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hsfm_jax import checks, epoch_loop, heads, optim, program_cache, scaling
+from hsfm_jax import checks, epoch_loop, heads, optim, program_cache, scaling, selection
 from hsfm_jax.baselines import common, erm
 from hsfm_jax.contract import MethodResult
-from hsfm_jax.features import FeatureSet, SplitArrays, to_device
+from hsfm_jax.features import FeatureSet, to_device
 
 NAME = "jtt"
 
@@ -94,90 +95,107 @@ def error_set(head: heads.LinearHead, features: jnp.ndarray, labels: jnp.ndarray
 
 def upweights(errors: jnp.ndarray, upweight: jnp.ndarray) -> jnp.ndarray:
     """(N,) example weights: lambda_up on the error set, 1 elsewhere."""
-    return jnp.where(errors, upweight, 1.0).astype(upweight.dtype)
+    return jnp.where(errors, upweight, 1.0)  # the dtype of `upweight`
 
 
-def identification_heads(
-    key: jax.Array, fit, zero: heads.LinearHead, identification_steps: tuple
-) -> heads.LinearHead:
-    """Heads after each T of the (increasing) grid, from one chain of `fit` calls, starting at
-    the head `zero`: (T, C, d)."""
-    head, done, out = zero, 0, []
-    for i, t in enumerate(identification_steps):
-        head = fit(jax.random.fold_in(key, i), steps=t - done, init=head)
-        done = t
-        out.append(head)
-    return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *out)
+class Settings(NamedTuple):
+    """Static settings of a JTT run (changing one compiles a new program).
+
+    Attributes:
+      identification_steps: the increasing T values; num_groups: of the data; metric: the
+        selection metric; eval_every: final-model steps between checkpoints (0: the last only).
+      recipe: `erm.Recipe` of both stages (``steps``: the final model's).
+    """
+
+    identification_steps: tuple[int, ...]
+    num_groups: int
+    metric: str
+    eval_every: int
+    recipe: erm.Recipe
 
 
-def jtt_single(
-    key: jax.Array,
-    features: jnp.ndarray,
-    labels: jnp.ndarray,
-    select: SplitArrays,
-    mean: jnp.ndarray,
-    scale: jnp.ndarray,
-    upweight_grid: jnp.ndarray,
-    learning_rate: jnp.ndarray,
-    l2: jnp.ndarray,
-    *,
-    identification_steps: tuple,
-    num_classes: int,
-    num_groups: int,
-    metric: str,
-    optimizer: str,
-    steps: int,
-    batch_size: int,
-    l2_bias: bool,
-    eval_every: int,
-) -> dict:
+class Grid(NamedTuple):
+    """The traced values of a JTT run (a pytree): ``upweight`` (U,) the lambda_up values and
+    ``rates`` (`erm.Rates`, both stages)."""
+
+    upweight: jnp.ndarray
+    rates: erm.Rates
+
+
+def from_config(config: ml_collections.ConfigDict, data: FeatureSet) -> tuple[Settings, Grid]:
+    """The `Settings` and `Grid` (on the device, in the data's dtype) of a checked JTT config."""
+    settings = Settings(
+        identification_steps=tuple(sorted(int(t) for t in config.identification_steps_grid)),
+        num_groups=data.num_groups,
+        metric=config.selection_metric,
+        eval_every=int(config.eval_every),
+        recipe=erm.Recipe(
+            num_classes=data.num_classes,
+            optimizer=config.optimizer,
+            steps=int(config.steps),
+            batch_size=int(config.batch_size),
+            l2_bias=bool(config.l2_bias),
+        ),
+    )
+    on_device = lambda values: to_device(values, data.dtype)
+    rates = erm.Rates(on_device(config.learning_rate), on_device(config.l2))
+    return settings, Grid(upweight=on_device(config.upweight_grid), rates=rates)
+
+
+def jtt_single(key: jax.Array, inputs: common.Inputs, grid: Grid, *, settings: Settings) -> dict:
     """JTT for one seed over the whole (T x lambda_up) grid.
 
     Args:
       key: PRNG key (minibatch draws).
-      features: (N, d) train features (standardized when the run standardizes); labels (N,).
-      select: the selection split on raw features; mean, scale: (d,) the scaler to fold.
-      upweight_grid: (U,) lambda_up values; learning_rate, l2: () both stages' settings.
-      identification_steps: increasing T values (static).
+      inputs: train (standardized when the run standardizes), the selection split and the
+        scaler to fold (`common.Inputs`).
 
     Returns:
       dict with ``identification_head`` (T, C, d) on raw features, ``errors`` (T, N) bool, and
       per grid point (P = T * U, T slowest) ``head`` (P, C, d) best checkpoint on raw features,
       ``score`` (P,), ``checkpoint`` (P,), ``scores`` (P, K).
     """
+    s, recipe = settings, settings.recipe
+    features, labels = inputs.features, inputs.labels
     k_id, k_final = jax.random.split(key)
-    fit = functools.partial(
-        erm.fit,
-        features,
-        labels,
-        num_classes=num_classes,
-        optimizer=optimizer,
-        learning_rate=learning_rate,
-        l2=l2,
-        batch_size=batch_size,
-        l2_bias=l2_bias,
-    )
-    zero = heads.zeros(num_classes, features.shape[1], features.dtype)
-    id_heads = identification_heads(k_id, fit, zero, identification_steps)
+
+    def fit(k, steps, init, sample_weight=None):
+        return erm.fit(
+            features,
+            labels,
+            k,
+            recipe._replace(steps=steps),
+            grid.rates,
+            init=init,
+            sample_weight=sample_weight,
+        )
+
+    zero = heads.zeros(recipe.num_classes, features.shape[1], features.dtype)
+    segments = tuple(np.diff((0, *s.identification_steps)))
+    id_heads = erm.fit_chain(features, labels, k_id, recipe, grid.rates, segments=segments)
     errors = jax.vmap(lambda h: error_set(h, features, labels))(id_heads)  # (T, N)
-    weights = jax.vmap(lambda e: jax.vmap(lambda u: upweights(e, u))(upweight_grid))(errors)
+    weights = jax.vmap(lambda e: jax.vmap(lambda u: upweights(e, u))(grid.upweight))(errors)
     weights = weights.reshape(-1, features.shape[0])  # (P, N)
 
-    every = eval_every or steps
-    raw = lambda head: scaling.fold_scaler(head, mean, scale)
+    every = s.eval_every or recipe.steps
+    raw = lambda head: scaling.fold_scaler(head, inputs.mean, inputs.scale)
     score_of = functools.partial(
-        common.score, split=select, num_classes=num_classes, num_groups=num_groups, metric=metric
+        selection.score,
+        split=inputs.select,
+        num_classes=recipe.num_classes,
+        num_groups=s.num_groups,
+        metric=s.metric,
     )
 
     def final(sample_weight):
-        advance = lambda head, k: fit(k, steps=every, init=head, sample_weight=sample_weight)
+        advance = lambda head, k: fit(k, every, head, sample_weight)
         out = common.best_over_checkpoints(
             advance,
             zero,
-            jax.random.split(k_final, steps // every),
+            jax.random.split(k_final, recipe.steps // every),
             head_of=raw,
             score_of=score_of,
-            loss_of=functools.partial(common.loss, split=select),
+            loss_of=functools.partial(common.loss, split=inputs.select),
         )
         del out["state"]
         return out
@@ -188,41 +206,16 @@ def jtt_single(
     return out
 
 
-_STATIC = (
-    "identification_steps",
-    "num_classes",
-    "num_groups",
-    "metric",
-    "optimizer",
-    "steps",
-    "batch_size",
-    "l2_bias",
-    "eval_every",
-)
-
-
-@program_cache.jit(static_argnames=_STATIC)
-def run_grid(
-    keys: jax.Array,
-    features: jnp.ndarray,
-    labels: jnp.ndarray,
-    select: SplitArrays,
-    mean: jnp.ndarray,
-    scale: jnp.ndarray,
-    upweight_grid: jnp.ndarray,
-    learning_rate: jnp.ndarray,
-    l2: jnp.ndarray,
-    **static,
-) -> dict:
-    """`jtt_single` vmapped over seeds (S,), then the best grid point per seed.
+@program_cache.jit(static_argnames=("settings",))
+def run_grid(keys: jax.Array, inputs: common.Inputs, grid: Grid, *, settings: Settings) -> dict:
+    """`jtt_single` vmapped over seeds (S,), then the best grid point per seed; `inputs` on raw
+    features (standardized here, in the program).
 
     Returns the dict of `jtt_single` with a leading (S,) axis, plus ``selected_head``
     (S, C, d) and ``selected`` (S,) the chosen grid index.
     """
-    standardized = (features - mean) / scale
-    single = lambda k: jtt_single(
-        k, standardized, labels, select, mean, scale, upweight_grid, learning_rate, l2, **static
-    )
+    inputs = common.standardized(inputs)
+    single = lambda k: jtt_single(k, inputs, grid, settings=settings)
     return common.select_best(jax.vmap(single)(keys))
 
 
@@ -242,36 +235,15 @@ def run(
       point, (P,) each). `loop` is unused (no epoch loop).
     """
     del loop
-    metric = config.selection_metric
-    train = data.train.to_arrays()
-    mean, scale = common.train_scaler(data, config.standardize)
-    identification_steps = tuple(sorted(int(t) for t in config.identification_steps_grid))
-    upweight_grid = np.asarray(config.upweight_grid, data.dtype)
-    num_seeds = keys.shape[0]
-    deterministic = config.batch_size == 0
-    out = run_grid(
-        keys[:1] if deterministic else keys,
-        train.features,
-        train.labels,
-        common.selection_split(data).to_arrays(),
-        mean,
-        scale,
-        to_device(upweight_grid, data.dtype),
-        to_device(config.learning_rate, data.dtype),
-        to_device(config.l2, data.dtype),
-        identification_steps=identification_steps,
-        num_classes=data.num_classes,
-        num_groups=data.num_groups,
-        metric=metric,
-        optimizer=config.optimizer,
-        steps=int(config.steps),
-        batch_size=int(config.batch_size),
-        l2_bias=bool(config.l2_bias),
-        eval_every=int(config.eval_every),
-    )
+    settings, grid = from_config(config, data)
+    deterministic = settings.recipe.batch_size == 0
+    inputs = common.inputs(data, config.standardize)
+    out = run_grid(keys[:1] if deterministic else keys, inputs, grid, settings=settings)
     if deterministic:
-        out = common.repeat_seeds(out, num_seeds)
-    t_mesh, u_mesh = np.meshgrid(identification_steps, upweight_grid, indexing="ij")
+        out = common.repeat_seeds(out, keys.shape[0])
+    t_mesh, u_mesh = np.meshgrid(
+        settings.identification_steps, np.asarray(config.upweight_grid, data.dtype), indexing="ij"
+    )
     out["grid"] = {"identification_steps": t_mesh.ravel(), "upweight": u_mesh.ravel()}
     return MethodResult(rows={NAME: out["selected_head"]}, info=out)
 

@@ -49,10 +49,10 @@ import ml_collections
 import numpy as np
 from flax import struct
 
-from hsfm_jax import checks, epoch_loop, evaluate, heads, optim, program_cache
+from hsfm_jax import checks, epoch_loop, heads, optim, program_cache, selection
 from hsfm_jax.baselines import erm
 from hsfm_jax.contract import MethodResult
-from hsfm_jax.features import FeatureSet, to_device
+from hsfm_jax.features import FeatureSet, SplitArrays, to_device
 from hsfm_jax.spuriousness import sfit, spuriousness_scores
 
 NAME = "neurontune"
@@ -75,12 +75,11 @@ def default_config() -> ml_collections.ConfigDict:
     config.chunk_epochs = 10  # epochs per compiled chunk: progress, checkpoints; same numbers
     config.l2 = 0.0  # Table 10 lists no weight decay for retraining
     config.selection_metric = "auto"  # WGA with groups, else mean acc (label-free: worst-class)
-    # Current head when the feature set has no head.npz: an ERM head on train (our choice).
-    config.erm = ml_collections.ConfigDict()
-    config.erm.optimizer = "adam"
-    config.erm.learning_rate = 1e-2
-    config.erm.steps = 2000
-    config.erm.l2 = 0.0
+    # Current head when the feature set has no head.npz: the ERM recipe's head on train (our
+    # choice). An experiment puts its own `config.erm` here (`methods.method_config`); these
+    # values serve NeuronTune run alone.
+    config.erm = erm.default_config()
+    config.erm.update(learning_rate=1e-2, steps=2000)
     return config
 
 
@@ -144,22 +143,6 @@ def biased_dimensions(delta: jnp.ndarray, threshold: float | jnp.ndarray = 0.0) 
 
 
 # ----------------------------------------------------------------------------- tuning
-
-
-def _subset_metric(head, features, labels, groups, member, *, num_classes, num_groups, metric):
-    """`metric` of the evaluator restricted to rows with member=True (fixed shapes)."""
-    if metric == "mean_acc":
-        correct = heads.predict(head, features) == labels
-        return jnp.sum(correct & member) / jnp.maximum(jnp.sum(member), 1)
-    return evaluate.selection_score(
-        head,
-        features,
-        jnp.where(member, labels, -1),
-        jnp.where(member, groups, -1),
-        metric=metric,
-        num_classes=num_classes,
-        num_groups=num_groups,
-    )
 
 
 class Inputs(struct.PyTreeNode):
@@ -264,8 +247,7 @@ def chunk_single(
     state: State,
     inputs: Inputs,
     first_epoch: jnp.ndarray,
-    learning_rate,
-    l2,
+    rates: erm.Rates,
     *,
     settings: Settings,
     chunk_epochs: int,
@@ -297,7 +279,12 @@ def chunk_single(
     )
     epoch_keys = jax.random.split(jax.random.wrap_key_data(train_key), s.epochs)
     score = functools.partial(
-        _subset_metric, num_classes=s.num_classes, num_groups=s.num_groups, metric=s.metric
+        selection.score, num_classes=s.num_classes, num_groups=s.num_groups, metric=s.metric
+    )
+    val = SplitArrays(inputs.val_features, inputs.val_labels, inputs.val_groups)
+
+    recipe = erm.Recipe(
+        s.num_classes, s.optimizer, s.batches_per_epoch, s.batch_size, class_balanced=True
     )
 
     def run_one(st, epoch_index):
@@ -305,20 +292,15 @@ def chunk_single(
             tune_x,
             tune_y,
             epoch_keys[epoch_index],
-            num_classes=s.num_classes,
-            optimizer=s.optimizer,
-            learning_rate=learning_rate,
-            steps=s.batches_per_epoch,
-            l2=l2,
-            batch_size=s.batch_size,
-            class_balanced=True,
+            recipe,
+            rates,
             init=st.head,
             sample_weight=tune_weight,
             feature_mask=keep,
         )
-        m = score(head, inputs.val_features, inputs.val_labels, inputs.val_groups, ide_member)
+        m = score(head, val, member=ide_member)
         f = sfit(_delta_of(head, inputs, ide_member))
-        loss = erm._objective(head, tune_x, tune_y, loss_weight, l2, feature_mask=keep)
+        loss = erm._objective(head, tune_x, tune_y, loss_weight, rates.l2, feature_mask=keep)
         better_m, better_f = m > st.best_metric, f > st.best_sfit
         pick = lambda better, new, old: jax.tree_util.tree_map(
             lambda a, b: jnp.where(better, a, b), new, old
@@ -356,8 +338,7 @@ def tune_chunk(
     state: State,
     inputs: Inputs,
     first_epoch: jnp.ndarray,
-    learning_rate,
-    l2,
+    rates: erm.Rates,
     *,
     settings: Settings,
     chunk_epochs: int,
@@ -376,8 +357,7 @@ def tune_chunk(
             st_l,
             inputs,
             first_epoch,
-            learning_rate,
-            l2,
+            rates,
             settings=settings,
             chunk_epochs=chunk_epochs,
             train_key=st.train_key[0],
@@ -421,8 +401,7 @@ def tune(
     keys: jax.Array,
     thresholds: jnp.ndarray,
     inputs: Inputs,
-    learning_rate,
-    l2,
+    rates: erm.Rates,
     *,
     settings: Settings,
 ) -> dict:
@@ -435,26 +414,18 @@ def tune(
     state = tune_init(keys, thresholds, inputs, settings=settings)
     first = jnp.asarray(0, jnp.int32)
     state, history = tune_chunk(
-        state, inputs, first, learning_rate, l2, settings=settings, chunk_epochs=settings.epochs
+        state, inputs, first, rates, settings=settings, chunk_epochs=settings.epochs
     )
     return {**tune_results(state), **history}
 
 
 def reference_head(data: FeatureSet, config: ml_collections.ConfigDict) -> heads.LinearHead:
-    """The "current" head: the backbone's head.npz, else an ERM head on train (deterministic)."""
+    """The "current" head: the backbone's head.npz, else the ERM recipe's head on train
+    (`erm.fit_heads_split` with the key 0: its batches, epochs and class balancing)."""
     if data.has_head:
         return heads.from_numpy(data.head_weight, data.head_bias, data.dtype)
-    train = data.train.to_arrays()
-    return erm.fit(
-        train.features,
-        train.labels,
-        jax.random.key(0),
-        num_classes=data.num_classes,
-        optimizer=config.erm.optimizer,
-        learning_rate=float(config.erm.learning_rate),
-        steps=int(config.erm.steps),
-        l2=float(config.erm.l2),
-    )
+    fitted = erm.fit_heads_split(data.train, config.erm, data, jax.random.key(0)[None])
+    return jax.tree_util.tree_map(lambda x: x[0], fitted)
 
 
 def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
@@ -468,11 +439,8 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     for name in ("batch_size", "batches_per_epoch", "epochs", "chunk_epochs"):
         checks.check_value("neurontune", config, name, "positive_int")
     checks.check_value("neurontune", config, "l2", "non_negative")
-    if not data.has_head:  # the current head is an ERM head on train
-        checks.check_choice("erm", config.erm, "optimizer", optim.OPTIMIZERS)
-        checks.check_value("erm", config.erm, "learning_rate", "positive")
-        checks.check_value("erm", config.erm, "steps", "positive_int")
-        checks.check_value("erm", config.erm, "l2", "non_negative")
+    if not data.has_head:  # the current head is the ERM recipe's head on train
+        erm.check(config.erm, data)
     return {"selection_metric": checks.check_selection("neurontune", config, data)}
 
 
@@ -520,12 +488,12 @@ def run(
         batches_per_epoch=int(config.batches_per_epoch),
         epochs=int(config.epochs),
     )
-    rates = (float(config.learning_rate), float(config.l2))
+    rates = erm.Rates(float(config.learning_rate), float(config.l2))
     thresholds = to_device(config.thresholds, data.dtype)
     done = epoch_loop.run(
         lambda: tune_init(keys, thresholds, inputs, settings=settings),
         lambda state, first_epoch: tune_chunk(
-            state, inputs, first_epoch, *rates, settings=settings, chunk_epochs=config.chunk_epochs
+            state, inputs, first_epoch, rates, settings=settings, chunk_epochs=config.chunk_epochs
         ),
         epochs=settings.epochs,
         chunk_epochs=config.chunk_epochs,

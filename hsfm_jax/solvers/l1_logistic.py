@@ -36,6 +36,10 @@ class Solver(NamedTuple):
     newton_iters: int = 100  # proximal Newton steps
     working_set: int = 256  # coordinates per Newton step, at most (beyond: greedy block steps)
     cd_sweeps: int = 50  # coordinate-descent sweeps per Newton step, at most
+    # Names of the `jax.vmap` axes a fit runs under, if any: the Newton solver's loops then run
+    # as far as the batch's largest active set needs, unbatched (an unnamed vmap works too,
+    # with batched loop bounds, which are slower).
+    batch_axes: tuple[str, ...] = ()
 
 
 SOLVERS = ("newton", "fista", "sklearn")
@@ -369,7 +373,7 @@ def _ovr_targets(labels, num_classes, dtype):
     return jnp.where(labels[None, :] == positives[:, None], 1.0, -1.0).astype(dtype)
 
 
-@program_cache.jit(static_argnames=("num_classes", "solver", "batch_axes"))
+@program_cache.jit(static_argnames=("num_classes", "solver"))
 def fit_l1_logreg(
     features: jnp.ndarray,
     labels: jnp.ndarray,
@@ -380,7 +384,6 @@ def fit_l1_logreg(
     solver: Solver = DEFAULT_SOLVER,
     init: jnp.ndarray | None = None,
     rows: jnp.ndarray | None = None,
-    batch_axes: tuple[str, ...] = (),
 ) -> tuple[heads.LinearHead, dict[str, jnp.ndarray]]:
     """L1 logistic regression as scikit-learn's liblinear defines it, binary or one-vs-rest.
 
@@ -396,9 +399,6 @@ def fit_l1_logreg(
       rows: optional (M,) int indices of the rows with sample_weight > 0 (padding rows of
         weight 0 may be listed; rows not listed must have weight 0): the Newton model and line
         search then read only these rows (ignored by FISTA).
-      batch_axes: names of the `jax.vmap` axes this call runs under, if any: the Newton
-        solver's loops then run as far as the batch's largest active set needs, unbatched (an
-        unnamed vmap works too, with batched loop bounds, which are slower).
 
     Returns:
       (head, info): the head (weight (C, d), bias (C,)); binary problems give logits
@@ -410,7 +410,7 @@ def fit_l1_logreg(
     cw = jnp.asarray(c, features.dtype) * jnp.asarray(sample_weight, features.dtype)
     if init is None:
         init = jnp.zeros((targets.shape[0], features.shape[1] + 1), features.dtype)
-    solve = functools.partial(_solve, solver=solver, batch_axes=(*batch_axes, _OVR_AXIS))
+    solve = functools.partial(_solve, solver=solver, batch_axes=(*solver.batch_axes, _OVR_AXIS))
     beta, iters, viol = jax.vmap(solve, in_axes=(None, 0, None, 0, None), axis_name=_OVR_AXIS)(
         features, targets, cw, init, rows
     )

@@ -147,9 +147,8 @@ def _program_inputs(ctx: _Context, settings_list, program: Program):
     if config.init_head == "erm":
         erm_key = config.erm.to_json()
         if erm_key not in ctx.erm_heads:  # programs that differ only outside config.erm share it
-            ctx.erm_heads[erm_key] = erm.fit_heads(
-                ctx.arrays.train, config.erm, ctx.keys, num_classes=ctx.data.num_classes
-            )
+            recipe, rates = erm.from_config(config.erm, ctx.data)
+            ctx.erm_heads[erm_key] = erm.fit_heads(ctx.arrays.train, recipe, rates, ctx.keys)
         erm_heads = ctx.erm_heads[erm_key]
     init_head = hsfm_method.initial_head(
         config, ctx.data, ctx.arrays.train, ctx.keys, dtype=ctx.dtype, erm_heads=erm_heads
@@ -199,9 +198,11 @@ def _run_program(
         (ctx.arrays, init_head), NamedSharding(ctx.mesh, PartitionSpec())
     )
 
-    checkpoints = checkpointing.ProgramCheckpoints(_program_dir(workdir, program))
+    with checkpointing.reading(_program_dir(workdir, program)):
+        checkpoints = checkpointing.ProgramCheckpoints(_program_dir(workdir, program))
+        latest = checkpoints.latest_epoch() or 0
     try:
-        start = int(distributed.agreed(checkpoints.latest_epoch() or 0))
+        start = int(distributed.agreed(latest))
         if start:
             # Shapes of what was saved: real runs only, `start` epochs of history.
             abstract_state = jax.eval_shape(
@@ -217,13 +218,14 @@ def _run_program(
                 data_dev,
                 rates_dev,
             )[1]
-            saved = checkpoints.restore(
-                start,
-                jax.tree_util.tree_map(
-                    lambda x: jax.ShapeDtypeStruct((num_runs, *x.shape[1:]), x.dtype),
-                    {"state": abstract_state, "history": abstract_history},
-                ),
-            )
+            with checkpointing.reading(checkpoints.directory):
+                saved = checkpoints.restore(
+                    start,
+                    jax.tree_util.tree_map(
+                        lambda x: jax.ShapeDtypeStruct((num_runs, *x.shape[1:]), x.dtype),
+                        {"state": abstract_state, "history": abstract_history},
+                    ),
+                )
             state, history = put_runs(saved["state"]), saved["history"]
             logging.info("Program %d: resumed from epoch %d", program.index, start)
         else:

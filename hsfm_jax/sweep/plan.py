@@ -105,7 +105,8 @@ def parse_spec(text: str, config: ml_collections.ConfigDict) -> Spec:
         if name == SEEDS_NAME:
             if not values.isdigit() or not 1 <= int(values) <= checks.MAX_SEEDS:
                 raise ValueError(
-                    f"sweep: seeds must be an integer in [1, {checks.MAX_SEEDS}], got {values!r}"
+                    f"sweep: seeds must be an integer >= 1 and at most {checks.MAX_SEEDS}, "
+                    f"got {values!r}"
                 )
             num_seeds = int(values)
             continue
