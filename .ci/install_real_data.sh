@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real data for tests/test_real_data.py and experiments/configs/mnist_fashion_dominoes_*.py.
+# Real data for tests/feature_export/test_real_data.py and experiments/configs/mnist_fashion_dominoes_*.py.
 # Idempotent: installs only what is missing. Run it with the venv that runs the tests active
 # (or PYTHON=/path/to/python).
 #

@@ -17,7 +17,7 @@ Jobs (each a config as `experiments.main` runs it; features prepared before any 
   ``dfr.solver.method = "sklearn"`` (`hsfm_jax.solvers.sklearn_l1`), fresh cache only.
 
 Each job runs in new processes, one after another, sharing one cache directory that starts
-empty (JAX's persistent compilation cache and `hsfm_jax.program_cache`, as `experiments.main`
+empty (JAX's persistent compilation cache and `hsfm_jax.runtime.program_cache`, as `experiments.main`
 turns them on):
 
 1. ``fresh``: the cache empty. Every method's first call (``cold``) and a second call in the
@@ -133,7 +133,7 @@ def _config(job: str, mfd_dir: str):
 
 def _resized(data, fraction: float, seed: int = 0):
     """`data` with every split cut to `fraction` of its rows (a random subset, order kept)."""
-    from hsfm_jax import features
+    from hsfm_jax.data import features
 
     rng = np.random.default_rng(seed)
     cut = {}
@@ -150,7 +150,7 @@ def _enable_caches(cache_dir: Path) -> None:
     """The caches `experiments.cli.enable_compilation_cache` turns on, in `cache_dir`."""
     import jax
 
-    from hsfm_jax import program_cache
+    from hsfm_jax.runtime import program_cache
 
     jax.config.update("jax_compilation_cache_dir", str(cache_dir))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -164,7 +164,8 @@ def child(spec: dict) -> dict:
     t_import = time.perf_counter()
     import jax
 
-    from hsfm_jax import inputs, methods
+    from hsfm_jax import methods
+    from hsfm_jax.data import inputs
 
     spans = Spans()
     _enable_caches(Path(spec["cache_dir"]))

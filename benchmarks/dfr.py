@@ -3,7 +3,7 @@
     python -m benchmarks.dfr [--quick] [--repeats=5] [--sizes=64,1280,2048] [--device=cpu]
         [--out=benchmarks/results/dfr_cpu.json]
 
-Both sides run the DFR-on-val protocol of `hsfm_jax.baselines.dfr` end to end for one seed:
+Both sides run the DFR-on-val protocol of `hsfm_jax.methods.dfr` end to end for one seed:
 val halves, a group-balanced subsample of the fitting half, 7 values of C scored by held-out
 WGA, then 20 group-balanced refits on all of val with the chosen C, averaged; the scalers
 included. The scikit-learn side is the released script's loop (``LogisticRegression(C,
@@ -68,7 +68,7 @@ QUICK_SIZES = ("64", "256")
 
 def make_problem(size: str, seed: int = 0):
     """A backbone-like `FeatureSet` (see module docstring) of one of `SIZES`."""
-    from hsfm_jax import features
+    from hsfm_jax.data import features
 
     dim, train_counts, val_counts, test_per_group = SIZES[size]
     rng = np.random.default_rng(seed)
@@ -226,8 +226,8 @@ def environment(jax) -> dict:
 def bench_size(size: str, repeats: int) -> dict:
     import jax
 
-    from hsfm_jax import evaluate
-    from hsfm_jax.baselines import dfr
+    from hsfm_jax.methods import dfr
+    from hsfm_jax.reporting import evaluate
 
     data = make_problem(size)
     config = dfr.default_config()

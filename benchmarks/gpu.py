@@ -10,7 +10,7 @@ measured) and logged to ``OUTDIR/gpu.log``:
 1. ``environment``: the device, driver, CUDA and library versions, JAX's matmul precision, and
    the measured float32 matmul throughput at JAX's default precision and at ``"highest"``;
 2. ``meta_gradient``: one meta-gradient at every paper size (`meta_gradient.PAPER_SIZES`),
-   every `hsfm_jax.meta` method against `torch_reference.meta_gradient` on the same device:
+   every `hsfm_jax.methods.hsfm.meta` method against `torch_reference.meta_gradient` on the same device:
    warm medians and the cold first call (JAX: trace + lower + compile + run);
 3. ``whole_run``: one HSFM run at Waterbirds' size (Table 11, 40 epochs), JAX cold (first call
    in the process, compilation included) and warm, against `torch_reference.run` on the same
@@ -200,7 +200,7 @@ def _run_problem(jax, jnp, quick: bool):
 def bench_whole_run(jax, jnp, torch, device: str, quick: bool, log: Log) -> dict:
     """One seed, JAX (hsfm.run_seeds, one key) against the PyTorch recipe, cold and warm."""
     from benchmarks import meta_gradient
-    from hsfm_jax import hsfm
+    from hsfm_jax.methods.hsfm import algorithm as hsfm
 
     splits, sizes, table, data, init_head, rates, settings = _run_problem(jax, jnp, quick)
     keys = jax.random.split(jax.random.key(0), 1)
@@ -243,7 +243,7 @@ def bench_whole_run(jax, jnp, torch, device: str, quick: bool, log: Log) -> dict
 def bench_seeds(jax, jnp, quick: bool, log: Log, one_seed: dict) -> dict:
     """The whole run with N seeds vmapped, cold and warm, for each N; one seed is `whole_run`'s
     JAX timing (`one_seed`), whose program this section would only find compiled."""
-    from hsfm_jax import hsfm
+    from hsfm_jax.methods.hsfm import algorithm as hsfm
 
     _, _, _, data, init_head, rates, settings = _run_problem(jax, jnp, quick)
     repeats = QUICK_WARM_REPEATS if quick else WARM_REPEATS
@@ -266,7 +266,7 @@ def bench_seeds(jax, jnp, quick: bool, log: Log, one_seed: dict) -> dict:
 
 
 def _dfr_head(jax, data, config, seed: int):
-    from hsfm_jax.baselines import dfr
+    from hsfm_jax.methods import dfr
 
     heads = dfr.run(data, config, jax.random.key(seed)[None]).rows["dfr"]
     return jax.block_until_ready(jax.tree_util.tree_map(lambda x: x[0], heads))
@@ -275,7 +275,7 @@ def _dfr_head(jax, data, config, seed: int):
 def bench_dfr(jax, quick: bool, log: Log) -> dict:
     """DFR on val, one seed: JAX on the device (cold, warm) and scikit-learn on the host."""
     from benchmarks import dfr as dfr_bench
-    from hsfm_jax.baselines import dfr
+    from hsfm_jax.methods import dfr
 
     size = QUICK_DFR_SIZE if quick else DFR_SIZE
     data = dfr_bench.make_problem(size)
@@ -328,9 +328,9 @@ def _host_metrics(head, split) -> dict:
 def bench_precision(jax, jnp, quick: bool, log: Log) -> dict:
     """Selected heads at JAX's default matmul precision against float32 "highest"."""
     from benchmarks import dfr as dfr_bench
-    from hsfm_jax import hsfm
-    from hsfm_jax.baselines import dfr
-    from hsfm_jax.features import Split
+    from hsfm_jax.data.features import Split
+    from hsfm_jax.methods import dfr
+    from hsfm_jax.methods.hsfm import algorithm as hsfm
 
     splits, _, _, data, init_head, rates, settings = _run_problem(jax, jnp, quick)
     num_seeds = QUICK_SEEDS[-1] if quick else PRECISION_SEEDS

@@ -12,7 +12,7 @@ Feature sets (`--sets`, comma-separated; default all):
   mfd_pre, mfd_ft  the MobileNetV2 Fashion-MNIST dominoes configs on the features in
                    --mfd_pre / --mfd_ft (read-only)
 
-For each set: one `experiments.train.run` with methods erm,dfr,group_dro,hsfm and the config's
+For each set: one `experiments.train.run` with --methods (erm,dfr,group_dro,hsfm) and the config's
 seeds (5) — rows erm, dfr, group_dro, hsfm (grid-selected), hsfm_fixed (configured rates) —
 then the wall time of HSFM's compiled program for the configured rates alone (S seeds) and for
 the grid (K x S runs), interleaved, best of --repeats: their ratio is the grid's cost. Writes the
@@ -39,7 +39,11 @@ from experiments.configs import (
     synthetic,
     waterbirds_resnet50,
 )
-from hsfm_jax import features, hsfm, hsfm_grid, hsfm_method, inputs, methods
+from hsfm_jax import methods
+from hsfm_jax.data import inputs
+from hsfm_jax.methods.hsfm import algorithm as hsfm
+from hsfm_jax.methods.hsfm import grid as hsfm_grid
+from hsfm_jax.methods.hsfm import method as hsfm_method
 
 SETS = (
     "synthetic",
@@ -83,7 +87,7 @@ def _config(name: str, args):
         config.hsfm.rate_units = "feature_rms"
         flags += " --config.hsfm.rate_units=feature_rms"
     config.num_seeds = 5
-    config.methods = "erm,dfr,group_dro,hsfm"
+    config.methods = args.methods
     command = (
         f"python -m experiments.main --config=experiments/configs/{path} "
         f"--workdir=runs/{name} {flags} --config.methods={config.methods}"
@@ -127,17 +131,20 @@ def program_times(config, repeats: int) -> dict:
     (S seeds) and for the grid (K settings x S seeds), interleaved, best of `repeats`."""
     data = inputs.load(config)
     hsfm_config = methods.method_config(config, "hsfm")
+    hsfm_config.update(hsfm_method.check(hsfm_config, data))
     arrays = hsfm_method.device_data(data)
     static = hsfm_method.settings(hsfm_config, data)
     keys = jax.random.split(jax.random.key(config.seed), config.num_seeds)
     head = hsfm_method.initial_head(hsfm_config, data, arrays.train, keys)
     grid_rates = hsfm_grid.settings(hsfm_config)
-    rates = hsfm_grid.stack(grid_rates, config.num_seeds, features.float_dtype())
+    rates = hsfm_grid.stack(grid_rates, config.num_seeds, data.dtype)
     runs = keys[np.tile(np.arange(config.num_seeds), len(grid_rates))]
     first = jnp.asarray(0, jnp.int32)
 
     def fixed():
-        return hsfm.run_seeds(arrays, head, hsfm_method.rates(hsfm_config), keys, settings=static)
+        return hsfm.run_seeds(
+            arrays, head, hsfm_method.rates(hsfm_config, data.dtype), keys, settings=static
+        )
 
     def grid():
         state = hsfm.init_runs(arrays, head, rates, runs, settings=static)
@@ -189,6 +196,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="benchmarks/results/hsfm_grid.json")
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--methods", default="erm,dfr,group_dro,hsfm")
     parser.add_argument("--mfd_pre", default="/work/features/mfd_pre")
     parser.add_argument("--mfd_ft", default="/work/features/mfd_ft")
     args = parser.parse_args(argv)

@@ -7,7 +7,7 @@ load from other processes hits all of them alike):
 
 1. one meta-gradient (value and dL/dH, float32) at the paper's problem sizes (Tables 11-12 and
    the fine-grained setting of Sec. 8.2) and a sweep of T and of the support size: every
-   `hsfm_jax.meta` method against `benchmarks.torch_reference.meta_gradient`, with the ratio
+   `hsfm_jax.methods.hsfm.meta` method against `benchmarks.torch_reference.meta_gradient`, with the ratio
    PyTorch / JAX, a lower bound for the size (below) and our ratio to it, and XLA's
    `memory_analysis()` of the compiled program; and the cold first call of each (JAX: trace,
    lower, compile and one run; PyTorch: one run) with the ratio PyTorch / JAX of those;
@@ -45,7 +45,8 @@ from typing import NamedTuple
 import numpy as np
 
 from experiments.configs import finegrained, paper
-from hsfm_jax import hsfm_method, meta_cost
+from hsfm_jax.methods.hsfm import meta_cost
+from hsfm_jax.methods.hsfm import method as hsfm_method
 
 
 class Problem(NamedTuple):
@@ -243,7 +244,8 @@ def lower_bound(p: Problem, machine: dict, itemsize: int = 4) -> dict:
 
 
 def _jax_fns(jax, jnp, p: Problem, arrays, methods, dtype):
-    from hsfm_jax import heads, meta
+    from hsfm_jax.core import heads
+    from hsfm_jax.methods.hsfm import meta
 
     support, weight, bias, ys, query, yq = arrays
     args = (
@@ -314,7 +316,7 @@ def bench_meta_gradient(
     jax, jnp, torch, p: Problem, machine: dict, device: str, budget: float, min_repeats: int = 5
 ):
     """Times every method and the PyTorch reference on one size; float32."""
-    from hsfm_jax import meta
+    from hsfm_jax.methods.hsfm import meta
 
     arrays = make_problem(p, np.float32)
     bound = lower_bound(p, machine)
@@ -410,8 +412,10 @@ def waterbirds_like(
 def _jax_run_inputs(
     jax, jnp, splits, dtype, method: str, epochs: int, sizes=WATERBIRDS, table=TABLE11_WATERBIRDS
 ):
-    from hsfm_jax import evaluate, heads, hsfm
-    from hsfm_jax.features import SplitArrays
+    from hsfm_jax.core import heads
+    from hsfm_jax.data.features import SplitArrays
+    from hsfm_jax.methods.hsfm import algorithm as hsfm
+    from hsfm_jax.reporting import evaluate
 
     (xtr, ytr, gtr), (xva, yva, gva), (xte, yte, gte) = splits
     c = sizes
@@ -496,7 +500,7 @@ def bench_whole_run(
     jax, jnp, torch, device: str, epochs: int, num_seeds: int, repeats: int, budget: float
 ):
     """One seed JAX vs PyTorch (float32), N seeds vmapped vs sequential, and float64 agreement."""
-    from hsfm_jax import hsfm
+    from hsfm_jax.methods.hsfm import algorithm as hsfm
 
     splits = waterbirds_like(**WATERBIRDS)
     data, init_head, rates, settings = _jax_run_inputs(
@@ -549,7 +553,7 @@ def bench_whole_run(
 
 def check_whole_run_float64(jax, jnp, torch, epochs: int) -> dict:
     """The JAX run and the PyTorch run agree at float64 from the same support rows."""
-    from hsfm_jax import hsfm
+    from hsfm_jax.methods.hsfm import algorithm as hsfm
 
     splits = waterbirds_like(**WATERBIRDS, dtype=np.float64)
     data, init_head, rates, settings = _jax_run_inputs(

@@ -1,4 +1,4 @@
-r"""The event-file writer of `hsfm_jax.metric_writers` against tensorboardX on the same scalars.
+r"""The event-file writer of `hsfm_jax.reporting.metric_writers` against tensorboardX on the same scalars.
 
   PYTHONPATH=<dir with tensorboardX> python -m benchmarks.metric_writers \
       --out=benchmarks/results/metric_writers_cpu.json
@@ -55,7 +55,7 @@ def _size_bytes(module: str) -> int:
 
 
 def write_ours(root: Path, curves) -> None:
-    from hsfm_jax import metric_writers
+    from hsfm_jax.reporting import metric_writers
 
     steps = np.arange(1, STEPS + 1)
     for m in range(METHODS):
@@ -82,7 +82,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     curves = _curves(np.random.default_rng(0))
-    writers = {"hsfm_jax.metric_writers": ("hsfm_jax.metric_writers", write_ours)}
+    writers = {
+        "hsfm_jax.reporting.metric_writers": ("hsfm_jax.reporting.metric_writers", write_ours)
+    }
     if importlib.util.find_spec("tensorboardX") is not None:
         writers["tensorboardX"] = ("tensorboardX", write_tensorboardx)
     result = {

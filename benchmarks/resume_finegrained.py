@@ -7,7 +7,7 @@ while it runs.
 
 The problem has the paper's fine-grained sizes (Sec. 8.2 with ResNet-50 features): C = 200
 classes, d = 2048, 16 support embeddings per class (S = 3200), a hard set of k = 64 per class
-(|Q| = 12,800), T = 15, KH = 15. The features are `hsfm_jax.synthetic` ones of that shape (the
+(|Q| = 12,800), T = 15, KH = 15. The features are `hsfm_jax.data.synthetic` ones of that shape (the
 benchmark needs no CUB / Cars / Flowers features): 30 train images per class, 200 val and
 200 test per class, no group labels; val is split 50/50 as the protocol says. The config is
 `experiments/configs/cub_resnet50_pretrained.py` (finegrained.py's CUB "pretrained" row) with its values untouched except

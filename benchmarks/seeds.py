@@ -17,7 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hsfm_jax import hsfm, hsfm_method, inputs, methods
+from hsfm_jax import methods
+from hsfm_jax.data import inputs
+from hsfm_jax.methods.hsfm import algorithm as hsfm
+from hsfm_jax.methods.hsfm import method as hsfm_method
 
 
 def _load_config(path: str):

@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hsfm_jax import features
-from hsfm_jax.baselines import erm
+from hsfm_jax.data import features
+from hsfm_jax.methods import erm
 
 
 def _write(path: Path, rows: int, dim: int) -> features.Split:

@@ -6,7 +6,7 @@ the cross-entropy of the adapted head on the hard set, `backward()` carries it t
 embeddings H, then `clip_grad_norm_` and `torch.optim.Adam` update H. `run` is one whole HSFM
 run in the same style (hard set per epoch, KH meta-steps, T Adam steps of the head, val/test
 group accuracies, selection on val WGA), taking the support rows as input so that its result
-can be compared with `hsfm_jax.hsfm.run` row for row.
+can be compared with `hsfm_jax.methods.hsfm.algorithm.run` row for row.
 
 PyTorch is a benchmark/test dependency (the `export` extra); hsfm_jax never imports it.
 """

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hsfm_jax import analysis
+from hsfm_jax.reporting import analysis
 
 
 def _plt():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hsfm_jax import analysis
+from hsfm_jax.reporting import analysis
 
 
 def neighbour_markdown(data, table: list[dict], seed: int, metric: str) -> str:

@@ -42,9 +42,11 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments import analysis_plots, analysis_report, cli
-from hsfm_jax import analysis, apps, ownership, run_report
-from hsfm_jax import features as features_lib
-from hsfm_jax import workdir as workdir_lib
+from hsfm_jax import apps
+from hsfm_jax.data import features as features_lib
+from hsfm_jax.reporting import analysis, run_report
+from hsfm_jax.runtime import ownership
+from hsfm_jax.runtime import workdir as workdir_lib
 
 RUN_FILES = ("config.json", "results.json", "history.json", "support.npz")
 # Files other tools write into the analysis directory; a new analysis keeps them.

@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 from absl import flags, logging
 
-from hsfm_jax import program_cache
+from hsfm_jax.runtime import program_cache
 
 CACHE_ENV = "HSFM_JAX_CACHE_DIR"
 _DEFAULT_CACHE = os.environ.get(CACHE_ENV) or str(
@@ -48,7 +48,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 def enable_compilation_cache() -> str | None:
     """Turns on JAX's persistent compilation cache (every program, however small or quick to
     compile: the programs here compile in well under JAX's default 1 s threshold) and, in its
-    ``programs/`` subdirectory, `hsfm_jax.program_cache` (whole executables, so that a rerun
+    ``programs/`` subdirectory, `hsfm_jax.runtime.program_cache` (whole executables, so that a rerun
     also skips tracing and lowering). Returns the cache directory, or None with
     --nocompilation_cache."""
     if not _CACHE.value:

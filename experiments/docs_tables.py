@@ -10,7 +10,7 @@ directory the command runs in):
   python -m experiments.docs_tables README.md docs/results.md           # rewrite the tables
   python -m experiments.docs_tables --check README.md docs/results.md   # exit 1 if one differs
 
-The table is `hsfm_jax.tables.report_table` of ``<workdir>/results.json``: the first table of the
+The table is `hsfm_jax.reporting.tables.report_table` of ``<workdir>/results.json``: the first table of the
 run's results.md. A marker whose run has no results.json is left as it is, with a warning.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from hsfm_jax import tables
+from hsfm_jax.reporting import tables
 
 _CHECK = flags.DEFINE_bool("check", False, "Write nothing; exit 1 when a table differs.")
 MARKED = re.compile(r"(<!-- results: (?P<run>\S+) -->\n)(?P<table>.*?)(<!-- /results -->)", re.S)

@@ -27,7 +27,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import cli
-from hsfm_jax import distributed, tables
+from hsfm_jax.reporting import tables
+from hsfm_jax.runtime import distributed
 from hsfm_jax.sweep import execute
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")

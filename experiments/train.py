@@ -1,5 +1,5 @@
-"""One experiment from a config, as `experiments.main` runs it: `hsfm_jax.experiment.run` on the
-config's ``features_dir``, writing its files to `workdir` (see `hsfm_jax.experiment`)."""
+"""One experiment from a config, as `experiments.main` runs it: `hsfm_jax.runtime.experiment.run` on the
+config's ``features_dir``, writing its files to `workdir` (see `hsfm_jax.runtime.experiment`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from pathlib import Path
 
 import ml_collections
 
-from hsfm_jax import experiment
-from hsfm_jax.experiment import Fitted, check, fit  # noqa: F401  (the loop's parts, for tests)
+from hsfm_jax.runtime import experiment
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path, *, progress: bool = False) -> dict:

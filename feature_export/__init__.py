@@ -1,1 +1,1 @@
-"""feature_export: the only PyTorch code. Frozen backbone -> feature directory (hsfm_jax.features)."""
+"""feature_export: the only PyTorch code. Frozen backbone -> feature directory (hsfm_jax.data.features)."""

@@ -10,7 +10,7 @@ direction ``unit(t_a) - unit(t_b)``. The probe reports, per class and prompt pai
 that direction with
 
 - the class's mean support edit ``mean_i (H_final - H_0)`` (per seed, then mean ± std), and
-- the class's within-class spurious direction on val (`hsfm_jax.analysis.spurious_directions`),
+- the class's within-class spurious direction on val (`hsfm_jax.reporting.analysis.spurious_directions`),
   as a check that the prompt names the attribute the dataset's groups differ in.
 
 Prompts default to `DEFAULT_PROMPTS[meta["dataset"]]`; `--prompt` (repeatable, "a|b") replaces
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hsfm_jax import analysis
+from hsfm_jax.reporting import analysis
 
 TextEncoder = Callable[[Sequence[str]], np.ndarray]  # prompts (P,) -> embeddings (P, d)
 

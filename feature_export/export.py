@@ -5,7 +5,7 @@
         [--batch_size=256] [--num_workers=0] [--dtype=float32|float16] \\
         [--dataset_arg key=value ...] [--backbone_arg key=value ...] [--force]
 
-Writes the format of `hsfm_jax.features` (one place defines it) for every split of the dataset,
+Writes the format of `hsfm_jax.data.features` (one place defines it) for every split of the dataset,
 plus head.npz when the backbone has its own last layer for the dataset's classes.
 
 Resumable and atomic. Each split is computed in chunks of rows; every finished chunk is saved at
@@ -51,9 +51,9 @@ from tqdm.auto import tqdm
 from feature_export import backbones, datasets
 from feature_export.backbones.base import Backbone
 from feature_export.datasets.base import ExportDataset
-from hsfm_jax import features as feature_format
-from hsfm_jax import ownership
-from hsfm_jax.atomic import atomic_write
+from hsfm_jax.data import features as feature_format
+from hsfm_jax.runtime import ownership
+from hsfm_jax.runtime.atomic import atomic_write
 
 FINGERPRINT_KEY = "fingerprint"
 _PARTIAL_PREFIX = ".partial-"
@@ -290,7 +290,7 @@ def export_features(
       on_chunk: called as on_chunk(split, chunk_index) after each chunk is saved (for tests and
         progress hooks; an exception there interrupts the export like a kill would).
       multiprocessing_context: of the DataLoader workers (default: fork). The exporter runs in
-        its own process (`hsfm_jax.inputs` starts it as a subprocess); a caller that has other
+        its own process (`hsfm_jax.data.inputs` starts it as a subprocess); a caller that has other
         threads running, such as JAX's, passes "spawn".
 
     Raises:

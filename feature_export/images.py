@@ -19,8 +19,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from hsfm_jax import analysis
-from hsfm_jax import features as features_lib
+from hsfm_jax.data import features as features_lib
+from hsfm_jax.reporting import analysis
 
 
 def image_paths(split: features_lib.Split, rows, root: Path | None) -> list[Path] | None:

@@ -61,7 +61,7 @@ from feature_export.backbones.torchvision_models import (
     packaged_weights,
 )
 from feature_export.datasets.base import ExportDataset
-from hsfm_jax.atomic import atomic_write
+from hsfm_jax.runtime.atomic import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 _DFR = "DFR (Kirichenko et al., ICLR 2023) README base-model command"

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hsfm_jax import analysis
+from hsfm_jax.reporting import analysis
 
 PIPELINE_FILES = ("model_index.json",)
 _WEIGHTS_HINT = (

@@ -4,22 +4,18 @@ data = hsfm_jax.FeatureSet.from_arrays(train=(X, y, g), val=(Xv, yv, gv), test=(
 print(hsfm_jax.run(data, methods="erm,dfr,hsfm", num_seeds=3).table())
 """
 
-from hsfm_jax import (
-    evaluate,
-    experiment,
-    features,
-    heads,
-    hsfm,
-    hsfm_method,
-    losses,
-    methods,
-    synthetic,
-)
-from hsfm_jax.evaluate import accuracy_metrics, evaluate_head, evaluate_logits
-from hsfm_jax.experiment import Results, default_config, run
-from hsfm_jax.features import FeatureSet, Split, SplitArrays, from_arrays, load, save
-from hsfm_jax.heads import LinearHead
+from hsfm_jax import methods
+from hsfm_jax.core import heads, losses
+from hsfm_jax.core.heads import LinearHead
+from hsfm_jax.data import features, synthetic
+from hsfm_jax.data.features import FeatureSet, Split, SplitArrays, from_arrays, load, save
 from hsfm_jax.methods import REGISTRY
+from hsfm_jax.methods.hsfm import algorithm as hsfm
+from hsfm_jax.methods.hsfm import method as hsfm_method
+from hsfm_jax.reporting import evaluate
+from hsfm_jax.reporting.evaluate import accuracy_metrics, evaluate_head, evaluate_logits
+from hsfm_jax.runtime import experiment
+from hsfm_jax.runtime.experiment import Results, default_config, run
 
 __version__ = "0.1.0"
 

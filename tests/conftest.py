@@ -1,8 +1,29 @@
-"""Shared fixtures: small synthetic feature directories written in the on-disk format."""
+"""Shared fixtures (a synthetic feature set in memory, small feature directories in the on-disk
+format) and the `torch` marker of everything under tests/feature_export/."""
+
+from pathlib import Path
 
 import pytest
 
-from hsfm_jax import synthetic
+from hsfm_jax.data import synthetic
+
+_TORCH_TESTS = Path(__file__).resolve().parent / "feature_export"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/feature_export/ needs PyTorch: marked `torch`."""
+    del config
+    for item in items:
+        if _TORCH_TESTS in Path(item.fspath).resolve().parents:
+            item.add_marker(pytest.mark.torch)
+
+
+@pytest.fixture
+def feature_set():
+    """feature_set(**kw) -> a synthetic problem in memory (`synthetic.feature_set`, kw as
+    `synthetic.generate`)."""
+    return synthetic.feature_set
+
 
 SMALL = dict(
     num_core=4, num_spurious=4, num_noise=4, num_train=600, val_per_group=20, test_per_group=50

@@ -31,7 +31,7 @@ Where the paper is silent or ambiguous we chose, and say why:
   The other reading (5e-5 is the head's lr during the meta stage, i.e. alpha, which we set to
   5e-5 anyway) would leave eta unstated, and Table 11's Waterbirds column has eta = 1; try it
   with `--config.hsfm.meta_lr=1.0`. On the synthetic 50-class problem of
-  tests/test_finegrained.py (unit-scale features, not ResNet's) eta = alpha = 5e-5 leaves the ERM
+  tests/feature_export/test_finegrained.py (unit-scale features, not ResNet's) eta = alpha = 5e-5 leaves the ERM
   head's accuracy unchanged, eta = 1 raises it: on real features, compare both.
 - "batch size ... 256 for the meta-optimization setting": not used. Alg. 1 and Eqs. 12-16 are
   full batch (the inner loss averages over the whole support set S, the outer loss over the
@@ -42,10 +42,10 @@ Where the paper is silent or ambiguous we chose, and say why:
   "mean_acc", as Table 3 reports top-1 accuracy); `--config.hsfm.selection_metric=
   worst_class_acc` selects by worst-class accuracy instead. DFR selects its C the same way.
 - Seeds: Table 3 gives single numbers; we run 3 seeds (Table 1's convention).
-- meta-gradient: "auto" (`hsfm_jax.meta.choose_method`). At C = 200, d = 2048, S = 3200,
+- meta-gradient: "auto" (`hsfm_jax.methods.hsfm.meta.choose_method`). At C = 200, d = 2048, S = 3200,
   |Q| = 12800, T = 15 it resolves to "vjp", the variant `benchmarks/meta_gradient.py` measured
   fastest at this size (problem "finegrained_resnet"); the Gram unroll does more arithmetic here.
-- DFR (`hsfm_jax.baselines.dfr`, variant "dfr" on the fitting half of val): with num_groups 0 it
+- DFR (`hsfm_jax.methods.dfr`, variant "dfr" on the fitting half of val): with num_groups 0 it
   subsamples class-balanced instead of group-balanced and tunes C by accuracy.
 
 Class sizes of the real splits: k = 64 per class is more than any class of the fitting half of

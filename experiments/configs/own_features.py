@@ -4,9 +4,9 @@ r"""A template for your own features: no prepare step, rates for unit-scale feat
   python -m experiments.main --config=experiments/configs/own_features.py \
       --config.features_dir=/data/my_features --workdir=runs/mine        # from a checkout
 
-From Python: ``hsfm_jax.run(data, config="own_features")`` (`hsfm_jax.experiment.run`).
+From Python: ``hsfm_jax.run(data, config="own_features")`` (`hsfm_jax.runtime.experiment.run`).
 
-The paper's rates (`hsfm_jax.experiment.default_config`) are for ERM-fine-tuned ResNet-50
+The paper's rates (`hsfm_jax.runtime.experiment.default_config`) are for ERM-fine-tuned ResNet-50
 features (2048-d, non-negative, large norms). These are for features of unit scale per
 dimension, e.g. standardized with train's statistics (``X = (X - X_train.mean(0)) /
 X_train.std(0)``, the same for val and test): the values the synthetic problem's config
@@ -16,12 +16,12 @@ tune them on your val split, sweep them:
   hsfm-sweep --config=own_features --config.features_dir=/data/my_features \
       --workdir=runs/mine_sweep --sweep='meta_lr=0.03,0.1,0.3 inner_lr=1e-3,1e-2,1e-1 seeds=5'
 
-Every field of the experiment is listed in `hsfm_jax.experiment.default_config` (commented there);
+Every field of the experiment is listed in `hsfm_jax.runtime.experiment.default_config` (commented there);
 each method's fields in its module's ``default_config()`` (`hsfm_jax.methods.REGISTRY`). The
 fields below are the ones to look at for your own features.
 """
 
-from hsfm_jax import experiment
+from hsfm_jax.runtime import experiment
 
 
 def get_config():

@@ -1,4 +1,4 @@
-r"""HSFM vs ERM on the synthetic spurious-feature problem (`hsfm_jax.synthetic`).
+r"""HSFM vs ERM on the synthetic spurious-feature problem (`hsfm_jax.data.synthetic`).
 
   python -m experiments.main --config=experiments/configs/synthetic.py --workdir=runs/synthetic
 
@@ -23,7 +23,7 @@ def get_config():
     config.erm.learning_rate = 1e-2
     config.erm.steps = 500
     # Unit-scale features (d = 32): larger steps than the backbone-scale defaults, as in the
-    # methods' tests (tests/test_group_dro.py, test_jtt.py, test_afr.py).
+    # methods' tests (tests/methods/test_group_dro.py, test_jtt.py, test_afr.py).
     config.group_dro.learning_rate = 1e-2
     config.jtt.learning_rate = 0.1
     config.afr.learning_rate = 0.03

@@ -36,7 +36,7 @@ from torch import nn
 
 from feature_export.backbones.base import Backbone, register
 from feature_export.datasets.base import ExportDataset
-from hsfm_jax.atomic import atomic_write
+from hsfm_jax.runtime.atomic import atomic_write
 
 FEATURE_DIM = 64
 PREPROCESSING = (

@@ -63,7 +63,7 @@ from PIL import Image
 from feature_export.datasets.base import ExportDataset, SplitIndex, register
 from feature_export.datasets.tfds import read_tfds_images
 from feature_export.package_data import package_file
-from hsfm_jax.atomic import atomic_write
+from hsfm_jax.runtime.atomic import atomic_write
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "dominoes.json"

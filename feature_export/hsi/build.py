@@ -72,7 +72,7 @@ from feature_export.hsi import (
 )
 from feature_export.hsi.annotations import Annotation, Box, ImageNetLayout
 from feature_export.hsi.manifest import CONFIG_FILE, MANIFEST_FILE, write_manifest
-from hsfm_jax.atomic import atomic_write
+from hsfm_jax.runtime.atomic import atomic_write
 
 SPLITS = ("train", "val", "test")
 # variant -> (corner rule, resize rule)

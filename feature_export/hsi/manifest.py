@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from feature_export.hsi import OBJECT_SIZES, PLACEMENTS, category, group_id
-from hsfm_jax.atomic import atomic_write
+from hsfm_jax.runtime.atomic import atomic_write
 
 MANIFEST_FILE = "manifest.csv"
 CONFIG_FILE = "build_config.json"

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from feature_export.hsi.annotations import IMAGENET_SPLITS, Annotation, ImageNetLayout
-from hsfm_jax.atomic import atomic_write
+from hsfm_jax.runtime.atomic import atomic_write
 
 CSV_COLUMNS = (
     "wnid",

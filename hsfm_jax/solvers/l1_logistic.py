@@ -10,8 +10,8 @@ adaptive restart (``Solver(method="fista")``, `_fista_one`) is the alternative. 
 stored as logits ``(-z/2, z/2)``, so softmax gives the logistic probability.
 
 Everything is one jitted, vmappable function of arrays (sample weights of 0 leave rows out at
-fixed shapes; warm starts through ``init``); DFR (`hsfm_jax.baselines.dfr`) solves its C grid
-as a regularization path with it. tests/test_l1_logistic.py checks it against scikit-learn.
+fixed shapes; warm starts through ``init``); DFR (`hsfm_jax.methods.dfr`) solves its C grid
+as a regularization path with it. tests/solvers/test_l1_logistic.py checks it against scikit-learn.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from hsfm_jax import heads, program_cache
+from hsfm_jax.core import heads
+from hsfm_jax.runtime import program_cache
 from hsfm_jax.solvers import sklearn_l1
 
 
@@ -274,7 +275,7 @@ def _newton_one(
     Stops when the largest violation is <= `solver.tol`, when a step lowers the objective by
     less than `_NEWTON_STALL` (full Newton step) or `_BLOCK_STALL` (otherwise) of it, or after
     `solver.newton_iters` steps. float32 cannot resolve the violation of large problems down to
-    1e-4; the objective is then at its optimum to ~1e-7 (tests/test_dfr.py, benchmarks/dfr.py).
+    1e-4; the objective is then at its optimum to ~1e-7 (tests/methods/test_dfr.py, benchmarks/dfr.py).
 
     Args:
       aug: (N, p) features with a trailing column of ones (the penalized intercept).

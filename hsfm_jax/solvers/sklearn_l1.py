@@ -1,12 +1,12 @@
 """L1 logistic regression by scikit-learn's liblinear on the host, from inside a jitted program.
 
-DFR's ``solver.method = "sklearn"`` (`hsfm_jax.baselines.dfr`): the same binary problem as its
+DFR's ``solver.method = "sklearn"`` (`hsfm_jax.methods.dfr`): the same binary problem as its
 JAX solvers, liblinear's ``||w||_1 + |b| + sum_i cw_i log(1 + exp(-t_i (w.x_i + b)))`` with the
 intercept penalized (``intercept_scaling=1``), solved by ``LogisticRegression(solver=
 "liblinear", l1_ratio=1)`` (the L1 penalty without sklearn 1.8's deprecated ``penalty=``) through
 `jax.pure_callback`. Everything around the fits (subsamples, scalers, C selection, averaging)
 stays the JAX program it is with the other solvers, so the draws and the protocol are the same
-and only the fits differ, within the solvers' tolerances (tests/test_sklearn_l1.py).
+and only the fits differ, within the solvers' tolerances (tests/solvers/test_sklearn_l1.py).
 
 Why: compiling the JAX solvers is most of a cold DFR call on a CPU (benchmarks/compile_time.py,
 docs/compile_time.md), while liblinear needs no compilation; a one-off CPU run finishes sooner

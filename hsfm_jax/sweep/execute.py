@@ -13,11 +13,11 @@ How it runs:
   another program, compiled once.
 - In a program, every (setting, seed) pair is one *run*; runs form one leading axis (setting-major:
   run = setting * num_seeds + seed) that `jax.vmap` maps over, rates included. Seed keys are those
-  of `hsfm_jax.experiment.run`, so a setting's seeds reproduce a single experiment with that config.
+  of `hsfm_jax.runtime.experiment.run`, so a setting's seeds reproduce a single experiment with that config.
 - With several devices the runs axis is sharded over a 1-D mesh ``("runs",)`` with
   `NamedSharding`; it is padded to a multiple of the device count by repeating the last run, whose
   copies are dropped. Runs are independent, so results do not depend on the device count.
-- Multi-process (`hsfm_jax.distributed`): the mesh spans every process's devices; every process
+- Multi-process (`hsfm_jax.runtime.distributed`): the mesh spans every process's devices; every process
   reads the features, plans the same programs and fills its own shards (`distributed.put_global`);
   chunk results are gathered to every process (`distributed.to_host`), so each one saves the same
   checkpoint collectively (orbax: every process calls save/restore; process 0 writes the NumPy
@@ -60,20 +60,14 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from hsfm_jax import (
-    checkpointing,
-    distributed,
-    divergence,
-    hsfm,
-    hsfm_method,
-    inputs,
-    locks,
-    methods,
-    ownership,
-    results,
-)
-from hsfm_jax import features as features_lib
-from hsfm_jax.baselines import erm
+from hsfm_jax import methods
+from hsfm_jax.data import features as features_lib
+from hsfm_jax.data import inputs
+from hsfm_jax.methods import erm
+from hsfm_jax.methods.hsfm import algorithm as hsfm
+from hsfm_jax.methods.hsfm import method as hsfm_method
+from hsfm_jax.reporting import results
+from hsfm_jax.runtime import checkpointing, distributed, divergence, locks, ownership
 from hsfm_jax.sweep import report as report_lib
 from hsfm_jax.sweep.plan import Program, Spec, apply, parse_spec, plan, setting_name
 
@@ -336,7 +330,7 @@ def _run(
     """Runs (or resumes) a sweep and writes its summary files. Returns the sweep.json report.
 
     Args:
-      config: the base experiment config (as `hsfm_jax.experiment.run` takes).
+      config: the base experiment config (as `hsfm_jax.runtime.experiment.run` takes).
       sweep: a spec string (see `parse_spec`) or a parsed `Spec`.
       workdir: where everything goes; a restart with the same arguments resumes.
       checkpoint_every: epochs per chunk; the state is saved after each chunk.

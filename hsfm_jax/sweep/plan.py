@@ -15,8 +15,11 @@ from typing import Any, NamedTuple
 
 import ml_collections
 
-from hsfm_jax import checks, hsfm, hsfm_method, methods
-from hsfm_jax import features as features_lib
+from hsfm_jax import methods
+from hsfm_jax.core import checks
+from hsfm_jax.data import features as features_lib
+from hsfm_jax.methods.hsfm import algorithm as hsfm
+from hsfm_jax.methods.hsfm import method as hsfm_method
 
 SEEDS_NAME = "seeds"
 # Top-level config entries a sweep may not vary: they change the data, the seeds or the output.

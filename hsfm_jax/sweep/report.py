@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hsfm_jax import checkpointing, results, tables
+from hsfm_jax.reporting import results, tables
+from hsfm_jax.runtime import checkpointing
 
 
 def table_columns(num_groups: int) -> list[tuple[str, str, str]]:

@@ -1,0 +1,1 @@
+"""Building blocks every method shares: heads, losses, optimizers, sampling, scaling, selection."""

@@ -1,0 +1,1 @@
+"""Scoring and reporting: the evaluator, results files, tables, analysis, figures."""

@@ -1,0 +1,1 @@
+"""Running experiments: the epoch loop, checkpoints, program cache, workdirs, processes."""
