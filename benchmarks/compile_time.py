@@ -1,7 +1,8 @@
 """Time to first result: every method's compile and run time, cold and warm, on real jobs.
 
     python -m benchmarks.compile_time [--jobs=main,main_sklearn,mfd_pre,mfd_pre_dfr,...]
-        [--out=benchmarks/results/compile_time_cpu.json]
+        [--methods=dfr,...] [--out=benchmarks/results/compile_time_cpu.json]
+    python -m benchmarks.compile_time --from_json=benchmarks/results/compile_time_cpu.json
 
 Jobs (each a config as `experiments.main` runs it; features prepared before any timing):
 
@@ -76,6 +77,11 @@ class Spans:
     def _record(self, event: str, start: float, end: float, **_) -> None:
         if event in self._kinds:
             self.spans.append((self._kinds[event], start, end))
+
+    def close(self) -> None:
+        import jax
+
+        jax.monitoring.unregister_event_time_span_listener(self._record)
 
     def mark(self) -> int:
         return len(self.spans)
@@ -319,9 +325,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--mfd_dir", default=MFD_DIR)
     parser.add_argument("--methods", default="", help="only these (comma-separated)")
     parser.add_argument("--out", default="")
+    parser.add_argument("--from_json", default="", help="print the table of a results JSON")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--child_out", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.from_json:
+        print(table(json.loads(Path(args.from_json).read_text())))
+        return {}
     if args.child:
         Path(args.child_out).write_text(json.dumps(child(json.loads(args.child))))
         return {}
