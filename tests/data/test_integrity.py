@@ -19,6 +19,8 @@ from hsfm_jax.data import synthetic
 from hsfm_jax.methods.hsfm import algorithm as hsfm
 from hsfm_jax.runtime import locks
 
+pytestmark = pytest.mark.slow  # runs killed and resumed in new processes
+
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(num_train=400, val_per_group=20, test_per_group=20)
 # SGD steps of 1e38 with an L2 pull: the weights oscillate to inf and NaN within a few steps.

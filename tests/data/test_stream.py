@@ -233,6 +233,7 @@ def _child(features_dir, workdir, budget_gb):
     )
 
 
+@pytest.mark.slow  # writes a 3 GiB memmap
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA semantics")
 def test_a_3gb_train_split_runs_erm_and_hsfm_under_a_1_5gb_limit(tmp_path):
     path = tmp_path / "big"

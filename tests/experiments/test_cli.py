@@ -11,6 +11,8 @@ import pytest
 
 from hsfm_jax.data import synthetic
 
+pytestmark = pytest.mark.slow  # each test runs an entry point in a new process
+
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = [
     "--config.methods=erm,hsfm",  # the baselines have their own tests

@@ -11,6 +11,8 @@ import pytest
 
 import hsfm_jax
 
+pytestmark = pytest.mark.slow  # builds and installs the wheel
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("setup.py", "setup.cfg", "pyproject.toml", "README.md", "LICENSE")
 PACKAGES = ("hsfm_jax", "experiments", "feature_export", "benchmarks")

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a whole run in a new process
+
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("erm", "hsfm")
 

@@ -3,8 +3,12 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from experiments import train
 from experiments.configs import digit_dominoes
+
+pytestmark = pytest.mark.slow  # every method on the main job
 
 
 def test_digit_dominoes_main_job(tmp_path):

@@ -10,6 +10,8 @@ import pytest
 
 from hsfm_jax.reporting import browser_check
 
+pytestmark = pytest.mark.slow  # a run, then Chromium
+
 
 @pytest.fixture(scope="module")
 def browser():

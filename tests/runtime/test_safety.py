@@ -26,6 +26,8 @@ from hsfm_jax.runtime import atomic, locks, ownership
 from hsfm_jax.runtime import workdir as workdir_lib
 from hsfm_jax.sweep import execute
 
+pytestmark = pytest.mark.slow  # the entry points run as a user runs them, in new processes
+
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(num_train=200, val_per_group=10, test_per_group=10)
 

@@ -23,6 +23,8 @@ from experiments.configs import synthetic as synthetic_config
 from hsfm_jax.runtime import distributed
 from hsfm_jax.sweep import execute as sweep_execute
 
+pytestmark = pytest.mark.slow  # sweeps over several processes
+
 REPO = Path(__file__).resolve().parents[2]
 # One program of 2 rates x 2 seeds = 4 runs: 2 processes hold 2 runs each, 3 processes pad to 6.
 SPEC = "meta_lr=0.1,0.3 seeds=2"
