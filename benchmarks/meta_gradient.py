@@ -252,8 +252,7 @@ def _jax_fns(jax, jnp, p: Problem, arrays, methods, dtype):
         jnp.asarray(support, dtype),
         heads.LinearHead(jnp.asarray(weight, dtype), jnp.asarray(bias, dtype)),
         jnp.asarray(ys, jnp.int32),
-        jnp.asarray(query, dtype),
-        jnp.asarray(yq, jnp.int32),
+        (jnp.asarray(query, dtype), jnp.asarray(yq, jnp.int32)),
     )
     out = {}
     for m in methods:

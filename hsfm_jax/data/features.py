@@ -730,19 +730,16 @@ def save(
     path: str | os.PathLike,
     *,
     splits: Mapping[str, Split],
-    dataset: str,
-    backbone: str,
-    class_names: Sequence[str],
-    group_names: Sequence[str],
-    preprocessing: str,
     head: tuple[np.ndarray, np.ndarray] | None = None,
     made_by: str = "features.save",
-    **extra,
+    **meta_fields,
 ) -> dict:
     """Writes a whole feature directory (splits, optional head, then meta.json last).
 
-    `path` must be missing, empty or a feature directory hsfm_jax wrote (`ownership`); a new one
-    is marked as made by `made_by`. Returns the meta dict written.
+    `meta_fields` are `make_meta`'s (dataset, backbone, class_names, group_names, preprocessing
+    and any extra field); feature_dim and the split sizes come from `splits`. `path` must be
+    missing, empty or a feature directory hsfm_jax wrote (`ownership`); a new one is marked as
+    made by `made_by`. Returns the meta dict written.
     """
     path = Path(path)
     mark_features(path, made_by)
@@ -756,14 +753,9 @@ def save(
     if head is not None:
         write_head(path, *head)
     meta = make_meta(
-        dataset=dataset,
-        backbone=backbone,
-        class_names=class_names,
-        group_names=group_names,
         feature_dim=dims.pop(),
         split_sizes={name: s.num_examples for name, s in splits.items()},
-        preprocessing=preprocessing,
-        **extra,
+        **meta_fields,
     )
     write_meta(path, meta)
     return meta

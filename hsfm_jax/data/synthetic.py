@@ -18,12 +18,31 @@ as the fine-grained datasets have (paper Sec. 5.2): a method then sees only the 
 
 from __future__ import annotations
 
-import inspect
 import os
+from typing import NamedTuple
 
 import numpy as np
 
 from hsfm_jax.data import features as features_lib
+
+
+class Problem(NamedTuple):
+    """What `generate` draws (the module docstring says what each block is)."""
+
+    seed: int = 0
+    num_classes: int = 2
+    num_core: int = 8
+    num_spurious: int = 8
+    num_noise: int = 16
+    num_train: int = 4000
+    val_per_group: int = 100
+    test_per_group: int = 500
+    train_agreement: float = 0.95
+    core_scale: float = 1.0
+    core_noise: float = 0.6
+    spurious_scale: float = 1.0
+    spurious_noise: float = 0.2
+    with_groups: bool = True
 
 
 def _class_means(rng: np.random.Generator, num_classes: int, dims: int) -> np.ndarray:
@@ -39,19 +58,14 @@ def _sample_split(
     spurious: np.ndarray,
     mu_core: np.ndarray,
     mu_spur: np.ndarray,
-    *,
-    num_noise: int,
-    core_scale: float,
-    core_noise: float,
-    spurious_scale: float,
-    spurious_noise: float,
+    problem: Problem,
 ) -> np.ndarray:
-    n = labels.shape[0]
-    core = core_scale * mu_core[labels] + core_noise * rng.normal(size=(n, mu_core.shape[1]))
-    spur = spurious_scale * mu_spur[spurious] + spurious_noise * rng.normal(
+    n, p = labels.shape[0], problem
+    core = p.core_scale * mu_core[labels] + p.core_noise * rng.normal(size=(n, mu_core.shape[1]))
+    spur = p.spurious_scale * mu_spur[spurious] + p.spurious_noise * rng.normal(
         size=(n, mu_spur.shape[1])
     )
-    noise = rng.normal(size=(n, num_noise))
+    noise = rng.normal(size=(n, p.num_noise))
     return np.concatenate([core, spur, noise], axis=1).astype(np.float32)
 
 
@@ -70,64 +84,50 @@ def _balanced_attributes(rng, per_group, num_classes):
 
 
 def generate(
-    *,
-    seed: int = 0,
-    num_classes: int = 2,
-    num_core: int = 8,
-    num_spurious: int = 8,
-    num_noise: int = 16,
-    num_train: int = 4000,
-    val_per_group: int = 100,
-    test_per_group: int = 500,
-    train_agreement: float = 0.95,
-    core_scale: float = 1.0,
-    core_noise: float = 0.6,
-    spurious_scale: float = 1.0,
-    spurious_noise: float = 0.2,
-    with_groups: bool = True,
+    problem: Problem | None = None, **fields
 ) -> tuple[dict[str, features_lib.Split], dict]:
-    """Generates train/val/test splits.
+    """Generates train/val/test splits of `problem` (default `Problem()`), with `fields` (any
+    `Problem` field, by name) replaced.
 
     Returns:
       (splits, info): `splits` maps split name to `Split`; `info` has class/group names and the
       dimension indices of each block (``core_dims``, ``spurious_dims``, ``noise_dims``).
     """
-    if not 0.0 <= train_agreement <= 1.0:
-        raise ValueError(f"train_agreement must be in [0, 1], got {train_agreement}")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    rng = np.random.default_rng(seed)
-    mu_core = _class_means(rng, num_classes, num_core)
-    mu_spur = _class_means(rng, num_classes, num_spurious)
-    kwargs = dict(
-        num_noise=num_noise,
-        core_scale=core_scale,
-        core_noise=core_noise,
-        spurious_scale=spurious_scale,
-        spurious_noise=spurious_noise,
-    )
+    unknown = sorted(set(fields) - set(Problem._fields))
+    if unknown:
+        raise ValueError(
+            f"synthetic: unknown argument(s) {unknown}; known: {list(Problem._fields)}"
+        )
+    p = (problem or Problem())._replace(**fields)
+    if not 0.0 <= p.train_agreement <= 1.0:
+        raise ValueError(f"train_agreement must be in [0, 1], got {p.train_agreement}")
+    if p.num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {p.num_classes}")
+    C = p.num_classes
+    rng = np.random.default_rng(p.seed)
+    mu_core = _class_means(rng, C, p.num_core)
+    mu_spur = _class_means(rng, C, p.num_spurious)
     attributes = {
-        "train": _train_attributes(rng, num_train, num_classes, train_agreement),
-        "val": _balanced_attributes(rng, val_per_group, num_classes),
-        "test": _balanced_attributes(rng, test_per_group, num_classes),
+        "train": _train_attributes(rng, p.num_train, C, p.train_agreement),
+        "val": _balanced_attributes(rng, p.val_per_group, C),
+        "test": _balanced_attributes(rng, p.test_per_group, C),
     }
     splits = {}
     for name, (labels, spurious) in attributes.items():
-        feats = _sample_split(rng, labels, spurious, mu_core, mu_spur, **kwargs)
-        groups = labels * num_classes + spurious if with_groups else np.full_like(labels, -1)
+        feats = _sample_split(rng, labels, spurious, mu_core, mu_spur, p)
+        groups = labels * C + spurious if p.with_groups else np.full_like(labels, -1)
         splits[name] = features_lib.Split(feats, labels.astype(np.int32), groups.astype(np.int32))
+    core, spur = p.num_core, p.num_spurious
     info = {
-        "class_names": [f"class_{c}" for c in range(num_classes)],
+        "class_names": [f"class_{c}" for c in range(C)],
         "group_names": (
-            [f"y={y},s={s}" for y in range(num_classes) for s in range(num_classes)]
-            if with_groups
-            else []
+            [f"y={y},s={s}" for y in range(C) for s in range(C)] if p.with_groups else []
         ),
-        "core_dims": list(range(num_core)),
-        "spurious_dims": list(range(num_core, num_core + num_spurious)),
-        "noise_dims": list(range(num_core + num_spurious, num_core + num_spurious + num_noise)),
-        "train_agreement": train_agreement,
-        "seed": seed,
+        "core_dims": list(range(core)),
+        "spurious_dims": list(range(core, core + spur)),
+        "noise_dims": list(range(core + spur, core + spur + p.num_noise)),
+        "train_agreement": p.train_agreement,
+        "seed": p.seed,
     }
     return splits, info
 
@@ -155,12 +155,8 @@ def feature_set(**kwargs) -> features_lib.FeatureSet:
 
 
 def default_arguments() -> dict:
-    """The keyword arguments of `generate` with their defaults (for configs)."""
-    return {
-        name: p.default
-        for name, p in inspect.signature(generate).parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
+    """The fields of `Problem` with their defaults (for configs)."""
+    return Problem()._asdict()
 
 
 def write(path: str | os.PathLike, **kwargs) -> dict:

@@ -7,15 +7,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "hsfm_jax"
 MAX_PARAMETERS = 8
-# Functions still over the limit: HSFM's meta-gradient entry points (their positional arrays
-# mirror Eq. 16), the synthetic generator's keyword arguments and `features.save`'s.
-# The list may only shrink: a function over the limit that is not here fails the test, and so
-# does a listed one that is no longer over it.
-OVER_THE_LIMIT = {
-    "data/features.py": {"save"},
-    "data/synthetic.py": {"generate", "_sample_split"},
-    "methods/hsfm/meta.py": {"outer_loss", "meta_value_and_grad"},
-}
 
 
 def _parameter_counts():
@@ -32,4 +23,4 @@ def test_no_function_in_the_package_takes_more_than_8_parameters():
     for module, name, count in _parameter_counts():
         if count > MAX_PARAMETERS:
             over.setdefault(module, set()).add(name)
-    assert over == OVER_THE_LIMIT
+    assert over == {}

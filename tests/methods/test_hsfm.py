@@ -148,7 +148,7 @@ def test_sgd_meta_step_is_eq17(problem):
     )
     q = hard_set.top_k_per_class(val_losses, arrays.val.labels, num_classes=2, per_class=10)
     _, g = meta.meta_value_and_grad(
-        h0, head, y, arrays.val.features[q], arrays.val.labels[q], inner_steps=3, inner_lr=1e-2
+        h0, head, y, (arrays.val.features[q], arrays.val.labels[q]), inner_steps=3, inner_lr=1e-2
     )
     norm = jnp.linalg.norm(g)
     assert norm > 5e-4  # the clip is active in this test

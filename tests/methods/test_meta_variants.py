@@ -33,8 +33,7 @@ def _all_grads(p, lr, *, methods, steps, remat=False):
             support,
             head,
             p["support_labels"],
-            query,
-            p["query_labels"],
+            (query, p["query_labels"]),
             inner_steps=steps,
             inner_lr=inner_lr,
             remat=remat,
@@ -73,11 +72,10 @@ def test_equals_autodiff_float64(C, steps, remat):
 
 def _meta_grads(p, methods, **kw):
     """{method: meta_value_and_grad(...)} of problem p, one compiled program."""
-    order = ("support", "head", "support_labels", "query", "query_labels")
     every = jax.jit(
         lambda *args: {m: meta.meta_value_and_grad(*args, method=m, **kw) for m in methods}
     )
-    return every(*(p[k] for k in order))
+    return every(p["support"], p["head"], p["support_labels"], (p["query"], p["query_labels"]))
 
 
 def test_meta_value_and_grad_float64():
@@ -122,8 +120,7 @@ def test_vmapped_over_seeds():
                         s,
                         p["head"],
                         p["support_labels"],
-                        p["query"],
-                        p["query_labels"],
+                        (p["query"], p["query_labels"]),
                         inner_steps=3,
                         inner_lr=0.3,
                         method=m,
@@ -170,8 +167,7 @@ def test_unknown_method_names_the_choices():
             p["support"],
             p["head"],
             p["support_labels"],
-            p["query"],
-            p["query_labels"],
+            (p["query"], p["query_labels"]),
             inner_steps=1,
             inner_lr=0.1,
             method="closed_form",
@@ -189,7 +185,7 @@ def test_float32_swallows_plain_sgd_steps_at_celeba_scale():
     S, C, alpha, eta = 2048, 2, 5e-5, 0.1
     with jax.enable_x64(True):
         p = _problem(3, S=S, d=64, C=C, Qn=512, weight_scale=1 / 8)
-        args = (p["support"], p["head"], p["support_labels"], p["query"], p["query_labels"])
+        args = (p["support"], p["head"], p["support_labels"], (p["query"], p["query_labels"]))
         _, grad = meta.meta_value_and_grad(*args, inner_steps=10, inner_lr=alpha, method="vjp")
         H, g = np.asarray(p["support"]), np.asarray(grad)
     step = -eta * g

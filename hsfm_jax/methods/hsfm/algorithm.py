@@ -242,7 +242,7 @@ def epoch(state: State, data: Data, rates: Rates, *, settings: Settings) -> tupl
     def meta_step(carry, _):
         support, opt_state = carry
         loss, grad = meta.meta_value_and_grad(
-            support, state.head, labels, *query, method=s.meta_gradient, **unroll
+            support, state.head, labels, query, method=s.meta_gradient, **unroll
         )
         updates, opt_state = meta_tx.update(grad, opt_state, support)
         return (optax.apply_updates(support, updates), opt_state), loss
@@ -251,7 +251,7 @@ def epoch(state: State, data: Data, rates: Rates, *, settings: Settings) -> tupl
         meta_step, (state.support, state.meta_opt_state), None, length=s.meta_steps
     )
     outer_after = meta.outer_loss(
-        support, state.head, labels, *query, method=s.meta_gradient, **unroll
+        support, state.head, labels, query, method=s.meta_gradient, **unroll
     )
 
     frozen = jax.lax.stop_gradient(support)

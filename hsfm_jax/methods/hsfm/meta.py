@@ -108,8 +108,7 @@ def outer_loss(
     support: jnp.ndarray,
     head: heads.LinearHead,
     support_labels: jnp.ndarray,
-    query: jnp.ndarray,
-    query_labels: jnp.ndarray,
+    hard_set: tuple[jnp.ndarray, jnp.ndarray],
     *,
     inner_steps: int,
     inner_lr: float | jnp.ndarray,
@@ -119,20 +118,20 @@ def outer_loss(
     """L_out(H; Q) (Eq. 16): CE on the hard set of the head adapted on (H, y_S).
 
     Every `method` gives the same value and (under `jax.grad`) the same gradient with respect
-    to support, head, query and inner_lr; they differ in speed and memory.
+    to support, head, the hard set's features and inner_lr; they differ in speed and memory.
 
     Args:
       support: (S, d) H, the argument the meta-gradient is taken with respect to.
       head: (W^(0), b^(0)), weight (C, d), bias (C,).
       support_labels: (S,) int.
-      query: (Q, d) hard-set features.
-      query_labels: (Q,) int.
+      hard_set: Q as (features (Q, d), labels (Q,) int).
       inner_steps: T.
       inner_lr: alpha.
       remat: `jax.checkpoint` each step of the autodiff unroll (long T). The hand-written
         methods keep O(T (S + d) C) and have nothing to recompute.
       method: one of META_GRADIENTS.
     """
+    query, query_labels = hard_set
     method = resolve_method(method, support, query, head, inner_steps)
     if method in ("vjp", "gram"):
         C, dtype = head.weight.shape[0], support.dtype
@@ -157,8 +156,7 @@ def meta_value_and_grad(
     support: jnp.ndarray,
     head: heads.LinearHead,
     support_labels: jnp.ndarray,
-    query: jnp.ndarray,
-    query_labels: jnp.ndarray,
+    hard_set: tuple[jnp.ndarray, jnp.ndarray],
     *,
     inner_steps: int,
     inner_lr: float | jnp.ndarray,
@@ -173,4 +171,4 @@ def meta_value_and_grad(
         functools.partial(
             outer_loss, inner_steps=inner_steps, remat=remat, method=method, inner_lr=inner_lr
         )
-    )(support, head, support_labels, query, query_labels)
+    )(support, head, support_labels, hard_set)
