@@ -11,7 +11,7 @@ from experiments.configs import digit_dominoes
 pytestmark = pytest.mark.slow  # every method on the main job
 
 
-def test_digit_dominoes_main_job(tmp_path):
+def test_main_job_exports_and_every_row_equals_its_golden_per_seed_values(tmp_path):
     config = digit_dominoes.get_config()
     config.features_dir = str(tmp_path / "features")
     config.export.weights = str(tmp_path / "digit_cnn.pt")
@@ -19,7 +19,7 @@ def test_digit_dominoes_main_job(tmp_path):
     config.export.backbone_args = {"epochs": 2}
     config.num_seeds = 2
     config.hsfm.epochs = 3
-    config.hsfm.grid = "none"  # the configured rates alone: the run the reference recorded
+    config.hsfm.grid = "none"  # the configured rates alone, as the golden values
     config.dfr.num_retrains = 2
     config.neurontune.epochs = 2
     report = train.run(config, tmp_path / "run")
@@ -38,8 +38,7 @@ def test_digit_dominoes_main_job(tmp_path):
     assert expected <= set(report["methods"])
     assert report["dataset"] == "digit_dominoes" and report["backbone"] == "digit_cnn"
     assert "| hsfm | 2 |" in (tmp_path / "run" / "results.md").read_text()
-    # every row, per seed, as before the method-contract refactor (the export runs in a
-    # subprocess now; the CNN's training and every method are unchanged)
+    # every row, per seed, equals tests/golden/digit_dominoes_reference.json
     reference = Path(__file__).parents[1] / "golden" / "digit_dominoes_reference.json"
     for row, splits in json.loads(reference.read_text())["rows"].items():
         for split, metrics in splits.items():

@@ -18,6 +18,7 @@ from hsfm_jax.data import inputs, synthetic
 from hsfm_jax.methods import neurontune
 from hsfm_jax.methods.hsfm import method as hsfm_method
 from hsfm_jax.reporting import evaluate, results, tables
+from hsfm_jax.runtime import experiment
 
 LABEL_FREE_METHODS = "erm,dfr,neurontune,jtt,afr,hsfm"
 SFIT_METHODS = ("dfr", "jtt", "afr")
@@ -66,9 +67,9 @@ def small_config(features_dir, methods_list, group_labels):
 
 def fit(config):
     data = inputs.load(config)
-    names = train.check(config)
+    names = experiment.check(config)
     resolved = methods.check(config, names, inputs.method_data(config, data))
-    return train.fit(config, names, resolved, data), resolved
+    return experiment.fit(config, names, resolved, data), resolved
 
 
 def label_free_config(features_dir):

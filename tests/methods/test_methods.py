@@ -61,9 +61,9 @@ def test_the_contract_check_names_what_a_module_lacks():
     assert "run: no docstring" in problems
 
 
-def test_results_equal_those_recorded_before_the_refactor(features_dir, tmp_path):
-    """Every row of the synthetic config, per seed, as `experiments.main` gave them at d2cd49d."""
-    # the configured HSFM rates alone (no rate grid): the run the reference recorded
+def test_every_synthetic_row_equals_its_golden_per_seed_values(features_dir, tmp_path):
+    """Every row of the synthetic config equals, per seed, the golden values of
+    tests/golden/synthetic_reference.json (HSFM: the configured rates alone, no rate grid)."""
     report = train.run(small_config(features_dir, grid="none"), tmp_path / "run")
     reference = json.loads(REFERENCE.read_text())["rows"]
     assert set(reference) <= set(report["methods"])

@@ -49,6 +49,7 @@ def synthetic_run(tmp_path_factory):
     )
     config.features_dir = str(features_dir)
     config.prepare = ""
+    config.hsfm.grid = "none"  # the configured rates' run: history.json and hsfm_last alike
     workdir = root / "run"
     train.run(config, workdir)
     return workdir, features_dir, images
