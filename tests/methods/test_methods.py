@@ -1,5 +1,5 @@
 """The method contract: the registry, checks before anything runs, resolved "auto" choices, and
-results unchanged by the refactor that introduced the contract."""
+every synthetic row equal to its golden per-seed values."""
 
 import json
 import os
