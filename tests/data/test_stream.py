@@ -125,6 +125,7 @@ def _run_config(features_dir, budget_gb):
     return config
 
 
+@pytest.mark.slow  # two whole runs
 def test_streamed_run_equals_in_memory_run(small_features_dir, tmp_path):
     """Budget 0 streams ERM (and HSFM's ERM initial head) and reads only HSFM's support rows;
     every metric of every row and seed equals the in-memory run's."""

@@ -82,6 +82,7 @@ def test_balanced_mask_properties():
     assert len(np.unique(idx)) == size == 4 * np.bincount(np.asarray(strata)).min()
 
 
+@pytest.mark.slow  # every DFR variant end to end
 def test_dfr_end_to_end_beats_erm_on_synthetic(feature_set):
     data = feature_set(num_train=2000, val_per_group=50, test_per_group=200)
     config = dfr.default_config()

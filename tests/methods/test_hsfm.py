@@ -200,6 +200,7 @@ def test_check_names_the_class():
         )
 
 
+@pytest.mark.slow  # the CLI config, 5 seeds, 40 epochs
 def test_hsfm_beats_erm_on_synthetic_with_cli_config(tmp_path):
     """End to end with the exact config the CLI runs (experiments/configs/synthetic.py)."""
     config = synthetic_config.get_config()

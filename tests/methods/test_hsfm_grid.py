@@ -252,6 +252,7 @@ def _scaled(data: features.FeatureSet, s: float, head: heads.LinearHead) -> feat
     return dataclasses.replace(data, splits=splits, head_weight=weight, head_bias=head.bias)
 
 
+@pytest.mark.slow  # float64 runs at three scales
 @pytest.mark.parametrize("s", [0.1, 10.0])
 def test_feature_rms_units_are_scale_equivariant(data, s):
     with jax.enable_x64(True):

@@ -53,6 +53,7 @@ def test_rows_of_weight_zero_are_left_out():
     np.testing.assert_array_equal(full[0], cut[0])
 
 
+@pytest.mark.slow  # a whole DFR run per solver
 def test_dfr_run_with_sklearn_equals_newton(small_features_dir):
     """The whole DFR protocol: the same subsamples, the same chosen C, heads within the
     solvers' tolerance, for every variant that fits an L1 model."""

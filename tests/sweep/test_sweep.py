@@ -25,6 +25,8 @@ from hsfm_jax.sweep import execute as sweep_execute
 from hsfm_jax.sweep import plan as sweep_plan
 from hsfm_jax.sweep import report as sweep_report
 
+pytestmark = pytest.mark.slow  # whole sweeps through the entry point
+
 REPO = Path(__file__).resolve().parents[2]
 SPEC = "inner_steps=2,3 meta_lr=0.1,0.3,0.5 seeds=3"
 TINY_HSFM = dict(support_per_class=4, hard_set_size=4, inner_steps=2, meta_steps=2, epochs=4)
