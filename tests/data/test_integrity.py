@@ -90,7 +90,7 @@ def test_a_second_run_in_the_same_workdir_is_refused(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from hsfm_jax import locks\n"
+            "import sys, time; from hsfm_jax.runtime import locks\n"
             "with locks.hold(sys.argv[1], 'workdir'):\n"
             "    print('held', flush=True); time.sleep(60)",
             str(tmp_path / "run"),

@@ -207,7 +207,7 @@ def test_render_selects_most_edited_points_and_writes_grid(fake_run, tmp_path):
     assert rows == [int(np.argmax(sizes[:3])), 3 + int(np.argmax(sizes[3:]))]
     assert [len(c["seeds"]) for c in pipe.calls] == [3, 1]
     with Image.open(tmp_path / "unclip_grid.png") as im:
-        assert im.size[0] == 3 * 192 and im.size[1] > 2 * 192
+        assert im.size[0] == 3 * (192 + 8) + 8 and im.size[1] > 2 * 192  # 8-px gaps
     assert json.loads((tmp_path / "unclip.json").read_text())["edit_scale"] == 2.0
     record = unclip.render(run, StubPipeline(), tmp_path, support_rows=[0, 5])
     assert [p["support_row"] for p in record["points"]] == [0, 5]

@@ -116,7 +116,7 @@ def hold_lock_in_subprocess(directory: Path) -> subprocess.Popen:
         [
             sys.executable,
             "-c",
-            "import sys, time\nfrom hsfm_jax import locks\n"
+            "import sys, time\nfrom hsfm_jax.runtime import locks\n"
             "with locks.hold(sys.argv[1], 'directory'):\n"
             "    print('held', flush=True)\n    time.sleep(120)",
             str(directory),
@@ -325,7 +325,7 @@ def test_a_kill_between_the_swap_renames_then_a_failed_rerun_keeps_a_set(tmp_pat
         "import os, sys\n"
         "from experiments import train\n"
         "from experiments.configs import synthetic\n"
-        "from hsfm_jax import workdir as w\n"
+        "from hsfm_jax.runtime import workdir as w\n"
         "config = synthetic.get_config()\n"
         "config.update(features_dir=sys.argv[1], prepare='', methods='erm', num_seeds=2)\n"
         "config.erm.steps = 20\n"
