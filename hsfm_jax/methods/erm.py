@@ -479,7 +479,7 @@ def from_config(
 
 @program_cache.jit(static_argnames=("recipe",))
 def fit_seeds(
-    features: jnp.ndarray, labels: jnp.ndarray, keys: jax.Array, recipe: Recipe, rates: Rates
+    features: jnp.ndarray, labels: jnp.ndarray, keys: jax.Array, rates: Rates, *, recipe: Recipe
 ) -> heads.LinearHead:
     """`fit` for each key (S,): heads (S, C, d), one program.
 
@@ -495,7 +495,7 @@ def fit_heads(
 ) -> heads.LinearHead:
     """ERM heads (S, C, d): one per key when minibatched, else one deterministic head (1, C, d)."""
     keys = keys if recipe.batch_size else keys[:1]
-    return fit_seeds(train.features, train.labels, keys, recipe, rates)
+    return fit_seeds(train.features, train.labels, keys, rates, recipe=recipe)
 
 
 def memory_budget_gb(config: ml_collections.ConfigDict) -> float:
