@@ -1,8 +1,10 @@
 """Shared fixtures (a synthetic feature set in memory, small feature directories in the on-disk
 format) and the `torch` marker of everything under tests/feature_export/."""
 
+import logging
 from pathlib import Path
 
+import jax
 import pytest
 
 from hsfm_jax.data import synthetic
@@ -16,6 +18,40 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if _TORCH_TESTS in Path(item.fspath).resolve().parents:
             item.add_marker(pytest.mark.torch)
+
+
+_JAX_CACHE_FLAGS = (
+    "jax_enable_compilation_cache",
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)
+
+
+@pytest.fixture(autouse=True)
+def _process_caches_restored():
+    """A test that runs an entry point in this process turns JAX's persistent compilation cache
+    (and the program cache) on, into its own temporary directory: the next test starts with both
+    as they were, not writing into a directory that is gone."""
+    from hsfm_jax.runtime import program_cache
+
+    before = {flag: getattr(jax.config, flag) for flag in _JAX_CACHE_FLAGS}
+    programs = program_cache.directory()
+    yield
+    if program_cache.directory() != programs:
+        program_cache.disable() if programs is None else program_cache.enable(programs)
+    if {flag: getattr(jax.config, flag) for flag in _JAX_CACHE_FLAGS} != before:
+        from jax.experimental.compilation_cache import compilation_cache
+
+        for flag, value in before.items():
+            jax.config.update(flag, value)
+        logger = logging.getLogger("jax._src.compilation_cache")
+        level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            compilation_cache.reset_cache()
+        finally:
+            logger.setLevel(level)
 
 
 @pytest.fixture
