@@ -20,6 +20,8 @@ from hsfm_jax.methods.hsfm import method as hsfm_method
 from hsfm_jax.reporting import evaluate, results, tables
 from hsfm_jax.runtime import experiment
 
+pytestmark = pytest.mark.slow  # every method, label-free and grouped, end to end
+
 LABEL_FREE_METHODS = "erm,dfr,neurontune,jtt,afr,hsfm"
 SFIT_METHODS = ("dfr", "jtt", "afr")
 

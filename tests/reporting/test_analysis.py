@@ -15,6 +15,8 @@ from hsfm_jax.data import features as features_lib
 from hsfm_jax.data import synthetic
 from hsfm_jax.reporting import analysis
 
+pytestmark = pytest.mark.slow  # the synthetic CLI config run, 5 seeds, 40 epochs, then analyze
+
 
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):
