@@ -27,7 +27,7 @@ step changes a logit by ~inner_lr ||x||², so 32-d unit-entry features (||x|| ~ 
 larger inner_lr than 1280-d ones (||x|| ~ 35) with entries of the same size.
 
 r_ref = 35: the RMS norm of the frozen ImageNet MobileNetV2 features of Fashion-MNIST dominoes
-(/work/features/mfd_pre: 34.8; 1280-d, per-entry RMS 0.97), on which Table 11's Dominoes rates
+(the mnist_fashion_dominoes_mobilenet_v2_pretrained config: 34.8; 1280-d, per-entry RMS 0.97), on which Table 11's Dominoes rates
 match DFR (docs/hsfm_tuning.md). A rate in "feature_rms" units is the paper-unit rate for
 features of that RMS norm. ResNet-50's pooled 2048-d features, which the paper's rates were
 tuned on, are of the same order (entries of RMS ~0.5-1), but none exist on this project's
