@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-MFD_DIR = "/work/features/mfd_pre"
+MFD_DIR = "runs/mfd_mobilenet_v2_pretrained_features"  # the pretrained MFD config's
 # job -> phases it runs
 JOBS = {
     "main": ("fresh", "cached", "resized"),

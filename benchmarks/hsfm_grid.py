@@ -197,8 +197,8 @@ def main(argv=None) -> None:
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", default="erm,dfr,group_dro,hsfm")
-    parser.add_argument("--mfd_pre", default="/work/features/mfd_pre")
-    parser.add_argument("--mfd_ft", default="/work/features/mfd_ft")
+    parser.add_argument("--mfd_pre", default="runs/mfd_mobilenet_v2_pretrained_features")
+    parser.add_argument("--mfd_ft", default="runs/mfd_mobilenet_v2_features")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.sets.split(",") if n.strip()]
     unknown = [n for n in names if n not in SETS]
