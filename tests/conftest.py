@@ -54,6 +54,15 @@ def _process_caches_restored():
             logger.setLevel(level)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _compiled_programs_freed():
+    """Each test module's compiled programs are dropped after it: the whole suite compiles
+    thousands of programs in one process, and XLA:CPU keeps every one's code mapped for as long
+    as JAX's caches hold it."""
+    yield
+    jax.clear_caches()
+
+
 @pytest.fixture
 def feature_set():
     """feature_set(**kw) -> a synthetic problem in memory (`synthetic.feature_set`, kw as
