@@ -356,7 +356,15 @@ def _run(
         raise ValueError(
             f"sweep: group_labels={config.group_labels!r} is not supported (experiments.main is)"
         )
-    data = inputs.load(config)
+    # Process 0 prepares the features (when the config asks) before any other process reads
+    # them; the others read what it made, without preparing (or locking) again.
+    if distributed.is_primary():
+        data = inputs.load(config)
+    distributed.barrier("sweep: features ready")
+    if not distributed.is_primary():
+        as_made = ml_collections.ConfigDict(config.to_dict())
+        as_made.prepare = ""
+        data = inputs.load(as_made)
     dtype = data.dtype
     settings_list, programs = plan(config, spec, data)
     if any(p.settings.selection_metric == "sfit" for p in programs):
