@@ -104,19 +104,30 @@ def reading(directory: str | os.PathLike) -> Iterator[None]:
 
 
 def restore_latest(
-    directory: str | os.PathLike, like: Callable[[int], Any]
+    directory: str | os.PathLike,
+    like: Callable[[int], Any],
+    *,
+    agree: Callable[[int], int] = lambda epoch: epoch,
+    remove_damaged: bool = True,
 ) -> tuple[ProgramCheckpoints | None, int, Any]:
     """(open checkpoints, latest epoch, its tree restored in the shapes ``like(epoch)`` gives) of
-    `directory`; (None, 0, None) when it holds nothing to resume.
+    `directory`; (None, 0, None) when it holds nothing to resume. `agree` turns the latest epoch
+    this process sees into the one every process restores (`distributed.agreed`).
 
     A checkpoint that cannot be read (truncated or corrupted files) is removed with a warning
     and (None, 0, None) returned: the loop starts afresh and reaches the same result. The
     directory is the loop's own (`hsfm_jax.runtime.workdir.loop_checkpoints`), never a user's.
+    With `remove_damaged` False it stays, and one ValueError names it (`reading`).
     """
+    if not remove_damaged:
+        with reading(directory):
+            checkpoints = ProgramCheckpoints(directory)
+            epoch = agree(checkpoints.latest_epoch() or 0)
+            return checkpoints, epoch, checkpoints.restore(epoch, like(epoch)) if epoch else None
     checkpoints = None
     try:
         checkpoints = ProgramCheckpoints(directory)
-        epoch = checkpoints.latest_epoch() or 0
+        epoch = agree(checkpoints.latest_epoch() or 0)
         return checkpoints, epoch, checkpoints.restore(epoch, like(epoch)) if epoch else None
     except LayoutMismatch:
         raise

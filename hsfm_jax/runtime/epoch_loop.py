@@ -13,7 +13,11 @@ from Python:
   a chunk once `checkpoint_seconds` have passed since the last save (0: after every chunk), so
   short runs write nothing and a long one loses at most that much work when killed;
 - a call that finds a checkpoint under its directory resumes from the latest one. Which directory
-  belongs to which run (config and features) is the caller's choice (`hsfm_jax.runtime.experiment`).
+  belongs to which run (config and features) is the caller's choice (`hsfm_jax.runtime.experiment`,
+  `hsfm_jax.sweep`).
+
+A state spread over several devices or processes (a sweep's runs axis) says how it moves to the
+host and back (`Placement`); the loop is otherwise the same for a method and a sweep.
 """
 
 from __future__ import annotations
@@ -32,6 +36,28 @@ from tqdm import tqdm
 from hsfm_jax.runtime import checkpointing
 
 
+def _host(tree: Any) -> Any:
+    return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+
+
+class Placement(NamedTuple):
+    """Where the loop's arrays live; the default keeps a state that one process holds.
+
+    Attributes:
+      to_host: device tree -> the host arrays that the history keeps and a checkpoint holds
+        (a sweep gathers its runs from every process and drops the padding runs).
+      host_shapes: the same on shapes (a tree of `jax.ShapeDtypeStruct`), to restore with.
+      to_device: a restored state (host arrays) -> the state `chunk` takes.
+      agree: what this process read from disk (whether there are checkpoints, the latest
+        epoch saved) -> process 0's, so that every process resumes from the same epoch.
+    """
+
+    to_host: Callable[[Any], Any] = _host
+    host_shapes: Callable[[Any], Any] = lambda shapes: shapes
+    to_device: Callable[[Any], Any] = jax.device_put
+    agree: Callable[[Any], Any] = lambda value: value
+
+
 class Options(NamedTuple):
     """How a chunked loop reports and saves (methods that do not loop over epochs ignore it).
 
@@ -40,12 +66,21 @@ class Options(NamedTuple):
       checkpoint_seconds: least time between two saves; 0 saves after every chunk.
       progress: show a tqdm bar over epochs on stderr.
       name: the bar's label and the log's (e.g. the method).
+      keep_damaged: a checkpoint that cannot be read stops the loop with one error naming it
+        (a sweep's, which its user resumes by hand) instead of being removed so that the loop
+        starts afresh (a method's, under the run's workdir).
+      after_chunk: (epochs done, epochs run by this call) -> None, called after each chunk
+        (and its save); e.g. a sweep's bar over settings.
+      placement: where the state lives (`Placement`).
     """
 
     checkpoint_dir: Path | None = None
     checkpoint_seconds: float = 60.0
     progress: bool = False
     name: str = ""
+    keep_damaged: bool = False
+    after_chunk: Callable[[int, int], None] | None = None
+    placement: Placement = Placement()
 
 
 PLAIN = Options()  # no checkpoints, no progress bar: a library call
@@ -91,14 +126,18 @@ def run(
     if chunk_epochs < 1:
         raise ValueError(f"chunk_epochs must be a positive integer, got {chunk_epochs!r}")
     directory = None if options.checkpoint_dir is None else Path(options.checkpoint_dir)
+    place = options.placement
     checkpoints = None  # opened on the first save, or now when there may be one to resume
     done, state, history = 0, None, None
-    if directory is not None and directory.is_dir():
+    if directory is not None and place.agree(directory.is_dir()):
         checkpoints, done, saved = checkpointing.restore_latest(
-            directory, lambda epoch: _saved_shapes(init, chunk, epoch_axis, epoch)
+            directory,
+            lambda epoch: place.host_shapes(_saved_shapes(init, chunk, epoch_axis, epoch)),
+            agree=place.agree,
+            remove_damaged=not options.keep_damaged,
         )
         if done:
-            state, history = jax.device_put(saved["state"]), saved["history"]
+            state, history = place.to_device(saved["state"]), saved["history"]
             logging.info("%s: resumed from epoch %d (%s)", options.name, done, directory)
     resumed_from = done
     if state is None:
@@ -112,7 +151,9 @@ def run(
         while done < epochs:
             state, rows = chunk(state, jnp.asarray(done, jnp.int32))
             ran = min(chunk_epochs, epochs - done)
-            rows = {k: np.take(np.asarray(v), np.arange(ran), epoch_axis) for k, v in rows.items()}
+            rows = {
+                k: np.take(v, np.arange(ran), epoch_axis) for k, v in place.to_host(rows).items()
+            }
             history = rows if history is None else _concat(history, rows, epoch_axis)
             done += ran
             bar.update(ran)
@@ -121,8 +162,10 @@ def run(
                 bar.set_postfix(status(last), refresh=False)
             if directory is not None and time.monotonic() - last_save >= options.checkpoint_seconds:
                 checkpoints = checkpoints or checkpointing.ProgramCheckpoints(directory)
-                checkpoints.save(done, {"state": state, "history": history})
+                checkpoints.save(done, {"state": place.to_host(state), "history": history})
                 last_save = time.monotonic()
+            if options.after_chunk is not None:
+                options.after_chunk(done, done - resumed_from)
     finally:
         bar.close()
         if checkpoints is not None:

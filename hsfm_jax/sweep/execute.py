@@ -23,7 +23,8 @@ How it runs:
   checkpoint collectively (orbax: every process calls save/restore; process 0 writes the NumPy
   arrays). Process 0 alone writes the record, settings and summary files; decisions read from the
   workdir (finished settings, the epoch to resume from) are process 0's (`distributed.agreed`).
-- A program runs its epochs in chunks of ``checkpoint_every`` (`hsfm.run_epochs`) and saves the
+- A program runs its epochs in chunks of ``checkpoint_every`` (`hsfm.run_chunk`, driven by
+  `hsfm_jax.runtime.epoch_loop` as a method's epochs are) and saves the
   vmapped state after each chunk (`checkpointing.ProgramCheckpoints`); each finished setting's
   results go to ``settings/<index>.json`` atomically; the summary (``sweep.md``, ``sweep.csv``,
   ``sweep.json``, ``sweep.png``) is rebuilt from those files. A restart with the same command skips
@@ -67,7 +68,7 @@ from hsfm_jax.methods import erm
 from hsfm_jax.methods.hsfm import algorithm as hsfm
 from hsfm_jax.methods.hsfm import method as hsfm_method
 from hsfm_jax.reporting import results
-from hsfm_jax.runtime import checkpointing, distributed, divergence, locks, ownership
+from hsfm_jax.runtime import checkpointing, distributed, divergence, epoch_loop, locks, ownership
 from hsfm_jax.sweep import report as report_lib
 from hsfm_jax.sweep.plan import Program, Spec, apply, parse_spec, plan, setting_name
 
@@ -89,10 +90,11 @@ def _vmapped_init(data, init_head, rates, keys, *, settings):
     return jax.vmap(lambda r, k: hsfm.init(data, init_head, r, k, settings=settings))(rates, keys)
 
 
-def _vmapped_epochs(state, data, rates, *, settings, num_epochs):
-    return jax.vmap(
-        lambda st, r: hsfm.run_epochs(st, data, r, settings=settings, num_epochs=num_epochs)
-    )(state, rates)
+def _vmapped_chunk(state, data, rates, first_epoch, *, settings, chunk_epochs):
+    chunk = lambda st, r: hsfm.run_chunk(
+        st, data, r, first_epoch, settings=settings, chunk_epochs=chunk_epochs
+    )
+    return jax.vmap(chunk)(state, rates)
 
 
 @functools.cache
@@ -105,16 +107,9 @@ def jitted(mesh: Mesh):
     runs = NamedSharding(mesh, PartitionSpec("runs"))
     init_runs = jax.jit(_vmapped_init, static_argnames=("settings",), out_shardings=runs)
     run_chunk = jax.jit(
-        _vmapped_epochs, static_argnames=("settings", "num_epochs"), out_shardings=runs
+        _vmapped_chunk, static_argnames=("settings", "chunk_epochs"), out_shardings=runs
     )
     return init_runs, run_chunk
-
-
-def _concat_history(history: dict | None, chunk: dict) -> dict:
-    """History arrays are (runs, epochs, ...); chunks append along the epoch axis."""
-    if history is None:
-        return chunk
-    return {k: np.concatenate([history[k], chunk[k]], axis=1) for k in history}
 
 
 class _Context(NamedTuple):
@@ -182,8 +177,14 @@ def _run_program(
     put_runs = lambda tree: distributed.put_global(
         jax.tree_util.tree_map(lambda x: np.asarray(x)[index], tree), runs
     )
-    real_runs = lambda tree: jax.tree_util.tree_map(
-        lambda x: x[:num_runs], distributed.to_host(tree)
+    real = lambda x: x[:num_runs]
+    placement = epoch_loop.Placement(  # checkpoints hold the real runs, on the host
+        to_host=lambda tree: jax.tree_util.tree_map(real, distributed.to_host(tree)),
+        host_shapes=lambda shapes: jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct((num_runs, *x.shape[1:]), x.dtype), shapes
+        ),
+        to_device=put_runs,
+        agree=distributed.agreed,
     )
     init_runs, run_chunk = jitted(ctx.mesh)
     rates_dev = put_runs(rates)
@@ -192,57 +193,38 @@ def _run_program(
         (ctx.arrays, init_head), NamedSharding(ctx.mesh, PartitionSpec())
     )
 
-    with checkpointing.reading(_program_dir(workdir, program)):
-        checkpoints = checkpointing.ProgramCheckpoints(_program_dir(workdir, program))
-        latest = checkpoints.latest_epoch() or 0
-    try:
-        start = int(distributed.agreed(latest))
-        if start:
-            # Shapes of what was saved: real runs only, `start` epochs of history.
-            abstract_state = jax.eval_shape(
-                functools.partial(_vmapped_init, settings=settings),
-                data_dev,
-                head_dev,
-                rates_dev,
-                keys_dev,
-            )
-            abstract_history = jax.eval_shape(
-                functools.partial(_vmapped_epochs, settings=settings, num_epochs=start),
-                abstract_state,
-                data_dev,
-                rates_dev,
-            )[1]
-            with checkpointing.reading(checkpoints.directory):
-                saved = checkpoints.restore(
-                    start,
-                    jax.tree_util.tree_map(
-                        lambda x: jax.ShapeDtypeStruct((num_runs, *x.shape[1:]), x.dtype),
-                        {"state": abstract_state, "history": abstract_history},
-                    ),
-                )
-            state, history = put_runs(saved["state"]), saved["history"]
-            logging.info("Program %d: resumed from epoch %d", program.index, start)
-        else:
-            state = init_runs(data_dev, head_dev, rates_dev, keys_dev, settings=settings)
-            history = None
+    def after_chunk(done: int, ran: int) -> None:
+        on_chunk(done)
+        if stop_after_epochs is not None and ran >= stop_after_epochs:
+            raise Interrupted(f"program {program.index} stopped after epoch {done}")
 
-        done = start
-        while done < settings.epochs:
-            num_epochs = min(checkpoint_every, settings.epochs - done)
-            state, chunk = run_chunk(
-                state, data_dev, rates_dev, settings=settings, num_epochs=num_epochs
-            )
-            history = _concat_history(history, real_runs(chunk))
-            done += num_epochs
-            checkpoints.save(done, {"state": real_runs(state), "history": history})
-            on_chunk(done)
-            if stop_after_epochs is not None and done - start >= stop_after_epochs:
-                raise Interrupted(f"program {program.index} stopped after epoch {done}")
-    finally:
-        checkpoints.close()
-
-    final = real_runs(state)
-    return {"best_head": final.best_head, "best_epoch": final.best_epoch, "history": history}, start
+    done = epoch_loop.run(
+        lambda: init_runs(data_dev, head_dev, rates_dev, keys_dev, settings=settings),
+        lambda state, first_epoch: run_chunk(
+            state,
+            data_dev,
+            rates_dev,
+            first_epoch,
+            settings=settings,
+            chunk_epochs=checkpoint_every,
+        ),
+        epochs=settings.epochs,
+        chunk_epochs=checkpoint_every,
+        options=epoch_loop.Options(
+            checkpoint_dir=_program_dir(workdir, program),
+            checkpoint_seconds=0,
+            name=f"program {program.index}",
+            keep_damaged=True,
+            after_chunk=after_chunk,
+            placement=placement,
+        ),
+    )
+    final = placement.to_host(done.state)
+    return {
+        "best_head": final.best_head,
+        "best_epoch": final.best_epoch,
+        "history": done.history,
+    }, done.resumed_from
 
 
 def _setting_results(ctx: _Context, settings_list, program: Program, out: dict) -> list[dict]:
