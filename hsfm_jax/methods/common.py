@@ -5,7 +5,8 @@
 - training with checkpoints: advance a state chunk by chunk, score the head after each chunk,
   keep the best (early stopping by the validation metric, as every one of these papers tunes);
 - seeds of a deterministic (full-batch) method computed once and repeated;
-- the train scaler every one of them trains under (DFR's, folded into the heads).
+- the train scaler every one of them trains under (DFR's, folded into the heads);
+- their `streams_train` and `group_use` (`hsfm_jax.methods.contract`): train on the device, one row.
 """
 
 from __future__ import annotations
@@ -150,3 +151,19 @@ def train_scaler(data: FeatureSet, standardize: bool) -> tuple[jax.Array, jax.Ar
     else:
         mean, scale = np.zeros(data.feature_dim), np.ones(data.feature_dim)
     return to_device(mean, data.dtype), to_device(scale, data.dtype)
+
+
+# ----------------------------------------------------------------------------- contract
+
+
+def streams_train(config) -> bool:
+    """`streams_train` of GroupDRO, JTT and AFR: they put all of train on the device, so a train
+    split over the memory budget is refused rather than streamed (`hsfm_jax.methods`)."""
+    del config
+    return False
+
+
+def one_row_group_use(name: str, config, *, train: bool) -> dict[str, dict[str, bool]]:
+    """`group_use` of a method with the one row `name`: train's group labels when `train`, val's
+    when the resolved config selects by WGA."""
+    return {name: {"train": train, "val": config.selection_metric == "wga"}}

@@ -373,13 +373,9 @@ def run(
     return MethodResult(rows={NAME: out["selected_head"]}, info=out)
 
 
-def streams_train(config: ml_collections.ConfigDict) -> bool:
-    """GroupDRO puts all of train on the device (`hsfm_jax.methods`)."""
-    del config
-    return False
+streams_train = common.streams_train
 
 
 def group_use(config: ml_collections.ConfigDict) -> dict[str, dict[str, bool]]:
     """Which rows read train / val group labels, for a resolved config: train always."""
-    select = config.selection_metric == "wga"
-    return {NAME: {"train": True, "val": select}}
+    return common.one_row_group_use(NAME, config, train=True)
