@@ -2,6 +2,7 @@
 format) and the `torch` marker of everything under tests/feature_export/."""
 
 import logging
+import os
 from pathlib import Path
 
 import jax
@@ -18,6 +19,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if _TORCH_TESTS in Path(item.fspath).resolve().parents:
             item.add_marker(pytest.mark.torch)
+
+
+def pytest_configure(config):
+    """HSFM_TEST_JAX_CACHE=<dir>: every compiled program of the suite is kept in JAX's persistent
+    compilation cache there, so a rerun (the fast loop after a small change) compiles only what
+    changed. Unset (CI): nothing is kept."""
+    del config
+    cache = os.environ.get("HSFM_TEST_JAX_CACHE")
+    if cache:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 _JAX_CACHE_FLAGS = (
