@@ -355,7 +355,8 @@ def run(
     out = run_grid(keys, common.inputs(data, config.standardize), grid, settings=settings)
     g_mesh, r_mesh = np.meshgrid(config.gamma_grid, config.reg_grid, indexing="ij")
     out["grid"] = {"gamma": g_mesh.ravel(), "reg": r_mesh.ravel()}
-    return MethodResult(rows={NAME: out["selected_head"]}, info=out)
+    curves = common.checkpoint_curves(out, int(config.eval_every), int(config.steps))
+    return MethodResult(rows={NAME: out["selected_head"]}, info=out, curves=curves)
 
 
 streams_train = common.streams_train

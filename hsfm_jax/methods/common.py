@@ -167,3 +167,26 @@ def one_row_group_use(name: str, config, *, train: bool) -> dict[str, dict[str, 
     """`group_use` of a method with the one row `name`: train's group labels when `train`, val's
     when the resolved config selects by WGA."""
     return {name: {"train": train, "val": config.selection_metric == "wga"}}
+
+
+def checkpoint_curves(out: dict, eval_every: int, steps: int) -> list:
+    """`MethodResult.curves` of a grid of checkpointed trainings (GroupDRO, JTT, AFR): per seed,
+    per grid point, the selection score and val loss at each checkpoint, from ``scores`` and
+    ``losses`` (S, P, K) and ``grid`` ({name: (P,) values}) of `run`'s ``info``."""
+    scores = np.asarray(out["scores"])
+    losses = np.asarray(out["losses"]) if "losses" in out else None
+    names = list(out["grid"])
+    points = [
+        ",".join(f"{n}={np.asarray(out['grid'][n])[p]:g}" for n in names)
+        for p in range(scores.shape[1])
+    ]
+    at = (eval_every or steps) * np.arange(1, scores.shape[-1] + 1)
+    seeds = []
+    for s in range(scores.shape[0]):
+        per_checkpoint = {}
+        for p, point in enumerate(points):
+            per_checkpoint[f"{point}/val_selection"] = scores[s, p]
+            if losses is not None:
+                per_checkpoint[f"{point}/val_loss"] = losses[s, p]
+        seeds.append((per_checkpoint, at))
+    return seeds

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import inspect
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from hsfm_jax.core import heads
 from hsfm_jax.runtime import epoch_loop
@@ -54,6 +56,8 @@ class MethodResult(NamedTuple):
       resumed_from: the epoch the method's loop resumed from (0: a fresh run, or no loop).
       info: arrays for inspection (selected grid points, histories, ...), not written.
       write_files: ``(workdir, run_id) -> None`` writing the method's own files, or None.
+      curves: what the method recorded while it trained, per seed ({tag: (K,) values}, (K,)
+        steps), for TensorBoard (`hsfm_jax.reporting.metric_writers`); () when nothing.
     """
 
     rows: dict[str, heads.LinearHead]
@@ -62,6 +66,13 @@ class MethodResult(NamedTuple):
     resumed_from: int = 0
     info: Mapping[str, Any] = types.MappingProxyType({})
     write_files: Callable[[Path, str], None] | None = None
+    curves: Sequence[tuple[Mapping[str, np.ndarray], np.ndarray]] = ()
+
+
+def epoch_curves(seeds: Sequence[Mapping[str, np.ndarray]]) -> list:
+    """`MethodResult.curves` of per-seed {tag: (K,) values} recorded once per epoch 1..K."""
+    steps = lambda curves: np.arange(1, len(next(iter(curves.values()))) + 1)
+    return [(curves, steps(curves) if curves else np.zeros(0, np.int64)) for curves in seeds]
 
 
 def check_module(module: types.ModuleType) -> list[str]:

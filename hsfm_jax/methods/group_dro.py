@@ -370,7 +370,8 @@ def run(
     if deterministic:
         out = common.repeat_seeds(out, keys.shape[0])
     out["grid"] = grid_points(config)
-    return MethodResult(rows={NAME: out["selected_head"]}, info=out)
+    curves = common.checkpoint_curves(out, int(config.eval_every), int(config.steps))
+    return MethodResult(rows={NAME: out["selected_head"]}, info=out, curves=curves)
 
 
 streams_train = common.streams_train

@@ -246,7 +246,8 @@ def run(
         settings.identification_steps, np.asarray(config.upweight_grid, data.dtype), indexing="ij"
     )
     out["grid"] = {"identification_steps": t_mesh.ravel(), "upweight": u_mesh.ravel()}
-    return MethodResult(rows={NAME: out["selected_head"]}, info=out)
+    curves = common.checkpoint_curves(out, int(config.eval_every), int(config.steps))
+    return MethodResult(rows={NAME: out["selected_head"]}, info=out, curves=curves)
 
 
 streams_train = common.streams_train

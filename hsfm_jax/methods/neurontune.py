@@ -53,7 +53,7 @@ from hsfm_jax.core import checks, heads, optim, selection
 from hsfm_jax.core.spuriousness import sfit, spuriousness_scores
 from hsfm_jax.data.features import FeatureSet, SplitArrays, to_device
 from hsfm_jax.methods import erm
-from hsfm_jax.methods.contract import MethodResult
+from hsfm_jax.methods.contract import MethodResult, epoch_curves
 from hsfm_jax.runtime import epoch_loop, program_cache
 
 NAME = "neurontune"
@@ -508,7 +508,29 @@ def run(
         "neurontune_wga": out["head_wga_selected"],
         "neurontune_sfit": out["head_sfit_selected"],
     }
-    return MethodResult(rows=rows_out, info=out, resumed_from=done.resumed_from)
+    return MethodResult(
+        rows=rows_out,
+        info=out,
+        resumed_from=done.resumed_from,
+        curves=epoch_curves(curves(out)),
+    )
+
+
+def curves(out: dict) -> list[dict[str, np.ndarray]]:
+    """Per seed, per threshold: the selection metric on val, val SFit and the tuning loss per
+    epoch (``threshold=<t>/<tag>``) of `run`'s ``info``."""
+    tags = {"metric_history": "val_selection", "sfit_history": "val_sfit"}
+    tags["loss_history"] = "tune_loss"
+    thresholds = np.asarray(out["thresholds"]).ravel()
+    seeds = []
+    for s in range(np.asarray(out["metric_history"]).shape[0]):
+        per_epoch = {}
+        for key, tag in tags.items():
+            if key in out:
+                for i, threshold in enumerate(thresholds):
+                    per_epoch[f"threshold={threshold:g}/{tag}"] = np.asarray(out[key])[s, i]
+        seeds.append(per_epoch)
+    return seeds
 
 
 def streams_train(config: ml_collections.ConfigDict) -> bool:

@@ -35,28 +35,16 @@ ANALYSIS_FIGURES = (
 )
 
 
-def write(workdir: str | Path, report: dict, *, config, infos: dict, resolved: dict) -> None:
+def write(workdir: str | Path, report: dict, *, config, curves: dict) -> None:
     """The event files (unless ``config.tensorboard`` is False), results.png/svg and
     report.html in `workdir`.
 
     Args:
       report: results.json's content.
-      config: the run's config; infos: {method: info of `methods.run`}; resolved: {method: its
-        resolved "auto" choices} (the curves' steps come from the resolved method configs).
+      config: the run's config; curves: {method: its `MethodResult.curves`}.
     """
-    from hsfm_jax import methods
-
     workdir = Path(workdir)
     if config.get("tensorboard", True):
-        curves = {
-            name: metric_writers.method_curves(
-                name,
-                info,
-                methods.resolve(config, name, resolved.get(name, {})),
-                report.get("group_names") or (),
-            )
-            for name, info in infos.items()
-        }
         metric_writers.write_run(workdir, curves)
     figures.save(figures.results_figure(report), workdir / "results")
     write_html(workdir)

@@ -476,6 +476,6 @@ def _run_methods(config, names, resolved, data, stage: Path | None, run_id: str,
     if stage is not None:
         (stage / "results.json").write_text(json.dumps(report, indent=2, allow_nan=False))
         (stage / "results.md").write_text(out.table())
-        infos = {name: result.info for name, result in method_results.items()}
-        run_report.write(stage, report, config=config, infos=infos, resolved=resolved)
+        curves = {name: result.curves for name, result in method_results.items()}
+        run_report.write(stage, report, config=config, curves=curves)
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -24,7 +25,7 @@ from hsfm_jax.core import checks, heads, optim
 from hsfm_jax.data import stream
 from hsfm_jax.data.features import FeatureSet, SplitArrays
 from hsfm_jax.methods import erm
-from hsfm_jax.methods.contract import MethodResult
+from hsfm_jax.methods.contract import MethodResult, epoch_curves
 from hsfm_jax.methods.hsfm import algorithm as hsfm
 from hsfm_jax.methods.hsfm import grid as hsfm_grid
 from hsfm_jax.methods.hsfm import hard_set, meta, meta_cost
@@ -325,7 +326,24 @@ def run(
         resumed_from=done.resumed_from,
         info={"result": out},
         write_files=lambda workdir, run_id: save(out, workdir, run_id),
+        curves=epoch_curves(curves(out.history, data.group_names)),
     )
+
+
+def curves(history: dict, group_names: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """Per seed: every per-epoch scalar of `history` ((S, E) arrays) and the hard set's count per
+    group, ``hard_set/<group name>``."""
+    history = {k: np.asarray(v) for k, v in history.items()}
+    counts = history.get("hard_set_group_counts")  # (S, E, G)
+    seeds = []
+    for s in range(next(iter(history.values())).shape[0]):
+        per_epoch = {k: v[s] for k, v in history.items() if v.ndim == 2}
+        if counts is not None:
+            for g in range(counts.shape[-1]):
+                name = group_names[g] if g < len(group_names) else str(g)
+                per_epoch[f"hard_set/{name}"] = counts[s, :, g]
+        seeds.append(per_epoch)
+    return seeds
 
 
 def _best_mean(scores: np.ndarray, num_seeds: int) -> float:
