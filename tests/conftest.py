@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 from hsfm_jax.data import synthetic
@@ -74,6 +75,37 @@ def _compiled_programs_freed():
     as JAX's caches hold it."""
     yield
     jax.clear_caches()
+
+
+@pytest.fixture
+def sweep_record():
+    """sweep_record(index, meta_lr, val_wga, test_wga) -> a finished setting's record, as a sweep
+    writes it to settings/<index>.json (2 seeds; WGA per seed as fractions)."""
+
+    def record(index, meta_lr, val_wga, test_wga):
+        entry = lambda values: {
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values)),
+            "per_seed": values,
+        }
+        metrics = {
+            "val": {"wga": entry(val_wga)},
+            "test": {
+                "wga": entry(test_wga),
+                "mean_acc": entry([0.9, 0.8]),
+                "train_weighted_acc": entry([0.95, 0.95]),
+            },
+        }
+        return {
+            "index": index,
+            "name": f"meta_lr={meta_lr}",
+            "overrides": {"meta_lr": meta_lr},
+            "num_seeds": 2,
+            "selection_metric": "wga",
+            "metrics": metrics,
+        }
+
+    return record
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@
                       results tables, the comparison figure, HSFM's curves and, once
                       `experiments.analyze` has written <workdir>/analysis, its figures
 
-`write_html(workdir)` rebuilds report.html from the files in `workdir` (analyze calls it).
+`write_html(workdir)` rebuilds report.html from the files in `workdir` (analyze calls it);
+`write_page` writes any such page (a sweep's report.html: `hsfm_jax.sweep.report`).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def write(workdir: str | Path, report: dict, *, config, curves: dict) -> None:
     write_html(workdir)
 
 
-def _markdown_html(text: str) -> str:
+def markdown_html(text: str) -> str:
     """results.md (headings, pipe tables, paragraphs) as HTML."""
     out, table = [], []
 
@@ -88,7 +89,7 @@ def _svg_inline(path: Path) -> str:
     return text[text.index("<svg") :]
 
 
-def _png_inline(data: bytes, alt: str) -> str:
+def png_inline(data: bytes, alt: str) -> str:
     encoded = base64.b64encode(data).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
 
@@ -121,44 +122,53 @@ def write_html(workdir: str | Path) -> Path:
     workdir = Path(workdir)
     report = json.loads((workdir / "results.json").read_text())
     title = f"{report.get('dataset', '?')} / {report.get('backbone', '?')}"
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}: results</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f'<p class="meta">run {html.escape(str(report.get("run_id", "")))}, '
-        f"{report.get('num_seeds', '?')} seed(s), group labels: "
-        f"{html.escape(str(report.get('group_labels', '?')))}, features "
-        f"{html.escape(str(report.get('features_dir', '')))}</p>",
-    ]
+    meta = (
+        f"run {report.get('run_id', '')}, {report.get('num_seeds', '?')} seed(s), group labels: "
+        f"{report.get('group_labels', '?')}, features {report.get('features_dir', '')}"
+    )
+    parts = []
     if (workdir / "results.svg").is_file():
         parts.append("<figure><figcaption>Comparison of the methods (results.svg)</figcaption>")
         parts.append(_svg_inline(workdir / "results.svg") + "</figure>")
     if (workdir / "results.md").is_file():
-        parts.append(_markdown_html((workdir / "results.md").read_text()))
+        parts.append(markdown_html((workdir / "results.md").read_text()))
     history = _history(workdir)
     if history is not None:
         best = report["methods"].get("hsfm", {}).get("best_epoch", ())
         fig = figures.curves_figure(history, report.get("group_names") or (), best_epochs=best)
         parts.append("<figure><figcaption>HSFM per epoch (history.json)</figcaption>")
-        parts.append(_png_inline(figures.png_bytes(fig), "HSFM curves") + "</figure>")
+        parts.append(png_inline(figures.png_bytes(fig), "HSFM curves") + "</figure>")
     analysis = workdir / "analysis"
     for name, caption in ANALYSIS_FIGURES:
         if (analysis / name).is_file():
             parts.append(f"<figure><figcaption>{html.escape(caption)} (analysis/{name})")
             parts.append("</figcaption>")
-            parts.append(_png_inline((analysis / name).read_bytes(), caption) + "</figure>")
+            parts.append(png_inline((analysis / name).read_bytes(), caption) + "</figure>")
     if (workdir / metric_writers.DIRECTORY).is_dir():
         parts.append(
             "<p>Training curves, one run per method and seed: <code>tensorboard --logdir "
             f"{metric_writers.DIRECTORY}</code> in this page's directory.</p>"
         )
-    parts.append("</body></html>")
-    text = "\n".join(parts)
+    return write_page(workdir / "report.html", f"{title}: results", title, meta, parts)
+
+
+def write_page(path: Path, title: str, heading: str, meta: str, parts: list[str]) -> Path:
+    """A self-contained page at `path` (atomic): `heading` (h1), the line `meta`, then the HTML
+    `parts`; raises ValueError when anything in it would load from outside the page."""
+    text = "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{html.escape(title)}</title>",
+            f"<style>{_STYLE}</style></head><body>",
+            f"<h1>{html.escape(heading)}</h1>",
+            f'<p class="meta">{html.escape(meta)}</p>',
+            *parts,
+            "</body></html>",
+        ]
+    )
     if re.search(r"""(src|href)\s*=\s*["'](?!data:|#)""", text):
-        raise ValueError("report.html would load something from outside the page")
-    path = workdir / "report.html"
+        raise ValueError(f"{path.name} would load something from outside the page")
     with atomic.atomic_write(path, "w", encoding="utf-8") as f:
         f.write(text)
     return path

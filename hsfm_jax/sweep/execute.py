@@ -24,12 +24,13 @@ How it runs:
   arrays). Process 0 alone writes the record, settings and summary files; decisions read from the
   workdir (finished settings, the epoch to resume from) are process 0's (`distributed.agreed`).
 - A program runs its epochs in chunks of ``checkpoint_every`` (`hsfm.run_chunk`, driven by
-  `hsfm_jax.runtime.epoch_loop` as a method's epochs are) and saves the
-  vmapped state after each chunk (`checkpointing.ProgramCheckpoints`); each finished setting's
-  results go to ``settings/<index>.json`` atomically; the summary (``sweep.md``, ``sweep.csv``,
-  ``sweep.json``, ``sweep.png``) is rebuilt from those files. A restart with the same command skips
-  finished settings and resumes a program from its last saved epoch. Checkpoints hold the real
-  runs only (no padding), so a resumed sweep may use another device count.
+  `hsfm_jax.runtime.epoch_loop` as a method's epochs are) and saves the vmapped state after
+  each chunk (`checkpointing.ProgramCheckpoints`); each finished setting's results go to
+  ``settings/<index>.json`` atomically; the summary (``sweep.md``, ``sweep.csv``,
+  ``sweep.json``, ``sweep.png``, ``report.html``) is rebuilt from those files. A restart with
+  the same command skips finished settings and resumes a program from its last saved epoch.
+  Checkpoints hold the real runs only (no padding), so a resumed sweep may use another device
+  count.
 - Each setting is evaluated like a single experiment: its best heads (val selection, per seed)
   through `results.evaluate_rows` on the selection split (val, or `select` with
   ``config.val_split``) and test. The table marks the setting with the best mean val selection
@@ -40,7 +41,7 @@ Workdir layout::
   sweep_config.json          config + spec + checkpoint_every; a restart must match it
   settings/<index>.json      one finished setting: overrides, metrics per seed, history
   checkpoints/program_<i>/   orbax steps (epochs) of the running program; removed when done
-  sweep.md, sweep.csv, sweep.json, sweep.png
+  sweep.md, sweep.csv, sweep.json, sweep.png, report.html
 """
 
 from __future__ import annotations

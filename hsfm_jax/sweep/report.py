@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hsfm_jax.reporting import results, tables
+from hsfm_jax.reporting import results, run_report, tables
 from hsfm_jax.runtime import checkpointing
 
 
@@ -157,9 +157,25 @@ def figure(report: dict):
 
 
 def write_outputs(report: dict, workdir: str | Path) -> None:
-    """sweep.md, sweep.csv, sweep.json and sweep.png in `workdir`."""
+    """sweep.md, sweep.csv, sweep.json, sweep.png and report.html (the figure and the table on
+    one self-contained page) in `workdir`."""
     workdir = Path(workdir)
-    (workdir / "sweep.md").write_text(tables.sweep_markdown(report))
+    markdown = tables.sweep_markdown(report)
+    (workdir / "sweep.md").write_text(markdown)
     (workdir / "sweep.csv").write_text(tables.sweep_csv(report))
     checkpointing.write_json_atomic(workdir / "sweep.json", report)
     plot(report, workdir / "sweep.png")
+    title = f"{report.get('dataset', '?')} / {report.get('backbone', '?')}: sweep"
+    caption = "Val selection metric per setting, the chosen one starred (sweep.png)"
+    run_report.write_page(
+        workdir / "report.html",
+        title,
+        title,
+        f"{len(report['rows'])} settings of {', '.join(report['names'])}, "
+        f"{report['rows'][0]['num_seeds'] if report['rows'] else 0} seed(s) each",
+        [
+            f"<figure><figcaption>{caption}</figcaption>",
+            run_report.png_inline((workdir / "sweep.png").read_bytes(), "sweep") + "</figure>",
+            run_report.markdown_html(markdown),
+        ],
+    )

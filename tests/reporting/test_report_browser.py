@@ -9,6 +9,7 @@ import os
 import pytest
 
 from hsfm_jax.reporting import browser_check
+from hsfm_jax.sweep import report as sweep_report
 
 pytestmark = pytest.mark.slow  # a run, then Chromium
 
@@ -31,6 +32,21 @@ def test_report_renders_cleanly(browser, small_run, tmp_path):
     assert all(url.startswith("data:") for url in outcome.requests[1:])  # inline images only
     assert outcome.height > 1500  # the figure, the tables and the curves, not an empty page
     assert browser_check.blank_fraction(outcome.screenshot) < 0.9
+
+
+def test_sweep_report_renders_cleanly(browser, sweep_record, tmp_path):
+    records = [
+        sweep_record(i, lr, [0.8 - i / 10] * 2, [0.7] * 2) for i, lr in enumerate((0.1, 1.0))
+    ]
+    sweep_report.write_outputs(
+        sweep_report.build_report(records, ["meta_lr"], num_groups=4), tmp_path
+    )
+    outcome = browser_check.render(tmp_path / "report.html", browser=browser)
+    assert browser_check.problems(outcome) == []
+    assert [url[:22] for url in outcome.requests[1:]] == ["data:image/png;base64,"]  # sweep.png
+    # A line plot and a table on white: about 96% of the screen is background here, 98% with
+    # the figure left out.
+    assert browser_check.blank_fraction(outcome.screenshot) < 0.97
 
 
 def test_check_finds_a_broken_page(browser, tmp_path):

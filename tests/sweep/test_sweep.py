@@ -109,9 +109,13 @@ def test_sweep_writes_table_plot_and_settings(reference):
         "sweep.csv",
         "sweep.json",
         "sweep.png",
+        "report.html",
         "sweep_config.json",
     ):
         assert (workdir / name).is_file(), name
+    page = (workdir / "report.html").read_text()
+    assert 'alt="sweep" src="data:image/png;base64,' in page  # the figure, inline
+    assert page.count("<tr>") == 1 + 6  # the header and one row per setting
     assert len(read_settings(workdir)) == 6
     assert not any((workdir / "checkpoints").iterdir())  # removed once results are written
     assert report["programs"] == [[0, 1, 2], [3, 4, 5]]
@@ -231,35 +235,11 @@ def test_sharded_cli_equals_unsharded(reference, features_dir, tmp_path):
         assert a["best_epoch"] == b["best_epoch"]
 
 
-def _record(index, meta_lr, val_wga, test_wga):
-    entry = lambda values: {
-        "mean": float(np.mean(values)),
-        "std": float(np.std(values)),
-        "per_seed": values,
-    }
-    metrics = {
-        "val": {"wga": entry(val_wga)},
-        "test": {
-            "wga": entry(test_wga),
-            "mean_acc": entry([0.9, 0.8]),
-            "train_weighted_acc": entry([0.95, 0.95]),
-        },
-    }
-    return {
-        "index": index,
-        "name": f"meta_lr={meta_lr}",
-        "overrides": {"meta_lr": meta_lr},
-        "num_seeds": 2,
-        "selection_metric": "wga",
-        "metrics": metrics,
-    }
-
-
-def test_table_builder_on_a_fixture(tmp_path):
+def test_table_builder_on_a_fixture(tmp_path, sweep_record):
     records = [
-        _record(1, 1.0, [0.5, 0.7], [0.4, 0.6]),
-        _record(0, 0.1, [0.8, 0.8], [0.7, 0.5]),  # the best val WGA
-        _record(2, 10.0, [0.2, 0.4], [0.9, 0.9]),
+        sweep_record(1, 1.0, [0.5, 0.7], [0.4, 0.6]),
+        sweep_record(0, 0.1, [0.8, 0.8], [0.7, 0.5]),  # the best val WGA
+        sweep_record(2, 10.0, [0.2, 0.4], [0.9, 0.9]),
     ]
     report = sweep_report.build_report(records, ["meta_lr"], num_groups=4)
     assert report["selected"] == 0
@@ -281,8 +261,11 @@ def test_table_builder_on_a_fixture(tmp_path):
     )
     assert lines[1].startswith("0,meta_lr=0.1,0.1,2,0.8,0.0,0.6")
     assert lines[1].endswith(",wga,False,1") and lines[2].endswith(",wga,False,0")
-    sweep_report.plot(report, tmp_path / "sweep.png")
+    sweep_report.write_outputs(report, tmp_path)
     assert (tmp_path / "sweep.png").stat().st_size > 1000
+    page = (tmp_path / "report.html").read_text()
+    assert 'alt="sweep" src="data:image/png;base64,' in page and page.count("<tr>") == 1 + 3
+    assert "3 settings of meta_lr, 2 seed(s) each" in page
     # the val selection metric is drawn (solid) and the chosen setting starred on it
     (ax,) = sweep_report.figure(report).axes
     solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
