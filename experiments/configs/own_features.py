@@ -55,4 +55,8 @@ def get_config():
     config.hsfm.meta_lr = 1e-1
     config.hsfm.meta_steps = 15
     config.hsfm.epochs = 40
+    # The RMS norm of the features these rates were set on (the synthetic problem's standardized
+    # 32-d features): features far from it get a warning; hsfm.rate_units="feature_rms" rescales
+    # the rates to yours from it.
+    config.hsfm.rates_rms = 4.6
     return config

@@ -35,5 +35,6 @@ def get_config():
         meta_lr=1e-1,
         meta_steps=15,
         epochs=40,
+        rates_rms=4.6,  # the RMS norm of these features, on which the rates above were set
     )
     return config

@@ -9,6 +9,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+import hsfm_jax
+from experiments.configs import own_features
 from experiments.configs import synthetic as synthetic_config
 from hsfm_jax.core import heads
 from hsfm_jax.data import features
@@ -313,6 +315,25 @@ def test_feature_scale_is_logged_and_far_scales_warn(data, caplog):
     with caplog.at_level(logging.INFO, logger="absl"):
         units = hsfm_scale.report("feature_rms", far_scale)
     assert not units["far_from_reference"] and "may not suit" not in caplog.text
+
+
+def test_rates_rms_is_the_scale_the_rates_are_measured_from(data, caplog):
+    scale = hsfm_scale.measure(data)
+    with caplog.at_level(logging.INFO, logger="absl"):
+        own = hsfm_scale.report("paper", scale, rates_rms=2 * scale.train_rms)
+        far = hsfm_scale.report("paper", scale, rates_rms=5 * scale.train_rms)
+    assert not own["far_from_reference"] and own["reference_rms"] == 2 * scale.train_rms
+    assert far["far_from_reference"] and caplog.text.count("may not suit") == 1
+    assert hsfm_scale.factor("feature_rms", scale, scale.train_rms / 3) == pytest.approx(3.0)
+
+
+def test_unit_scale_configs_name_the_scale_of_their_features():
+    """synthetic / own_features: rates set on the synthetic features (the README's example), whose
+    RMS norm their `hsfm.rates_rms` gives, so the README's run does not warn."""
+    x = np.asarray(hsfm_jax.synthetic.arrays()[0][0], np.float64)
+    rms = np.sqrt(np.mean(np.sum(x**2, axis=1)))
+    for config in (own_features.get_config(), synthetic_config.get_config()):
+        assert 1 / 1.1 < rms / config.hsfm.rates_rms < 1.1
 
 
 def test_sweep_refuses_feature_rms_units(small_features_dir, tmp_path):

@@ -79,6 +79,9 @@ def default_config() -> ml_collections.ConfigDict:
             # "paper": the rates as written; "feature_rms": relative to the train features' RMS
             # (hsfm_jax.methods.hsfm.scale: scale-equivariant).
             rate_units="paper",
+            # The train features' RMS norm the rates were set for: the scale warning and the
+            # "feature_rms" units measure from it (35: frozen MobileNetV2 / ResNet-50 features).
+            rates_rms=hsfm_scale.REFERENCE_RMS,
             # Rates tried per seed, selected on val, one compiled program (hsfm_jax.methods.hsfm.grid):
             # rows "hsfm" (selected) and "hsfm_fixed" (the configured rates); "none": the
             # configured rates alone.
@@ -108,6 +111,7 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
     checks.check_choice("hsfm", config, "init_head", INIT_HEADS)
     checks.check_bool("hsfm", config, "remat")
     checks.check_choice("hsfm", config, "rate_units", hsfm_scale.RATE_UNITS)
+    checks.check_value("hsfm", config, "rates_rms", "positive")
     hsfm_grid.settings(config)
     selection_metric = checks.check_selection("hsfm", config, data)
     hard_set.check_class_sizes(
@@ -257,7 +261,7 @@ def run(
     in_memory = stream.fits(data.train, erm.memory_budget_gb(config.erm), data.dtype)
     arrays = device_data(data, train_rows=None if in_memory else support_rows(data, keys, static))
     scale = hsfm_scale.measure(data)
-    c = hsfm_scale.factor(config.rate_units, scale)
+    c = hsfm_scale.factor(config.rate_units, scale, config.rates_rms)
     grid = config.grid.strip() != hsfm_grid.NONE
     grid_rates = hsfm_grid.settings(config)
     num_seeds = keys.shape[0]
@@ -292,7 +296,7 @@ def run(
         status=status,
     )
     out = hsfm.finish(done.state, done.history)
-    report = {"feature_scale": hsfm_scale.report(config.rate_units, scale)}
+    report = {"feature_scale": hsfm_scale.report(config.rate_units, scale, config.rates_rms)}
     last = None
     if grid:
         out = jax.device_get(out)

@@ -10,7 +10,9 @@ step on the head grows like s² (its rate should shrink like 1/s²). The paper's
 
 - ``"paper"``: as written, whatever the features' scale (the paper configs' default).
 - ``"feature_rms"``: relative to the features' scale. With r the train features' RMS norm
-  (sqrt of the mean of ||x||² over train rows) and r_ref = `REFERENCE_RMS`, the run is that of the configured rates on the features
+  (sqrt of the mean of ||x||² over train rows) and r_ref = ``hsfm.rates_rms`` (the RMS norm the
+  configured rates were set for; `REFERENCE_RMS` by default), the run is that of the configured
+  rates on the features
   divided by c = r / r_ref, with its heads, support embeddings and edit norms mapped back
   (weights / c, H × c). For the head's weight and H this is the configured rates scaled as
 
@@ -32,6 +34,11 @@ match DFR (docs/hsfm_tuning.md). A rate in "feature_rms" units is the paper-unit
 features of that RMS norm. ResNet-50's pooled 2048-d features, which the paper's rates were
 tuned on, are of the same order (entries of RMS ~0.5-1), but none exist on this project's
 machines to measure.
+
+A config whose rates were set on other features says so in ``hsfm.rates_rms``: the synthetic and
+own_features configs' rates were set on the synthetic problem's standardized features (RMS norm
+4.6), so their runs there neither warn nor rescale, and a user's features far from that scale
+(e.g. standardized 2048-d, RMS norm 45) get the warning.
 
 Every HSFM run logs a feature-scale line (train RMS norm, each class's mean-feature norm, rate
 units) and writes it to results.json (``feature_scale``); with "paper" units and an RMS more
@@ -84,13 +91,14 @@ def measure(data: FeatureSet) -> FeatureScale:
     return FeatureScale(rms, tuple(float(v) for v in np.linalg.norm(means, axis=1)))
 
 
-def factor(rate_units: str, scale: FeatureScale) -> float:
-    """c: the features are divided by c before the run (1.0 for "paper" units)."""
+def factor(rate_units: str, scale: FeatureScale, rates_rms: float = REFERENCE_RMS) -> float:
+    """c: the features are divided by c before the run (1.0 for "paper" units); `rates_rms` is
+    r_ref, the train RMS norm the configured rates were set for."""
     if rate_units == "paper":
         return 1.0
     if not scale.train_rms > 0:
         raise ValueError("hsfm.rate_units='feature_rms' but the train features are all zero")
-    return scale.train_rms / REFERENCE_RMS
+    return scale.train_rms / rates_rms
 
 
 def effective_rates(rates: dict[str, float], c: float) -> dict[str, float]:
@@ -104,15 +112,15 @@ def effective_rates(rates: dict[str, float], c: float) -> dict[str, float]:
     }
 
 
-def report(rate_units: str, scale: FeatureScale) -> dict:
+def report(rate_units: str, scale: FeatureScale, rates_rms: float = REFERENCE_RMS) -> dict:
     """The ``feature_scale`` entry of results.json; logs it, and warns when the configured
-    "paper" rates meet features far from the reference scale."""
-    ratio = scale.train_rms / REFERENCE_RMS
+    "paper" rates meet features far from the scale they were set for (`rates_rms`)."""
+    ratio = scale.train_rms / rates_rms
     logging.info(
         "hsfm: feature scale: train rms norm %.4g (reference %.4g, ratio %.3g), class mean norms %s; "
         "rate units %r",
         scale.train_rms,
-        REFERENCE_RMS,
+        rates_rms,
         ratio,
         ", ".join(f"{v:.4g}" for v in scale.class_mean_norm),
         rate_units,
@@ -125,12 +133,12 @@ def report(rate_units: str, scale: FeatureScale) -> dict:
             "features: try --config.hsfm.rate_units=feature_rms or a rate grid (hsfm.grid)",
             scale.train_rms,
             ratio,
-            REFERENCE_RMS,
+            rates_rms,
         )
     return {
         "train_rms": scale.train_rms,
         "class_mean_norm": list(scale.class_mean_norm),
-        "reference_rms": REFERENCE_RMS,
+        "reference_rms": rates_rms,
         "rate_units": rate_units,
         "far_from_reference": far,
     }
