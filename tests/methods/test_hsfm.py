@@ -12,7 +12,6 @@ from experiments import train
 from experiments.configs import synthetic as synthetic_config
 from hsfm_jax.core import heads, losses, optim
 from hsfm_jax.data import features
-from hsfm_jax.methods import erm
 from hsfm_jax.methods.hsfm import algorithm as hsfm
 from hsfm_jax.methods.hsfm import hard_set, meta
 from hsfm_jax.methods.hsfm import method as hsfm_method
@@ -30,18 +29,8 @@ SETTINGS = hsfm.Settings(
 
 
 @pytest.fixture(scope="module")
-def problem(small_features_dir):
-    data = features.load(small_features_dir)
-    arrays = hsfm_method.device_data(data, jnp.float32)
-    head = erm.fit(
-        arrays.train.features,
-        arrays.train.labels,
-        jax.random.key(0),
-        erm.Recipe(num_classes=2, steps=200),
-        erm.Rates(learning_rate=1e-2),
-    )
-    rates = hsfm.make_rates(inner_lr=1e-2, meta_lr=1e-1)
-    return arrays, head, rates
+def problem(hsfm_problem):
+    return hsfm_problem
 
 
 def test_vmapped_seeds_equal_python_loop(problem):

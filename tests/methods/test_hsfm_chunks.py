@@ -2,14 +2,10 @@
 numbers of one scan, one compiled program for every chunk, resume from a checkpoint, progress."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hsfm_jax.data import features
-from hsfm_jax.methods import erm
 from hsfm_jax.methods.hsfm import algorithm as hsfm
-from hsfm_jax.methods.hsfm import method as hsfm_method
 from hsfm_jax.runtime import epoch_loop
 
 EPOCHS = 7
@@ -25,19 +21,8 @@ SETTINGS = hsfm.Settings(
 
 
 @pytest.fixture(scope="module")
-def problem(small_features_dir):
-    data = features.load(small_features_dir)
-    arrays = hsfm_method.device_data(data, jnp.float32)
-    head = erm.fit(
-        arrays.train.features,
-        arrays.train.labels,
-        jax.random.key(0),
-        erm.Recipe(num_classes=2, steps=200),
-        erm.Rates(learning_rate=1e-2),
-    )
-    rates = hsfm.make_rates(inner_lr=1e-2, meta_lr=1e-1)
-    keys = jax.random.split(jax.random.key(1), 3)
-    return arrays, head, rates, keys
+def problem(hsfm_problem):
+    return (*hsfm_problem, jax.random.split(jax.random.key(1), 3))
 
 
 def _chunked(problem, chunk_epochs, settings=SETTINGS, options=epoch_loop.PLAIN, stop_after=None):

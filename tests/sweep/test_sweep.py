@@ -7,7 +7,6 @@ seeds, four epochs in chunks of two) serve every test, so each program compiles 
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -195,26 +194,12 @@ def test_vmapped_rates_equal_separate_runs(reference, features_dir):
             )
 
 
-def test_sharded_cli_equals_unsharded(reference, features_dir, tmp_path):
+def test_sharded_cli_equals_unsharded(reference, features_dir, sweep_cli, tmp_path):
     """The CLI on 2 host devices (9 runs padded to 10) gives the 1-device numbers exactly."""
     ref_dir, _ = reference
-    overrides = [f"--config.hsfm.{k}={v}" for k, v in TINY_HSFM.items()]
-    command = [
-        sys.executable,
-        "-W",
-        "error",
-        "-W",  # ml_collections loads the config file with the deprecated importlib API
-        "ignore:the load_module() method is deprecated:DeprecationWarning",
-        "-m",
-        "experiments.sweep",
-        "--config=experiments/configs/synthetic.py",
-        f"--config.features_dir={features_dir}",
-        "--config.erm.steps=50",
-        *overrides,
-        f"--workdir={tmp_path}",
-        "--sweep=meta_lr=0.1,0.3,0.5 seeds=3",
-        f"--checkpoint_every={CHECKPOINT_EVERY}",
-    ]
+    command = sweep_cli(
+        features_dir, tmp_path, TINY_HSFM, "meta_lr=0.1,0.3,0.5 seeds=3", CHECKPOINT_EVERY
+    )
     env = dict(
         os.environ,
         JAX_PLATFORMS="cpu",

@@ -50,26 +50,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def sweep_command(features_dir, workdir, cache_dir) -> list[str]:
-    return [
-        sys.executable,
-        "-W",
-        "error",
-        "-W",  # ml_collections loads the config file with the deprecated importlib API
-        "ignore:the load_module() method is deprecated:DeprecationWarning",
-        "-m",
-        "experiments.sweep",
-        "--config=experiments/configs/synthetic.py",
-        f"--config.features_dir={features_dir}",
-        "--config.erm.steps=50",
-        *(f"--config.hsfm.{k}={v}" for k, v in TINY_HSFM.items()),
-        f"--workdir={workdir}",
-        f"--sweep={SPEC}",
-        f"--checkpoint_every={CHECKPOINT_EVERY}",
-        f"--compilation_cache_dir={cache_dir}",
-    ]
-
-
 def launch(command, num_processes, logs: Path) -> list[subprocess.Popen]:
     """Starts `num_processes` copies of `command` joined on a free port of 127.0.0.1."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
@@ -123,11 +103,19 @@ def wait_all(procs, logs: Path) -> None:
         assert proc.returncode == 0, f"process {k} exited with {proc.returncode}:\n{tail}"
 
 
-def run_sweep(features_dir, cache_dir, tmp_path: Path, num_processes: int) -> Path:
+@pytest.fixture
+def sweep_command(sweep_cli, features_dir, cache_dir):
+    """workdir -> the argv of this module's sweep."""
+    cache = f"--compilation_cache_dir={cache_dir}"
+    return lambda workdir: sweep_cli(
+        features_dir, workdir, TINY_HSFM, SPEC, CHECKPOINT_EVERY, cache
+    )
+
+
+def run_sweep(sweep_command, tmp_path: Path, num_processes: int) -> Path:
     workdir, logs = tmp_path / "workdir", tmp_path / f"logs_{num_processes}"
     logs.mkdir()
-    command = sweep_command(features_dir, workdir, cache_dir)
-    wait_all(launch(command, num_processes, logs), logs)
+    wait_all(launch(sweep_command(workdir), num_processes, logs), logs)
     return workdir
 
 
@@ -206,9 +194,9 @@ def test_cli_bad_distributed_flags_are_one_line_errors(tmp_path):
 
 @pytest.mark.parametrize("num_processes", [2, 3])
 def test_multiprocess_sweep_equals_single_process(
-    reference, features_dir, cache_dir, tmp_path, num_processes
+    reference, sweep_command, tmp_path, num_processes
 ):
-    workdir = run_sweep(features_dir, cache_dir, tmp_path, num_processes)
+    workdir = run_sweep(sweep_command, tmp_path, num_processes)
     report = json.loads((workdir / "sweep.json").read_text())
     assert (report["processes"], report["devices"]) == (num_processes, num_processes)
     assert json.loads((reference / "sweep.json").read_text())["processes"] == 1
@@ -216,12 +204,12 @@ def test_multiprocess_sweep_equals_single_process(
     assert not any((workdir / "checkpoints").iterdir())  # process 0 removed them when done
 
 
-def test_kill_one_process_and_resume(reference, features_dir, cache_dir, tmp_path):
+def test_kill_one_process_and_resume(reference, sweep_command, tmp_path):
     """SIGKILL process 1 once a checkpoint is on disk, kill the rest, restart both: the resumed
     sweep continues from the checkpoint and writes the uninterrupted table."""
     workdir, logs = tmp_path / "workdir", tmp_path / "logs_killed"
     logs.mkdir()
-    command = sweep_command(features_dir, workdir, cache_dir)
+    command = sweep_command(workdir)
     procs = launch(command, 2, logs)
     program_dir = workdir / "checkpoints" / "program_000"
     deadline = time.monotonic() + TIMEOUT_S
