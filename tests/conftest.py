@@ -3,6 +3,8 @@ format) and the `torch` marker of everything under tests/feature_export/."""
 
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -12,6 +14,7 @@ import pytest
 from hsfm_jax.data import synthetic
 
 _TORCH_TESTS = Path(__file__).resolve().parent / "feature_export"
+_ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -75,6 +78,25 @@ def _compiled_programs_freed():
     as JAX's caches hold it."""
     yield
     jax.clear_caches()
+
+
+@pytest.fixture
+def main_cli():
+    """main_cli(*args, cwd=<checkout>, timeout=300) -> the finished `python -m experiments.main
+    *args` on the CPU (this checkout on PYTHONPATH; stdout and stderr captured as text)."""
+
+    def run(*args, cwd=_ROOT, timeout=300):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(_ROOT))
+        return subprocess.run(
+            [sys.executable, "-m", "experiments.main", *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
 
 
 @pytest.fixture

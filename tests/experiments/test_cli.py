@@ -1,10 +1,6 @@
 """experiments/main.py: writes the three result files; bad input is a one-line error."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +9,6 @@ from hsfm_jax.data import synthetic
 
 pytestmark = pytest.mark.slow  # each test runs an entry point in a new process
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL = [
     "--config.methods=erm,hsfm",  # the baselines have their own tests
     "--config.num_seeds=2",
@@ -25,18 +20,6 @@ SMALL = [
 ]
 
 
-def _main(*args):
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.main", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def _assert_one_line_error(proc, message):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -45,8 +28,8 @@ def _assert_one_line_error(proc, message):
     assert message in error_lines[0], error_lines[0]
 
 
-def test_writes_results(tmp_path):
-    proc = _main(
+def test_writes_results(tmp_path, main_cli):
+    proc = main_cli(
         "--config=experiments/configs/synthetic.py",
         f"--config.features_dir={tmp_path / 'features'}",
         f"--workdir={tmp_path / 'run'}",
@@ -62,8 +45,8 @@ def test_writes_results(tmp_path):
     assert "| hsfm | 2 |" in proc.stdout
 
 
-def test_missing_features_dir(tmp_path):
-    proc = _main(
+def test_missing_features_dir(tmp_path, main_cli):
+    proc = main_cli(
         "--config=experiments/configs/waterbirds_resnet50.py",
         f"--config.features_dir={tmp_path / 'nowhere'}",
         f"--workdir={tmp_path / 'run'}",
@@ -71,8 +54,8 @@ def test_missing_features_dir(tmp_path):
     _assert_one_line_error(proc, "nowhere: feature directory does not exist")
 
 
-def test_features_dir_not_set(tmp_path):
-    proc = _main("--config=experiments/configs/waterbirds_resnet50.py", f"--workdir={tmp_path}")
+def test_features_dir_not_set(tmp_path, main_cli):
+    proc = main_cli("--config=experiments/configs/waterbirds_resnet50.py", f"--workdir={tmp_path}")
     _assert_one_line_error(proc, "config.features_dir is not set")
 
 
@@ -83,9 +66,9 @@ def features_dir(tmp_path):
     return path
 
 
-def test_corrupt_meta(features_dir, tmp_path):
+def test_corrupt_meta(features_dir, tmp_path, main_cli):
     (features_dir / "meta.json").write_text('{"format_version": 1,')
-    proc = _main(
+    proc = main_cli(
         "--config=experiments/configs/synthetic.py",
         f"--config.features_dir={features_dir}",
         "--config.prepare=",
@@ -94,9 +77,9 @@ def test_corrupt_meta(features_dir, tmp_path):
     _assert_one_line_error(proc, "meta.json: not valid JSON")
 
 
-def test_wrong_shapes(features_dir, tmp_path):
+def test_wrong_shapes(features_dir, tmp_path, main_cli):
     np.save(features_dir / "val" / "features.npy", np.zeros((40, 7), np.float32))
-    proc = _main(
+    proc = main_cli(
         "--config=experiments/configs/synthetic.py",
         f"--config.features_dir={features_dir}",
         "--config.prepare=",  # these features are not the config's to remake
@@ -107,8 +90,8 @@ def test_wrong_shapes(features_dir, tmp_path):
     )
 
 
-def test_class_too_small_for_hard_set(features_dir, tmp_path):
-    proc = _main(
+def test_class_too_small_for_hard_set(features_dir, tmp_path, main_cli):
+    proc = main_cli(
         "--config=experiments/configs/synthetic.py",
         f"--config.features_dir={features_dir}",
         "--config.prepare=",
@@ -121,8 +104,8 @@ def test_class_too_small_for_hard_set(features_dir, tmp_path):
     )
 
 
-def test_unknown_method(features_dir, tmp_path):
-    proc = _main(
+def test_unknown_method(features_dir, tmp_path, main_cli):
+    proc = main_cli(
         "--config=experiments/configs/synthetic.py",
         f"--config.features_dir={features_dir}",
         "--config.methods=erm,foo",
@@ -131,7 +114,7 @@ def test_unknown_method(features_dir, tmp_path):
     _assert_one_line_error(proc, "methods: unknown method(s) ['foo']")
 
 
-def test_compiled_programs_are_cached_across_runs(tmp_path):
+def test_compiled_programs_are_cached_across_runs(tmp_path, main_cli):
     cache = tmp_path / "cache"
     args = (
         "--config=experiments/configs/synthetic.py",
@@ -139,7 +122,7 @@ def test_compiled_programs_are_cached_across_runs(tmp_path):
         f"--compilation_cache_dir={cache}",
         *SMALL,
     )
-    first = _main(*args, f"--workdir={tmp_path / 'run1'}")
+    first = main_cli(*args, f"--workdir={tmp_path / 'run1'}")
     assert first.returncode == 0, first.stderr
     # a program cache entry is <name>.new.pkl until a later run has loaded and checked it
     listing = lambda: {p.name.replace(".new.pkl", ".pkl") for p in cache.rglob("*") if p.is_file()}
@@ -149,12 +132,12 @@ def test_compiled_programs_are_cached_across_runs(tmp_path):
     assert {"fit_seeds", "run_chunk_runs", "_evaluate_seeds"} <= {  # HSFM: its rate grid
         p.name.split("-")[0] for p in (cache / "programs").glob("*.new.pkl")
     }
-    second = _main(*args, f"--workdir={tmp_path / 'run2'}")
+    second = main_cli(*args, f"--workdir={tmp_path / 'run2'}")
     assert second.returncode == 0, second.stderr
     assert listing() == entries  # all hits, none new
     assert not list(cache.glob("programs/*.new.pkl"))  # every program loaded and checked
     results = [json.loads((tmp_path / r / "results.json").read_text()) for r in ("run1", "run2")]
     for row, report in results[0]["methods"].items():
         assert report["test"] == results[1]["methods"][row]["test"], row
-    off = _main(*args, f"--workdir={tmp_path / 'run3'}", "--nocompilation_cache")
+    off = main_cli(*args, f"--workdir={tmp_path / 'run3'}", "--nocompilation_cache")
     assert off.returncode == 0, off.stderr

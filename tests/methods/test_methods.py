@@ -2,7 +2,6 @@
 every synthetic row equal to its golden per-seed values."""
 
 import json
-import os
 import subprocess
 import sys
 import types
@@ -131,18 +130,6 @@ def test_bad_setting_fails_before_any_method_runs(features_dir, tmp_path, overri
     assert not (tmp_path / "run").exists()  # nothing written, nothing ran
 
 
-def _main(*args):
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.main", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize(
     "flag, message",
     [
@@ -150,12 +137,13 @@ def _main(*args):
         ("--config.hsfm.inner_stepz=3", 'Did you mean "inner_steps"'),
     ],
 )
-def test_cli_bad_setting_is_one_line(features_dir, tmp_path, flag, message):
-    proc = _main(
+def test_cli_bad_setting_is_one_line(features_dir, tmp_path, flag, message, main_cli):
+    proc = main_cli(
         "--config=experiments/configs/synthetic.py",
         f"--config.features_dir={features_dir}",
         f"--workdir={tmp_path / 'run'}",
         flag,
+        timeout=120,
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr, proc.stderr

@@ -94,17 +94,6 @@ def copy_run(run: Path, to: Path) -> Path:
     return to
 
 
-def main_cli(*args, cwd=ROOT) -> subprocess.CompletedProcess:
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.main", *args],
-        cwd=cwd,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-    )
-
-
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     return [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
@@ -147,7 +136,7 @@ def test_workdir_holding_user_files_is_refused_untouched(tmp_path, features):
     assert not list(tmp_path.glob(".dir.partial-*"))
 
 
-def test_cli_workdir_holding_user_files_is_one_error_line(tmp_path, features):
+def test_cli_workdir_holding_user_files_is_one_error_line(tmp_path, features, main_cli):
     before = plant_user_files(tmp_path / "dir")
     proc = main_cli(
         "--config=experiments/configs/synthetic.py",
@@ -510,7 +499,7 @@ def test_sweep_spec_with_huge_seeds_is_one_line(tmp_path, features):
         execute.run(small_config(features), "seeds=99999999999999999999", tmp_path / "sweep")
 
 
-def test_cli_missing_config_and_cache_dir_a_file_are_one_line(tmp_path, features):
+def test_cli_missing_config_and_cache_dir_a_file_are_one_line(tmp_path, features, main_cli):
     """--config=nope.py and --compilation_cache_dir=<a file>."""
     proc = main_cli("--config=nope.py", f"--workdir={tmp_path / 'run'}", "--quiet")
     assert proc.returncode == 1 and len(error_lines(proc)) == 1 and "nope.py" in proc.stderr
