@@ -77,17 +77,27 @@ def hold(directory: str | os.PathLike, what: str) -> Iterator[None]:
         file_lock.release()
 
 
-def is_held(directory: str | os.PathLike) -> str | None:
-    """Who holds `directory`'s lock (a description), or None when nobody does."""
+def is_held(directory: str | os.PathLike, *, patience_s: float = 0.5) -> str | None:
+    """Who holds `directory`'s lock (a description), or None when nobody does.
+
+    The question is asked by taking the lock for an instant, so two programs asking at once
+    (the processes of a multi-process sweep reading the same features) can each find the other's
+    instant: a lock that comes free within `patience_s` is not held.
+    """
     lock = lock_path(directory)
     if not lock.exists():
         return None
     file_lock = filelock.FileLock(lock, timeout=0)
-    try:
-        file_lock.acquire()
-    except filelock.Timeout:
-        return _describe_holder(lock)
-    except OSError:
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            file_lock.acquire()
+        except filelock.Timeout:
+            if time.monotonic() >= deadline:
+                return _describe_holder(lock)
+            time.sleep(0.02)
+            continue
+        except OSError:
+            return None
+        file_lock.release()
         return None
-    file_lock.release()
-    return None

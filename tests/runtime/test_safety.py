@@ -697,3 +697,23 @@ def test_a_corrupted_sweep_checkpoint_is_one_line(tmp_path, features):
     with pytest.raises(ValueError, match="checkpoint .*program_000 cannot be read"):
         run()
     assert hashes(tmp_path / "sweep") == before
+
+
+def test_two_programs_asking_whether_features_are_locked_do_not_see_each_other(tmp_path):
+    """3-process sweeps: processes 1 and 2 both probe the features lock; one saw the other's
+    probe and stopped with "being prepared by another run (holder unknown)"."""
+    import threading
+
+    import filelock
+
+    from hsfm_jax.runtime import locks
+
+    directory = tmp_path / "features"
+    directory.mkdir()
+    probe = filelock.FileLock(locks.lock_path(directory), timeout=0, thread_local=False)
+    probe.acquire()  # another program's probe, held for an instant
+    threading.Timer(0.1, probe.release).start()
+    assert locks.is_held(directory) is None
+    with locks.hold(directory, "features_dir"):  # a run preparing them: reported, with its pid
+        holder = locks.is_held(directory, patience_s=0.05)
+    assert holder is not None and f"pid {os.getpid()}" in holder
