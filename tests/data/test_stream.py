@@ -3,6 +3,7 @@ over the memory budget equal to in-memory runs, and a 3 GB train split under a 1
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -186,6 +187,18 @@ print("RESULT", json.dumps({{k: report["methods"][k]["test"]["mean_acc"]["mean"]
 """
 
 
+def _allocate(file: Path):
+    """Reserves the disk blocks of `file` (a sparse memmap) before anything is written into it:
+    a full disk then fails here with an OSError, not later with a SIGBUS inside the memmap."""
+    size = file.stat().st_size
+    with open(file, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as error:
+            file.unlink()
+            pytest.skip(f"no room for a {size / 2**30:.1f} GiB file in {file.parent}: {error}")
+
+
 def _write_big(path: Path, num_train: int, dim: int, chunk_rows: int = 2**18):
     """A feature directory whose float16 train split is written in chunks through a memmap:
     feature 0 carries the label, the rest is noise (one block of it, reused)."""
@@ -196,6 +209,7 @@ def _write_big(path: Path, num_train: int, dim: int, chunk_rows: int = 2**18):
     out = np.lib.format.open_memmap(
         path / "train" / "features.npy", mode="w+", dtype=np.float16, shape=(num_train, dim)
     )
+    _allocate(path / "train" / "features.npy")
     for start in range(0, num_train, chunk_rows):
         block = noise[: min(chunk_rows, num_train - start)].copy()
         block[:, 0] += 6.0 * labels[start : start + chunk_rows] - 3.0
@@ -238,6 +252,9 @@ def _child(features_dir, workdir, budget_gb):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA semantics")
 def test_a_3gb_train_split_runs_erm_and_hsfm_under_a_1_5gb_limit(tmp_path):
     path = tmp_path / "big"
+    need, free = _BIG_ROWS * _BIG_DIM * 2 + 2**30, shutil.disk_usage(tmp_path).free
+    if free < need:  # the file plus room for the runs' outputs and compiled programs
+        pytest.skip(f"needs {need / 2**30:.1f} GiB free in {tmp_path}, has {free / 2**30:.1f}")
     _write_big(path, _BIG_ROWS, _BIG_DIM)
     try:
         assert (path / "train" / "features.npy").stat().st_size > 3 * 2**30
