@@ -28,7 +28,8 @@ turns them on):
 
 A call's ``compile_s`` is the time inside the spans JAX records (`jax.monitoring`: tracing to
 a jaxpr, lowering to MLIR, XLA compilation; overlapping spans counted once), split into
-``trace_s``, ``lower_s`` and ``xla_s``; ``run_s`` is the rest of the call (running, the host
+``trace_s``, ``lower_s`` and ``xla_s`` (and ``xla_by_program_s``: XLA seconds per program
+name, summed over its compilations); ``run_s`` is the rest of the call (running, the host
 work between programs, loading cached executables). ``programs`` counts XLA compilations
 (persistent-cache hits included). The load average is recorded at each process's start and end.
 """
@@ -74,9 +75,9 @@ class Spans:
         self._kinds = {_TRACE: "trace", _LOWER: "lower", _XLA: "xla"}
         jax.monitoring.register_event_time_span_listener(self._record)
 
-    def _record(self, event: str, start: float, end: float, **_) -> None:
+    def _record(self, event: str, start: float, end: float, **kwargs) -> None:
         if event in self._kinds:
-            self.spans.append((self._kinds[event], start, end))
+            self.spans.append((self._kinds[event], start, end, kwargs.get("fun_name", "?")))
 
     def close(self) -> None:
         import jax
@@ -89,11 +90,16 @@ class Spans:
     def summary(self, since: int) -> dict:
         spans = self.spans[since:]
         out = {
-            f"{kind}_s": _union([(s, e) for k, s, e in spans if k == kind])
+            f"{kind}_s": _union([(s, e) for k, s, e, _ in spans if k == kind])
             for kind in self._kinds.values()
         }
-        out["compile_s"] = _union([(s, e) for _, s, e in spans])
-        out["programs"] = sum(k == "xla" for k, _, _ in spans)
+        out["compile_s"] = _union([(s, e) for _, s, e, _ in spans])
+        out["programs"] = sum(k == "xla" for k, *_ in spans)
+        by_program: dict[str, float] = {}
+        for kind, s, e, name in spans:
+            if kind == "xla":
+                by_program[name] = by_program.get(name, 0.0) + e - s
+        out["xla_by_program_s"] = by_program
         return out
 
 
@@ -272,6 +278,24 @@ def totals(phase: dict) -> dict:
     return out
 
 
+def _biggest_programs(fresh: dict, count: int = 6) -> str:
+    """One line: the fresh cold calls' programs with the most XLA seconds (method: program)."""
+    programs = [
+        (seconds, f"{method}: {name}")
+        for method, row in fresh["methods"].items()
+        for name, seconds in row["cold"].get("xla_by_program_s", {}).items()
+    ]
+    if not programs:
+        return ""
+    top = sorted(programs, reverse=True)[:count]
+    xla = sum(row["cold"]["xla_s"] for row in fresh["methods"].values())
+    return (
+        f"\nXLA compilation, fresh cold: {xla:.2f} s in all; the largest programs: "
+        + ", ".join(f"{label} {seconds:.2f} s" for seconds, label in top)
+        + "."
+    )
+
+
 def table(results: dict) -> str:
     env = results["environment"]
     lines = [
@@ -306,6 +330,8 @@ def table(results: dict) -> str:
             + " | ".join(f"{sums[p][f'{c}_total_s']:.2f}" if p in sums else "-" for p, c in columns)
             + " | |"
         )
+        if biggest := _biggest_programs(fresh):
+            lines.append(biggest)
         if "sklearn" in fresh:
             sk = fresh["sklearn"]
             jax_cold = fresh["methods"]["dfr"]["cold"]["total_s"]

@@ -22,7 +22,11 @@ def test_union(intervals, total):
 
 def test_spans_see_a_compile_and_then_none():
     spans = compile_time.Spans()
-    fn = jax.jit(lambda x: jnp.sin(x) * 3.0 + x.sum())
+
+    def sine_plus_sum(x):
+        return jnp.sin(x) * 3.0 + x.sum()
+
+    fn = jax.jit(sine_plus_sum)
     x = jnp.arange(7.0)
     mark = spans.mark()
     fn(x).block_until_ready()
@@ -30,10 +34,38 @@ def test_spans_see_a_compile_and_then_none():
     assert cold["programs"] >= 1
     assert cold["compile_s"] > 0 and cold["xla_s"] > 0 and cold["trace_s"] > 0
     assert cold["compile_s"] <= cold["trace_s"] + cold["lower_s"] + cold["xla_s"] + 1e-9
+    # XLA seconds by program name: this program's, adding up to the XLA time
+    by_program = cold["xla_by_program_s"]
+    assert [name for name in by_program if "sine_plus_sum" in name], by_program
+    assert sum(by_program.values()) == pytest.approx(cold["xla_s"], rel=1e-6)
     mark = spans.mark()
     fn(x).block_until_ready()
     assert spans.summary(mark) == dict(
-        trace_s=0.0, lower_s=0.0, xla_s=0.0, compile_s=0.0, programs=0
+        trace_s=0.0, lower_s=0.0, xla_s=0.0, compile_s=0.0, programs=0, xla_by_program_s={}
+    )
+
+
+def test_table_names_the_programs_that_take_longest_to_compile():
+    def call(xla_s, by_program):
+        timing = dict(total_s=xla_s + 0.1, compile_s=xla_s, run_s=0.1, programs=len(by_program))
+        return dict(timing, xla_s=xla_s, xla_by_program_s=by_program)
+
+    fresh = dict(
+        feature_dim=4,
+        sizes={"train": 10},
+        num_seeds=1,
+        methods={
+            "dfr": dict(
+                cold=call(5.0, {"jit(dfr_val)": 3.0, "jit(tr_dfr)": 2.0}), warm=call(0, {})
+            ),
+            "erm": dict(cold=call(0.5, {"jit(fit_seeds)": 0.5}), warm=call(0, {})),
+        },
+    )
+    env = dict(cpu="x", cpu_count=2, jax="0", load_average_start=[0], load_average_end=[0])
+    text = compile_time.table(dict(environment=env, jobs={"main": {"fresh": fresh}}))
+    assert (
+        "XLA compilation, fresh cold: 5.50 s in all; the largest programs: dfr: jit(dfr_val) "
+        "3.00 s, dfr: jit(tr_dfr) 2.00 s, erm: jit(fit_seeds) 0.50 s." in text
     )
 
 
