@@ -1,5 +1,8 @@
 """benchmarks/compile_time.py: compile spans counted once, compile and run told apart."""
 
+import json
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -72,3 +75,13 @@ def test_table_names_the_programs_that_take_longest_to_compile():
 def test_unknown_job_is_one_error_line(capsys):
     with pytest.raises(SystemExit, match="error: unknown job/phase"):
         compile_time.main(["--jobs=nope"])
+
+
+@pytest.mark.parametrize("name", ["compile_time_quiet_cpu.json", "compile_time_cpu.json"])
+def test_docs_tables_are_the_ones_the_results_json_gives(name):
+    """docs/compile_time.md shows `--from_json`'s tables of each results file as printed (the
+    first line, the CPU and load, is said in the doc's own words)."""
+    root = Path(__file__).resolve().parents[2]
+    results = json.loads((root / "benchmarks" / "results" / name).read_text())
+    tables = compile_time.table(results).split("\n", 1)[1].strip()
+    assert tables in (root / "docs" / "compile_time.md").read_text()
