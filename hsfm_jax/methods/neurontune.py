@@ -519,8 +519,11 @@ def run(
 def curves(out: dict) -> list[dict[str, np.ndarray]]:
     """Per seed, per threshold: the selection metric on val, val SFit and the tuning loss per
     epoch (``threshold=<t>/<tag>``) of `run`'s ``info``."""
-    tags = {"metric_history": "val_selection", "sfit_history": "val_sfit"}
-    tags["loss_history"] = "tune_loss"
+    tags = {
+        "metric_history": "val_selection",
+        "sfit_history": "val_sfit",
+        "loss_history": "tune_loss",
+    }
     thresholds = np.asarray(out["thresholds"]).ravel()
     seeds = []
     for s in range(np.asarray(out["metric_history"]).shape[0]):

@@ -103,6 +103,14 @@ def reading(directory: str | os.PathLike) -> Iterator[None]:
         ) from None
 
 
+def _latest(
+    checkpoints: ProgramCheckpoints, like: Callable[[int], Any], agree: Callable[[int], int]
+) -> tuple[ProgramCheckpoints, int, Any]:
+    """`restore_latest`'s answer from open `checkpoints` (the tree None when nothing is saved)."""
+    epoch = agree(checkpoints.latest_epoch() or 0)
+    return checkpoints, epoch, checkpoints.restore(epoch, like(epoch)) if epoch else None
+
+
 def restore_latest(
     directory: str | os.PathLike,
     like: Callable[[int], Any],
@@ -121,14 +129,11 @@ def restore_latest(
     """
     if not remove_damaged:
         with reading(directory):
-            checkpoints = ProgramCheckpoints(directory)
-            epoch = agree(checkpoints.latest_epoch() or 0)
-            return checkpoints, epoch, checkpoints.restore(epoch, like(epoch)) if epoch else None
+            return _latest(ProgramCheckpoints(directory), like, agree)
     checkpoints = None
     try:
         checkpoints = ProgramCheckpoints(directory)
-        epoch = agree(checkpoints.latest_epoch() or 0)
-        return checkpoints, epoch, checkpoints.restore(epoch, like(epoch)) if epoch else None
+        return _latest(checkpoints, like, agree)
     except LayoutMismatch:
         raise
     except Exception as e:  # noqa: BLE001  (whatever orbax raises on files it cannot parse)
