@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 BRANCHING = 8  # fastest of 4, 8, 12, 16, 32, 64 in a JTT-shaped microbenchmark (45 x 6,400 draws)
 
@@ -63,3 +64,51 @@ def choice(key: jax.Array, p: jnp.ndarray, shape: tuple[int, ...]) -> jnp.ndarra
     cumulative = jnp.cumsum(p)
     r = cumulative[-1] * (1 - jax.random.uniform(key, shape, dtype=cumulative.dtype))
     return search_sorted(cumulative, r)
+
+
+# ----------------------------------------------------------------------------- padded rows
+# `jax.random.permutation(key, n)` sorts arange(n) by fresh 32-bit random keys, ``rounds(n)``
+# times (``ceil(3 log n / log(2**32 - 1))``: 1 up to 1,625 rows, 2 up to 2,642,245). On a split
+# padded to a bucket (`hsfm_jax.data.buckets`) n is traced; `permutation` sorts the padded range
+# with the padding rows last, as many rounds as the bucket needs, and keeps round ``rounds(n)``.
+
+_UINT32_MAX = np.iinfo(np.uint32).max
+
+
+def _rounds(n: int) -> int:
+    """`jax.random.permutation`'s sort rounds for `n` items."""
+    return int(np.ceil(3 * np.log(max(1, n)) / np.log(_UINT32_MAX)))
+
+
+def _round_limits(size: int) -> list[int]:
+    """For r = 1 .. _rounds(size): the largest n with ``_rounds(n) < r`` (n <= it: r not run)."""
+    limits = []
+    for r in range(1, _rounds(size) + 1):
+        n = int(_UINT32_MAX ** ((r - 1) / 3))
+        while _rounds(n + 1) < r:
+            n += 1
+        while n > 0 and _rounds(n) >= r:
+            n -= 1
+        limits.append(n)
+    return limits
+
+
+def permutation(key: jax.Array, n: jnp.ndarray, size: int) -> jnp.ndarray:
+    """``jax.random.permutation(key, n)`` inside a range padded to `size`, for a traced `n`.
+
+    Args:
+      key: PRNG key; n: () int, the rows that are real (<= size); size: static.
+    Returns:
+      (size,) int32: entries [0, n) equal ``jax.random.permutation(key, n)`` bit for bit
+      (tests/core/test_sampling.py), entries [n, size) are n .. size - 1 in order.
+    """
+    index = jnp.arange(size, dtype=jnp.int32)
+    out = index
+    for limit in _round_limits(size):
+        key, subkey = jax.random.split(key)
+        bits = jax.random.bits(subkey, (size,), jnp.uint32)
+        padding = index >= n  # sorted last, in their order
+        keys = (padding.astype(jnp.uint32), jnp.where(padding, 0, bits))
+        _, _, index = jax.lax.sort((*keys, index), num_keys=2, is_stable=True)
+        out = jnp.where(n > limit, index, out)
+    return out

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from hsfm_jax.data import buckets
 from hsfm_jax.runtime import atomic, ownership
 from hsfm_jax.runtime.atomic import atomic_write
 
@@ -83,6 +84,8 @@ class Split:
       ids: optional list of N strings (image ids or paths).
       dtype: the float dtype the methods compute in; `to_arrays` casts the features to it
         (`with_dtype` sets it for a whole feature set).
+      row_buckets: whether `to_arrays` pads the rows to their bucket (`hsfm_jax.data.buckets`;
+        `with_row_buckets` sets it for a whole feature set).
     """
 
     features: np.ndarray
@@ -90,6 +93,7 @@ class Split:
     groups: np.ndarray
     ids: list[str] | None = None
     dtype: np.dtype = np.dtype(np.float32)
+    row_buckets: bool = False
 
     @property
     def num_examples(self) -> int:
@@ -99,12 +103,25 @@ class Split:
     def has_groups(self) -> bool:
         return bool(self.groups.size) and bool(np.all(self.groups >= 0))
 
+    @property
+    def num_rows(self) -> int:
+        """The rows `to_arrays` sends: `num_examples`, or its bucket with `row_buckets`."""
+        n = self.num_examples
+        return buckets.rows(n) if self.row_buckets else n
+
     def to_arrays(self, dtype=None) -> SplitArrays:
-        """Device arrays for jitted code, features cast to the split's `dtype` (or `dtype`)."""
+        """Device arrays for jitted code, features cast to the split's `dtype` (or `dtype`);
+        `num_rows` rows, the padding ones with label -1 (`hsfm_jax.data.buckets`)."""
+        features, labels, groups = buckets.pad(
+            np.asarray(self.features, self.dtype if dtype is None else dtype),
+            np.asarray(self.labels, np.int32),
+            np.asarray(self.groups, np.int32),
+            self.num_rows,
+        )
         return SplitArrays(
-            features=to_device(self.features, self.dtype if dtype is None else dtype),
-            labels=to_device(self.labels, jnp.int32),
-            groups=to_device(self.groups, jnp.int32),
+            features=jax.device_put(features),
+            labels=jax.device_put(labels),
+            groups=jax.device_put(groups),
         )
 
 
@@ -243,6 +260,13 @@ def with_dtype(data: FeatureSet, dtype) -> FeatureSet:
     if dtype == np.float64 and not jax.config.read("jax_enable_x64"):
         raise ValueError("float64 needs jax_enable_x64 on (config.float64=True sets it)")
     splits = {name: dataclasses.replace(s, dtype=dtype) for name, s in data.splits.items()}
+    return dataclasses.replace(data, splits=splits)
+
+
+def with_row_buckets(data: FeatureSet, on: bool = True) -> FeatureSet:
+    """`data` whose splits go on the device padded to their row bucket (`hsfm_jax.data.buckets`:
+    a dataset of other split sizes in the same buckets reuses every compiled program)."""
+    splits = {name: dataclasses.replace(s, row_buckets=bool(on)) for name, s in data.splits.items()}
     return dataclasses.replace(data, splits=splits)
 
 

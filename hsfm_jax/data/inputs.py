@@ -194,7 +194,8 @@ def prepare_loaded(
 ) -> features_lib.FeatureSet:
     """A loaded feature set as `config` uses it: its extra splits present, groups that label no
     row dropped (`without_unknown_groups`), computing in float64 when ``config.float64``
-    (`features.with_dtype`; the caller turns ``jax_enable_x64`` on), `config.val_split` applied,
+    (`features.with_dtype`; the caller turns ``jax_enable_x64`` on), padded to row buckets when
+    ``config.row_buckets`` (`features.with_row_buckets`), `config.val_split` applied,
     no split empty (`check_splits`)."""
     check_val_split(config)
     fraction = config.val_split.fraction
@@ -203,6 +204,7 @@ def prepare_loaded(
             raise ValueError(f"{data.path}: no split {name!r}; has {sorted(data.splits)}")
     data = without_unknown_groups(data)
     data = features_lib.with_dtype(data, np.float64 if config.float64 else np.float32)
+    data = features_lib.with_row_buckets(data, config.get("row_buckets", False))
     data = features_lib.split_validation(data, fraction, config.val_split.seed)
     check_splits(data)
     return data

@@ -37,7 +37,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from hsfm_jax.core import checks, heads, losses, optim, scaling, selection
+from hsfm_jax.core import checks, heads, losses, optim, sampling, scaling, selection
+from hsfm_jax.data import buckets
 from hsfm_jax.data.features import FeatureSet, to_device
 from hsfm_jax.methods import common, erm
 from hsfm_jax.methods.contract import MethodResult
@@ -127,13 +128,14 @@ def afr_weights(
       class_balance: "count" (x 1 / n_y, the released code), "sum" (each class's weights sum to
         1 / C), or "none".
     """
+    valid = buckets.valid(labels)  # padding rows (label -1) weigh 0
     p_true = jnp.exp(-losses.per_example_cross_entropy(logits=logits, labels=labels))
-    weights = jnp.exp(-gamma * p_true)
+    weights = jnp.where(valid, jnp.exp(-gamma * p_true), 0.0)
     one_hot = (labels[:, None] == jnp.arange(num_classes)).astype(weights.dtype)
     if class_balance == "count":
-        weights = weights / (jnp.sum(one_hot, axis=0) @ one_hot.T)
+        weights = weights / jnp.where(valid, jnp.sum(one_hot, axis=0) @ one_hot.T, 1.0)
     elif class_balance == "sum":
-        weights = weights / ((weights @ one_hot) @ one_hot.T)
+        weights = weights / jnp.where(valid, (weights @ one_hot) @ one_hot.T, 1.0)
     elif class_balance != "none":
         raise ValueError(f"{NAME}.class_balance must be one of {CLASS_BALANCE}")
     return weights / jnp.sum(weights)
@@ -268,7 +270,8 @@ def afr_single(key: jax.Array, inputs: common.Inputs, grid: Grid, *, settings: S
     features, labels, mean, scale = inputs.features, inputs.labels, inputs.mean, inputs.scale
     num_classes = s.num_classes
     k_split, k_erm = jax.random.split(key)
-    order = jax.random.permutation(k_split, features.shape[0])
+    # jax.random.permutation(k_split, N) over the real rows, the padding rows after them
+    order = sampling.permutation(k_split, buckets.count(labels), features.shape[0])
     erm_rows, rw_rows = order[: s.num_erm], order[s.num_erm :]
     # D_ERM as 0/1 example weights over all of train rather than a gathered copy: the seeds'
     # ERM heads then share one (N, d) operand, so each step reads the features once for all
@@ -353,6 +356,11 @@ def run(
     del loop
     settings, grid = from_config(config, data)
     out = run_grid(keys, common.inputs(data, config.standardize), grid, settings=settings)
+    num_rw = data.train.num_examples - settings.num_erm  # D_RW's rows, not the padding ones
+    out["reweight_rows"], out["weights"] = (
+        out["reweight_rows"][:, :num_rw],
+        out["weights"][..., :num_rw],
+    )
     g_mesh, r_mesh = np.meshgrid(config.gamma_grid, config.reg_grid, indexing="ij")
     out["grid"] = {"gamma": g_mesh.ravel(), "reg": r_mesh.ravel()}
     curves = common.checkpoint_curves(out, int(config.eval_every), int(config.steps))

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hsfm_jax.core import heads, losses, scaling
+from hsfm_jax.data import buckets
 from hsfm_jax.data.features import FeatureSet, Split, SplitArrays, to_device
 
 # ----------------------------------------------------------------------------- selection
@@ -30,9 +31,12 @@ def selection_split(data: FeatureSet) -> Split:
 
 
 def loss(head: heads.LinearHead, split: SplitArrays) -> jnp.ndarray:
-    """() the mean cross-entropy of `head` on `split` (the selection split's loss curve)."""
+    """() the mean cross-entropy of `head` on `split`'s own rows (the selection split's loss
+    curve; padding rows, label -1, left out: `hsfm_jax.data.buckets`)."""
     logits = heads.apply(head, split.features)
-    return jnp.mean(losses.per_example_cross_entropy(logits=logits, labels=split.labels))
+    per_example = losses.per_example_cross_entropy(logits=logits, labels=split.labels)
+    valid = buckets.valid(split.labels)
+    return jnp.sum(jnp.where(valid, per_example, 0.0)) / jnp.sum(valid)
 
 
 def take(tree, index: jnp.ndarray):

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from hsfm_jax.core import checks, heads, losses, optim, sampling
-from hsfm_jax.data import stream
+from hsfm_jax.data import buckets, stream
 from hsfm_jax.data.features import FeatureSet, Split, SplitArrays
 from hsfm_jax.methods.contract import MethodResult
 from hsfm_jax.runtime import epoch_loop, program_cache
@@ -115,12 +115,14 @@ def _draw_minibatches(step_keys, example_weight, *, batch_size):
 
 
 def _example_weight(labels, num_classes, dtype, *, sample_weight, class_balanced):
-    """(N,) weight of each example in the loss (full batch) or sampling (minibatch)."""
+    """(N,) weight of each example in the loss (full batch) or sampling (minibatch); 0 for the
+    padding rows (label -1, `hsfm_jax.data.buckets`)."""
     base_weight = (
         jnp.ones(labels.shape, dtype)
         if sample_weight is None
         else jnp.asarray(sample_weight, dtype)
     )
+    base_weight = jnp.where(buckets.valid(labels), base_weight, 0)
     counts = jnp.zeros((num_classes,), dtype).at[labels].add(base_weight)
     return base_weight / jnp.maximum(counts[labels], 1e-12) if class_balanced else base_weight
 
@@ -151,7 +153,7 @@ def fit(
 
     Args:
       features: (N, d) float.
-      labels: (N,) int in [0, C).
+      labels: (N,) int in [0, C), or -1 on padding rows (left out).
       key: PRNG key for minibatch sampling (unused in full batch).
       recipe: the static `Recipe`; rates: its `Rates` (learning rate, L2).
       init: starting head; zeros when None.

@@ -39,6 +39,7 @@ import numpy as np
 from flax import struct
 
 from hsfm_jax.core import checks, heads, losses, optim, sampling, scaling, selection
+from hsfm_jax.data import buckets
 from hsfm_jax.data.features import FeatureSet, to_device
 from hsfm_jax.methods import common
 from hsfm_jax.methods.contract import MethodResult
@@ -204,9 +205,10 @@ def make_step(
     step_size, l2, adjustment = point
     num_groups, batch_size = settings.num_groups, settings.batch_size
     l2_bias = settings.l2_bias
-    n = features.shape[0]
+    valid = buckets.valid(labels)  # padding rows (`hsfm_jax.data.buckets`) are never drawn
+    n = buckets.count(labels)  # the real rows come first
     if settings.group_balanced:
-        sample_p = 1.0 / jnp.maximum(group_counts[groups], 1.0)
+        sample_p = jnp.where(valid, 1.0 / jnp.maximum(group_counts[groups], 1.0), 0.0)
         sample_p = sample_p / jnp.sum(sample_p)
     else:
         sample_p = None
@@ -214,7 +216,8 @@ def make_step(
     def step(state: State, key: jax.Array) -> State:
         if batch_size:
             idx = (
-                jax.random.choice(key, n, (batch_size,), replace=True)
+                # jax.random.choice(key, n, (batch_size,)) with n traced: the same draws
+                jax.random.randint(key, (batch_size,), 0, n)
                 if sample_p is None
                 else sampling.choice(key, sample_p, (batch_size,))  # = jax.random.choice's
             )
@@ -234,7 +237,7 @@ def make_step(
         )
         # The gradient of sum_g q_g L_g at the current head, in closed form: a weighted CE sum,
         # each row weighted q_g / (its group's rows in the batch).
-        row_weight = (jnp.exp(log_q) / jnp.maximum(batch_counts, 1.0))[g]
+        row_weight = jnp.where(g >= 0, (jnp.exp(log_q) / jnp.maximum(batch_counts, 1.0))[g], 0.0)
         grads = losses.weighted_ce_grad(state.head, x, onehot_t, row_weight)
         grads = heads.LinearHead(
             grads.weight + l2 * state.head.weight,

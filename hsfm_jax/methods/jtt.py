@@ -35,6 +35,7 @@ import ml_collections
 import numpy as np
 
 from hsfm_jax.core import checks, heads, optim, scaling, selection
+from hsfm_jax.data import buckets
 from hsfm_jax.data.features import FeatureSet, to_device
 from hsfm_jax.methods import common, erm
 from hsfm_jax.methods.contract import MethodResult
@@ -90,8 +91,9 @@ def check(config: ml_collections.ConfigDict, data: FeatureSet) -> dict:
 
 
 def error_set(head: heads.LinearHead, features: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
-    """(N,) bool: the examples `head` misclassifies (the error set E of Alg. 1)."""
-    return heads.predict(head, features) != labels
+    """(N,) bool: the examples `head` misclassifies (the error set E of Alg. 1); never a
+    padding row (label -1, `hsfm_jax.data.buckets`)."""
+    return (heads.predict(head, features) != labels) & buckets.valid(labels)
 
 
 def upweights(errors: jnp.ndarray, upweight: jnp.ndarray) -> jnp.ndarray:
@@ -242,6 +244,7 @@ def run(
     out = run_grid(keys[:1] if deterministic else keys, inputs, grid, settings=settings)
     if deterministic:
         out = common.repeat_seeds(out, keys.shape[0])
+    out["errors"] = out["errors"][..., : data.train.num_examples]  # not the padding rows
     t_mesh, u_mesh = np.meshgrid(
         settings.identification_steps, np.asarray(config.upweight_grid, data.dtype), indexing="ij"
     )

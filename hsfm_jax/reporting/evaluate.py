@@ -58,7 +58,7 @@ def accuracy_metrics(
 
     Args:
       correct: (N,) bool or float, whether each example is classified correctly.
-      labels: (N,) int.
+      labels: (N,) int; rows with a label < 0 count in no metric.
       groups: (N,) int, -1 where unknown.
       num_classes: C.
       num_groups: G (0 for datasets without groups).
@@ -70,8 +70,9 @@ def accuracy_metrics(
     """
     correct = correct.astype(jnp.float32)
     class_acc, class_count = _segment_accuracy(correct, labels, num_classes)
+    counted = labels >= 0  # the split's own rows (label -1: padding, `hsfm_jax.data.buckets`)
     metrics = {
-        "mean_acc": jnp.mean(correct),
+        "mean_acc": jnp.sum(jnp.where(counted, correct, 0.0)) / jnp.maximum(jnp.sum(counted), 1),
         "class_acc": class_acc,
         "worst_class_acc": _nanmin_present(class_acc, class_count),
         "mean_class_acc": jnp.nanmean(class_acc),
