@@ -37,6 +37,7 @@ work between programs, loading cached executables). ``programs`` counts XLA comp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -146,8 +147,12 @@ def _resized(data, fraction: float, seed: int = 0):
     for name, split in data.splits.items():
         n = split.features.shape[0]
         rows = np.sort(rng.choice(n, size=int(n * fraction), replace=False))
-        cut[name] = features.Split(
-            np.asarray(split.features[rows]), split.labels[rows], split.groups[rows]
+        cut[name] = dataclasses.replace(
+            split,
+            features=np.asarray(split.features[rows]),
+            labels=split.labels[rows],
+            groups=split.groups[rows],
+            ids=None,
         )
     return features.with_splits(data, **cut)
 
@@ -201,6 +206,7 @@ def child(spec: dict) -> dict:
     result = dict(
         spec=spec,
         sizes={k: int(v.features.shape[0]) for k, v in data.splits.items()},
+        rows_on_device={k: int(v.num_rows) for k, v in given.splits.items()},
         feature_dim=int(data.feature_dim),
         num_seeds=int(config.num_seeds),
         import_and_load_s=import_s,
@@ -307,9 +313,14 @@ def table(results: dict) -> str:
         if "fresh" not in phases:
             continue
         fresh = phases["fresh"]
+        sizes = f"splits {fresh['sizes']}"
+        if "resized" in phases:
+            sizes += f" (resized: {phases['resized']['sizes']})"
+        if "rows_on_device" in fresh:
+            sizes += f", padded to {fresh['rows_on_device']} rows"
         lines += [
             "",
-            f"{job}: d = {fresh['feature_dim']}, splits {fresh['sizes']}, {fresh['num_seeds']} "
+            f"{job}: d = {fresh['feature_dim']}, {sizes}, {fresh['num_seeds']} "
             "seed(s). Seconds: compile + run = total.",
             "",
             "| method | fresh cold | fresh warm | cached cold | resized cold | resized warm "

@@ -29,6 +29,7 @@ the split is a plain random permutation, not class-stratified.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -195,15 +196,17 @@ class Settings(NamedTuple):
     """Static settings of an AFR run (changing one compiles a new program).
 
     Attributes:
-      num_erm: |D_ERM|; num_classes, num_groups: of the data; metric: the selection metric.
+      num_classes, num_groups: of the data; metric: the selection metric.
+      num_reweight: rows read as D_RW, at least its size for every train size of the row
+        bucket (``ceil((1 - erm_fraction) * rows + 0.5)``); those past D_RW weigh 0.
       class_balance: of `afr_weights`; optimizer, steps, grad_clip, eval_every: the retraining.
       erm: the ERM stage's `erm.Recipe` (the experiment's ERM recipe, on D_ERM).
     """
 
-    num_erm: int
     num_classes: int
     num_groups: int
     metric: str
+    num_reweight: int
     class_balance: str
     optimizer: str
     steps: int
@@ -217,21 +220,24 @@ class Grid(NamedTuple):
 
     Attributes:
       gamma: (Γ,) temperatures; reg: (L,) lambdas; learning_rate: () the retraining step size;
-      erm: the ERM stage's `erm.Rates`.
+      erm: the ERM stage's `erm.Rates`; num_erm: () int32 |D_ERM| (traced: another train size
+      in the same row bucket runs the same program).
     """
 
     gamma: jnp.ndarray
     reg: jnp.ndarray
     learning_rate: jnp.ndarray
     erm: erm.Rates
+    num_erm: jnp.ndarray
 
 
 def from_config(config: ml_collections.ConfigDict, data: FeatureSet) -> tuple[Settings, Grid]:
     """The `Settings` and `Grid` (on the device, in the data's dtype) of a checked AFR config."""
     num_erm, _ = split_sizes(data.train.num_examples, config.erm_fraction)
     recipe, erm_rates = erm.from_config(config.erm, data, num_train=num_erm)
+    rows = data.train.num_rows
     settings = Settings(
-        num_erm=num_erm,
+        num_reweight=min(rows, math.ceil((1 - config.erm_fraction) * rows + 0.5)),
         num_classes=data.num_classes,
         num_groups=data.num_groups,
         metric=config.selection_metric,
@@ -248,6 +254,7 @@ def from_config(config: ml_collections.ConfigDict, data: FeatureSet) -> tuple[Se
         reg=on_device(config.reg_grid),
         learning_rate=on_device(config.learning_rate),
         erm=erm.Rates(*map(on_device, erm_rates)),
+        num_erm=to_device(num_erm, jnp.int32),
     )
     return settings, grid
 
@@ -261,33 +268,40 @@ def afr_single(key: jax.Array, inputs: common.Inputs, grid: Grid, *, settings: S
         scaler to fold (`common.Inputs`).
 
     Returns:
-      dict with ``erm_head`` (C, d) raw-feature theta_ERM, ``reweight_rows`` (N - num_erm,) the
-      train rows of D_RW, ``weights`` (Γ, N - num_erm), and per grid point (P = Γ * L, gamma
+      dict with ``erm_head`` (C, d) raw-feature theta_ERM, ``reweight_rows`` (num_reweight,)
+      the train rows of D_RW first, ``weights`` (Γ, num_reweight) (0 past D_RW), and per grid
+      point (P = Γ * L, gamma
       slowest) ``head`` (P, C, d) best checkpoint on raw features, ``score`` (P,),
       ``checkpoint`` (P,), ``scores`` (P, K).
     """
     s = settings
     features, labels, mean, scale = inputs.features, inputs.labels, inputs.mean, inputs.scale
-    num_classes = s.num_classes
+    num_classes, n = s.num_classes, features.shape[0]
     k_split, k_erm = jax.random.split(key)
-    # jax.random.permutation(k_split, N) over the real rows, the padding rows after them
-    order = sampling.permutation(k_split, buckets.count(labels), features.shape[0])
-    erm_rows, rw_rows = order[: s.num_erm], order[s.num_erm :]
-    # D_ERM as 0/1 example weights over all of train rather than a gathered copy: the seeds'
-    # ERM heads then share one (N, d) operand, so each step reads the features once for all
-    # seeds instead of once per seed (the stage is memory-bound: C is small).
-    in_erm = jnp.zeros((features.shape[0],), features.dtype).at[erm_rows].set(1.0)
+    # jax.random.permutation(k_split, N) of the real rows (the padding rows after them): D_ERM is
+    # its first num_erm rows, D_RW the real rows after them. num_erm is traced, so D_RW is read
+    # as `num_reweight` rows from position num_erm of the order, those past the real rows
+    # labelled -1 (weight 0). D_ERM as 0/1 example weights over all of train rather than a
+    # gathered copy: the seeds' ERM heads then share one (N, d) operand, so each step reads the
+    # features once for all seeds (the stage is memory-bound: C is small).
+    num_real = buckets.count(labels)
+    order = sampling.permutation(k_split, num_real, n)
+    rank = jnp.zeros((n,), jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
+    in_erm = (rank < grid.num_erm).astype(features.dtype)
     erm_head = erm.fit(features, labels, k_erm, s.erm, grid.erm, sample_weight=in_erm)
-    x, y = features[rw_rows], labels[rw_rows]
+    padded_order = jnp.concatenate([order, jnp.zeros((s.num_reweight,), order.dtype)])
+    rw_rows = jax.lax.dynamic_slice(padded_order, (grid.num_erm,), (s.num_reweight,))
+    in_rw = grid.num_erm + jnp.arange(s.num_reweight) < num_real
+    x, y = features[rw_rows], jnp.where(in_rw, labels[rw_rows], -1)
     erm_logits = heads.apply(erm_head, x)
     weights = jax.vmap(
         lambda g: afr_weights(
             erm_logits, y, g, num_classes=num_classes, class_balance=s.class_balance
         )
-    )(grid.gamma)  # (Γ, N_rw)
+    )(grid.gamma)  # (Γ, num_reweight), 0 past D_RW
 
     tx = make_optimizer(s.optimizer, grid.learning_rate, s.grad_clip)
-    onehot_t = losses.onehot_columns(y, num_classes, x.dtype)  # (C, N_rw)
+    onehot_t = losses.onehot_columns(y, num_classes, x.dtype)  # (C, num_reweight)
     raw = lambda state: scaling.fold_scaler(state[0], mean, scale)
     score_of = functools.partial(
         selection.score,
@@ -356,11 +370,9 @@ def run(
     del loop
     settings, grid = from_config(config, data)
     out = run_grid(keys, common.inputs(data, config.standardize), grid, settings=settings)
-    num_rw = data.train.num_examples - settings.num_erm  # D_RW's rows, not the padding ones
-    out["reweight_rows"], out["weights"] = (
-        out["reweight_rows"][:, :num_rw],
-        out["weights"][..., :num_rw],
-    )
+    num_rw = data.train.num_examples - int(grid.num_erm)  # D_RW's rows, not those past it
+    out["reweight_rows"] = np.asarray(out["reweight_rows"])[:, :num_rw]
+    out["weights"] = np.asarray(out["weights"])[..., :num_rw]
     g_mesh, r_mesh = np.meshgrid(config.gamma_grid, config.reg_grid, indexing="ij")
     out["grid"] = {"gamma": g_mesh.ravel(), "reg": r_mesh.ravel()}
     curves = common.checkpoint_curves(out, int(config.eval_every), int(config.steps))

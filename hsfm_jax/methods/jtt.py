@@ -244,7 +244,7 @@ def run(
     out = run_grid(keys[:1] if deterministic else keys, inputs, grid, settings=settings)
     if deterministic:
         out = common.repeat_seeds(out, keys.shape[0])
-    out["errors"] = out["errors"][..., : data.train.num_examples]  # not the padding rows
+    out["errors"] = np.asarray(out["errors"])[..., : data.train.num_examples]  # no padding row
     t_mesh, u_mesh = np.meshgrid(
         settings.identification_steps, np.asarray(config.upweight_grid, data.dtype), indexing="ij"
     )

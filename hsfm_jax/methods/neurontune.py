@@ -49,8 +49,9 @@ import ml_collections
 import numpy as np
 from flax import struct
 
-from hsfm_jax.core import checks, heads, optim, selection
+from hsfm_jax.core import checks, heads, optim, sampling, selection
 from hsfm_jax.core.spuriousness import sfit, spuriousness_scores
+from hsfm_jax.data import buckets
 from hsfm_jax.data.features import FeatureSet, SplitArrays, to_device
 from hsfm_jax.methods import erm
 from hsfm_jax.methods.contract import MethodResult, epoch_curves
@@ -97,7 +98,11 @@ def activation_values(features, activation: str = "abs"):
 
 
 def class_sorted_activations(
-    activations: np.ndarray, labels: np.ndarray, num_classes: int, dtype=np.float32
+    activations: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    dtype=np.float32,
+    row_buckets: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per class, every column's activations sorted ascending (host side, once).
 
@@ -106,15 +111,18 @@ def class_sorted_activations(
       labels: (N,) int in [0, C).
       num_classes: C.
       dtype: of the values.
+      row_buckets: M rounded up to its row bucket (`hsfm_jax.data.buckets`), so that another
+        val size in the bucket gives the same shapes.
 
     Returns:
       (values (C, M, d) `dtype` padded with +inf, rows (C, M, d) int32 row index of each value,
-      -1 in padding), M = the largest class count.
+      -1 in padding), M = the largest class count (or its bucket).
     """
     activations = np.asarray(activations, dtype)
     labels = np.asarray(labels)
     n, d = activations.shape
     size = max(int(np.bincount(labels, minlength=num_classes).max()), 1)
+    size = buckets.rows(size) if row_buckets else size
     values = np.full((num_classes, size, d), np.inf, dtype)
     rows = np.full((num_classes, size, d), -1, np.int32)
     for y in range(num_classes):
@@ -215,14 +223,13 @@ def init_single(key: jax.Array, threshold: jnp.ndarray, inputs: Inputs, *, setti
     """
     n_val, dim = inputs.val_features.shape
     k_split, k_train = jax.random.split(key)
+    num_real = buckets.count(inputs.val_labels)  # the padding rows are in neither half
     if settings.tune_split == "val_half":
-        ide_member = (
-            jnp.zeros((n_val,), bool)
-            .at[jax.random.permutation(k_split, n_val)[: n_val // 2]]
-            .set(True)
-        )
+        # the first half of jax.random.permutation(k_split, num_real)
+        order = sampling.permutation(k_split, num_real, n_val)
+        ide_member = jnp.zeros((n_val,), bool).at[order].set(jnp.arange(n_val) < num_real // 2)
     else:
-        ide_member = jnp.ones((n_val,), bool)
+        ide_member = buckets.valid(inputs.val_labels)
     delta = _delta_of(inputs.reference, inputs, ide_member)
     biased = biased_dimensions(delta, threshold)
     keep = (~biased).astype(inputs.val_features.dtype)
@@ -466,6 +473,7 @@ def run(
         data.val.labels,
         data.num_classes,
         data.dtype,
+        row_buckets=data.val.row_buckets,
     )
     train = data.train.to_arrays() if config.tune_split == "train" else None  # else unread
     inputs = Inputs(

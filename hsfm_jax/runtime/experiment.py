@@ -446,6 +446,8 @@ def _run_methods(config, names, resolved, data, stage: Path | None, run_id: str,
     )
     summaries = {name: results.summarize(m) for name, m in evaluated.items()}
     if config.bootstrap:
+        # resamples of the test examples themselves: no padding row (`hsfm_jax.data.buckets`)
+        test = dataclasses.replace(data.test, row_buckets=False).to_arrays(dtype)
         intervals = results.bootstrap_rows(
             rows,
             test,

@@ -2,13 +2,18 @@
 are and padded to their row buckets (`hsfm_jax.data.buckets`: padding rows with label -1), returns
 the same heads and the same report. float64, so the only difference allowed is summation order."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
 from hsfm_jax import methods
 from hsfm_jax.data import buckets, features
+from hsfm_jax.runtime import experiment
 from tests.methods.test_float64 import _small_config
+
+_XLA = "/jax/core/compile/backend_compile_duration"  # one XLA compilation
 
 # methods whose programs do not yet honour padding rows (run unpadded by `experiment.run`)
 NOT_YET = {"dfr"}
@@ -21,12 +26,12 @@ def _assert_same(a, b, where):
             _assert_same(a[key], b[key], f"{where}.{key}")
     elif isinstance(a, (list, tuple)) and not hasattr(a, "_fields"):
         assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _assert_same(x, y, f"{where}[{i}]")
     else:
         leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
         assert len(leaves_a) == len(leaves_b), where
-        for x, y in zip(leaves_a, leaves_b):
+        for x, y in zip(leaves_a, leaves_b, strict=True):
             x, y = np.asarray(x), np.asarray(y)
             assert x.shape == y.shape, where
             if np.issubdtype(x.dtype, np.floating):
@@ -35,11 +40,24 @@ def _assert_same(a, b, where):
                 np.testing.assert_array_equal(x, y, err_msg=where)
 
 
-@pytest.mark.parametrize("name", list(methods.REGISTRY))
-def test_padding_rows_change_no_result(small_features_dir, name):
+# every method as the test config has it, and the branches that read rows differently
+CASES = [(name, {}) for name in methods.REGISTRY] + [
+    ("erm", {"erm.batch_size": 0}),
+    ("erm", {"erm.batch_size": 32, "erm.class_balanced": True}),
+    ("group_dro", {"group_dro.batch_size": 0}),
+    ("group_dro", {"group_dro.group_balanced": False}),
+    ("neurontune", {"neurontune.tune_split": "val_half"}),
+    ("afr", {"afr.class_balance": "sum"}),
+    ("jtt", {"jtt.batch_size": 0}),
+]
+
+
+@pytest.mark.parametrize(("name", "overrides"), CASES)
+def test_padding_rows_change_no_result(small_features_dir, name, overrides):
     if name in NOT_YET:
         pytest.skip(f"{name} does not honour padding rows yet")
     config = _small_config(small_features_dir)
+    experiment.apply_overrides(config, overrides)
     keys = jax.random.split(jax.random.key(0), 2)
     with jax.enable_x64(True):
         data = features.with_dtype(features.load(small_features_dir), np.float64)
@@ -53,3 +71,40 @@ def test_padding_rows_change_no_result(small_features_dir, name):
     _assert_same(plain.rows, bucketed.rows, f"{name}.rows")
     _assert_same(dict(plain.report), dict(bucketed.report), f"{name}.report")
     _assert_same(dict(plain.info), dict(bucketed.info), f"{name}.info")
+
+
+def _cut(data, fraction):
+    """`data` with every split's first `fraction` of its rows."""
+    cut = lambda s: dataclasses.replace(
+        s,
+        features=s.features[: int(fraction * s.num_examples)],
+        labels=s.labels[: int(fraction * s.num_examples)],
+        groups=s.groups[: int(fraction * s.num_examples)],
+        ids=None,
+    )
+    return dataclasses.replace(data, splits={k: cut(s) for k, s in data.splits.items()})
+
+
+@pytest.mark.parametrize("name", list(methods.REGISTRY))
+def test_a_second_size_in_the_same_buckets_compiles_nothing(small_features_dir, name):
+    if name in NOT_YET:
+        pytest.skip(f"{name} does not honour padding rows yet")
+    config = _small_config(small_features_dir)
+    keys = jax.random.split(jax.random.key(0), 2)
+    data = features.with_row_buckets(features.load(small_features_dir))
+    smaller = _cut(data, 0.9)
+    for split in data.splits:
+        assert smaller[split].num_rows == data[split].num_rows
+        assert smaller[split].num_examples < data[split].num_examples
+    resolved = methods.check(config, [name], data)[name]
+    assert methods.check(config, [name], smaller)[name] == resolved
+    config = methods.resolve(config, name, resolved)
+    methods.run(name, data, config, keys)
+    compiled = []
+    listener = lambda event, duration, **kw: compiled.append(event) if event == _XLA else None
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        methods.run(name, smaller, config, keys)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiled == [], f"{name}: {len(compiled)} program(s) compiled again"
