@@ -7,9 +7,12 @@ method, metric and selection counts only the rows with ``labels >= 0`` (`valid`)
 changes no result (tests/methods/test_padding.py runs every method both ways), and two datasets
 whose splits fall in the same buckets share every compiled program.
 
-Sizes: every N up to `FLOOR` rows pads to `FLOOR` (below it the padded work costs far less than a
-compilation); above, the next of `PER_OCTAVE` evenly spaced sizes in N's octave
-``(2**(k-1), 2**k]``, so padding adds at most 1/`PER_OCTAVE` of the rows.
+Sizes: every N up to `FLOOR` rows pads to `FLOOR`; above, the next of `PER_OCTAVE` evenly spaced
+sizes in N's octave ``(2**(k-1), 2**k]`` (with 2: 768 and 1024, 1536 and 2048, ...), so padding
+adds less than half of the rows, and a split can shrink or grow by a quarter or more before it
+changes bucket. A split that does change bucket compiles the programs that read it once more.
+Fewer, wider buckets reuse more programs but make every warm run pay for more padding rows
+(benchmarks/compile_time.py measures both).
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-FLOOR = 1024
-PER_OCTAVE = 4
+FLOOR = 256
+PER_OCTAVE = 2
 
 
 def rows(n: int, floor: int = FLOOR) -> int:
