@@ -49,6 +49,11 @@ CASES = [(name, {}) for name in methods.REGISTRY] + [
     ("neurontune", {"neurontune.tune_split": "val_half"}),
     ("afr", {"afr.class_balance": "sum"}),
     ("jtt", {"jtt.batch_size": 0}),
+    (
+        "hsfm",
+        {"hsfm.rate_units": "feature_rms", "hsfm.hard_set_size": 8, "val_split.fraction": 0.5},
+    ),
+    ("group_dro", {"val_split.fraction": 0.5}),
 ]
 
 
@@ -57,10 +62,13 @@ def test_padding_rows_change_no_result(small_features_dir, name, overrides):
     if name in NOT_YET:
         pytest.skip(f"{name} does not honour padding rows yet")
     config = _small_config(small_features_dir)
+    overrides = dict(overrides)
+    val_fraction = overrides.pop("val_split.fraction", 0.0)  # a `select` split beside val
     experiment.apply_overrides(config, overrides)
     keys = jax.random.split(jax.random.key(0), 2)
     with jax.enable_x64(True):
         data = features.with_dtype(features.load(small_features_dir), np.float64)
+        data = features.split_validation(data, val_fraction, seed=0)
         padded = features.with_row_buckets(data)
         assert padded.train.to_arrays().labels.shape[0] == buckets.rows(data.train.num_examples)
         assert padded.train.num_rows > data.train.num_examples  # the test pads something
