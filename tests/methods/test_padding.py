@@ -2,16 +2,19 @@
 are and padded to their row buckets (`hsfm_jax.data.buckets`: padding rows with label -1), returns
 the same heads and the same report. float64, so the only difference allowed is summation order."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
 from hsfm_jax import methods
 from hsfm_jax.data import buckets, features
+from hsfm_jax.runtime import program_cache
 from tests.methods.test_float64 import _small_config
 
 # methods whose programs do not yet honour padding rows (run unpadded by `experiment.run`)
-NOT_YET = {"dfr"}
+NOT_YET: set[str] = set()
 
 
 def _assert_same(a, b, where):
@@ -21,12 +24,12 @@ def _assert_same(a, b, where):
             _assert_same(a[key], b[key], f"{where}.{key}")
     elif isinstance(a, (list, tuple)) and not hasattr(a, "_fields"):
         assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _assert_same(x, y, f"{where}[{i}]")
     else:
         leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
         assert len(leaves_a) == len(leaves_b), where
-        for x, y in zip(leaves_a, leaves_b):
+        for x, y in zip(leaves_a, leaves_b, strict=True):
             x, y = np.asarray(x), np.asarray(y)
             assert x.shape == y.shape, where
             if np.issubdtype(x.dtype, np.floating):
@@ -53,3 +56,85 @@ def test_padding_rows_change_no_result(small_features_dir, name):
     _assert_same(plain.rows, bucketed.rows, f"{name}.rows")
     _assert_same(dict(plain.report), dict(bucketed.report), f"{name}.report")
     _assert_same(dict(plain.info), dict(bucketed.info), f"{name}.info")
+
+
+def _cut(data: features.FeatureSet, fraction: float, seed: int = 0) -> features.FeatureSet:
+    """`data` keeping a random `fraction` of each split's rows (in order): other split sizes in the
+    same row buckets, groups no longer balanced in val."""
+    rng = np.random.default_rng(seed)
+
+    def cut(split):
+        keep = rng.random(split.num_examples) < fraction
+        ids = None if split.ids is None else [i for i, k in zip(split.ids, keep, strict=True) if k]
+        return dataclasses.replace(
+            split,
+            features=split.features[keep],
+            labels=split.labels[keep],
+            groups=split.groups[keep],
+            ids=ids,
+        )
+
+    return dataclasses.replace(data, splits={n: cut(s) for n, s in data.splits.items()})
+
+
+@pytest.mark.parametrize(
+    "solver,group_labels", [("newton", "all"), ("newton", "none"), ("sklearn", "all")]
+)
+def test_dfr_padding_changes_no_result_on_unbalanced_splits(
+    small_features_dir, solver, group_labels
+):
+    """Every DFR variant, on splits whose groups are unbalanced (`_cut`), with the JAX and the
+    scikit-learn solver, and with balanced classes where the groups are unknown."""
+    config = _small_config(small_features_dir)
+    config.dfr.solver.method = solver
+    keys = jax.random.split(jax.random.key(1), 2)
+    # x64 for the whole process, as `experiment.run` sets it: scikit-learn's host callback runs
+    # on an XLA thread, which does not see `jax.enable_x64`'s thread-local setting.
+    x64 = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        data = _cut(features.with_dtype(features.load(small_features_dir), np.float64), 0.8)
+        if group_labels == "none":
+            data = features.without_group_labels(data)
+        resolved = methods.check(config, ["dfr"], data)["dfr"]
+        config = methods.resolve(config, "dfr", resolved)
+        assert config.balance == ("groups" if group_labels == "all" else "classes")
+        plain = methods.run("dfr", data, config, keys)
+        bucketed = methods.run("dfr", features.with_row_buckets(data), config, keys)
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+    assert set(plain.rows) == {"dfr", "tr_dfr", "paper_dfr"}
+    _assert_same(plain.rows, bucketed.rows, "dfr.rows")
+
+
+def test_dfr_compiles_nothing_for_other_sizes_in_the_same_buckets(small_features_dir):
+    """A second feature set whose splits have other sizes in the same row buckets runs every DFR
+    variant on the programs the first one compiled."""
+    assert program_cache.directory() is None  # loads from disk would hide compilations
+    config = _small_config(small_features_dir)
+    data = features.with_row_buckets(features.load(small_features_dir))
+    smaller = _cut(data, 0.9)
+    for name, split in data.splits.items():
+        assert smaller.splits[name].num_examples < split.num_examples
+        assert smaller.splits[name].num_rows == split.num_rows
+        assert set(np.unique(smaller.splits[name].groups)) == set(np.unique(split.groups))
+    resolved = methods.check(config, ["dfr"], data)["dfr"]
+    config = methods.resolve(config, "dfr", resolved)
+    keys = jax.random.split(jax.random.key(0), 2)
+    compiles = []
+
+    def listen(event, duration, **kwargs):
+        del duration, kwargs
+        if event == "/jax/core/compile/backend_compile_duration":  # compiled or read from cache
+            compiles.append(event)
+
+    first = methods.run("dfr", data, config, keys)
+    jax.block_until_ready(first.rows)
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        second = methods.run("dfr", smaller, config, keys)
+        jax.block_until_ready(second.rows)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert set(second.rows) == {"dfr", "tr_dfr", "paper_dfr"}
+    assert not compiles, f"{len(compiles)} programs compiled for the smaller splits"
