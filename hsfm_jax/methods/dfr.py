@@ -38,6 +38,18 @@ Datasets without groups (``num_groups == 0``, the fine-grained protocol) balance
 and select C by accuracy (`evaluate.selection_metric_name`); with ``group_labels="none"`` (the
 label-free track) they balance classes and select C by worst-class accuracy.
 
+Row buckets (`hsfm_jax.data.buckets`): val and train may come padded, their own rows first, then
+rows of label -1. Every program counts the own rows as a traced number and draws what it drew on
+the unpadded split: the halves come from `sampling.permutation` (``jax.random.permutation`` of
+the own rows), the held-out half is a mask and the fitting half a `jax.lax.dynamic_slice` of the
+permutation in its order, and the uniform draws of `balanced_mask` are prefix-invariant, one per
+position. No static size depends on the own rows' count: the tuning fits gather the bucket's
+largest fitting half (``rows - rows // 2``), the balanced subsamples `gather_size` rows (the
+subsample's bucket), both with weight-0 rows past the subsample. So padding changes no result
+(tests/methods/test_padding.py), and a split of another size compiles nothing new unless a
+balanced subsample's size leaves its bucket; the price is the solver reading those weight-0 rows
+(at most a bucket's rounding, or up to `buckets.FLOOR` rows for small subsamples).
+
 Deviations from the script: (a) the solver runs to tolerance; liblinear stops at ``tol=1e-4`` on
 its own criterion, and the tr-DFR tuning fits used ``max_iter=20`` (an early-stopped solver),
 which we do not reproduce; (b) if a group is absent from the fitting half, balancing uses the
@@ -55,8 +67,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hsfm_jax.core import checks, heads, selection
+from hsfm_jax.core import checks, heads, sampling, selection
 from hsfm_jax.core.scaling import fit_scaler, fold_scaler, host_scaler
+from hsfm_jax.data import buckets
 from hsfm_jax.data.features import FeatureSet, SplitArrays, to_device
 from hsfm_jax.methods import erm
 from hsfm_jax.methods.contract import MethodResult
@@ -139,19 +152,37 @@ def balanced_mask(
     return valid & (rank < smallest)
 
 
+def mask_rows(mask: jnp.ndarray, size: int) -> jnp.ndarray:
+    """(size,) int32 rows: those in `mask` (N,) in increasing order, then rows outside it, so the
+    entries past ``sum(mask)`` are rows of weight 0 (the solver's `rows` may list those, not a
+    repeat of a weighted row). size <= N."""
+    return jnp.argsort(~mask, stable=True)[:size].astype(jnp.int32)
+
+
 def balanced_indices(
-    key: jax.Array, strata: jnp.ndarray, num_strata: int, size: int
-) -> jnp.ndarray:
-    """(size,) indices of a stratum-balanced subsample; `size` = strata present x smallest count."""
-    mask = balanced_mask(key, strata, jnp.ones(strata.shape, bool), num_strata)
-    return jnp.nonzero(mask, size=size)[0]
+    key: jax.Array, strata: jnp.ndarray, valid: jnp.ndarray, num_strata: int, size: int
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """A stratum-balanced subsample (`balanced_mask`) as (rows (size,) int32, kept (size,) bool):
+    the chosen rows in increasing order (kept), then other rows (not kept) up to `size`, a static
+    bound on the subsample's size (`gather_size`, at most N)."""
+    mask = balanced_mask(key, strata, valid, num_strata)
+    return mask_rows(mask, size), jnp.arange(size) < jnp.sum(mask)
 
 
 def balanced_size(strata: np.ndarray, num_strata: int) -> int:
-    """Host-side size of a balanced subsample of the whole array (static shape for jit)."""
+    """Host-side size of a balanced subsample of the whole array."""
     counts = np.bincount(np.asarray(strata), minlength=num_strata)
     present = counts[counts > 0]
     return int(present.size * present.min())
+
+
+def gather_size(size: int, split) -> int:
+    """The static row count of a gathered subset of `size` rows of `split`: `size` itself, or with
+    row buckets its bucket (`buckets.rows`, at most the split's padded rows), so another split
+    size in the same buckets keeps the compiled programs unless the subset's bucket changes."""
+    if not split.row_buckets:
+        return size
+    return min(buckets.rows(size), split.num_rows)
 
 
 # ----------------------------------------------------------------------------- DFR
@@ -232,7 +263,9 @@ def tune_size_bound(strata: np.ndarray, num_strata: int) -> int:
 
 class Fitting(NamedTuple):
     """A split as DFR's programs read it: features (N, d), labels, groups and strata (N,) int32
-    (strata: what balanced subsampling equalizes, groups or classes)."""
+    (strata: what balanced subsampling equalizes, groups or classes). With row buckets the split's
+    own rows come first and the padding rows after them have label, group and stratum -1
+    (`hsfm_jax.data.buckets`)."""
 
     features: jnp.ndarray
     labels: jnp.ndarray
@@ -256,9 +289,8 @@ class ValSizes(NamedTuple):
     Attributes:
       num_retrains: the final fits averaged; standardize: the tuning scaler on the balanced
         fitting half (else none).
-      tune_size: static bound on the balanced fitting half's size (`tune_size_bound`, capped by
-        the half's size); refit_size: the size of a balanced subsample of all of val
-        (`balanced_size`).
+      tune_size: static bound on the balanced fitting half's size (`tune_size`); refit_size: on
+        the size of a balanced subsample of all of val (`balanced_size`, `gather_size`).
     """
 
     num_retrains: int
@@ -268,19 +300,40 @@ class ValSizes(NamedTuple):
 
 
 class TrainSizes(NamedTuple):
-    """Static sizes of tr-DFR: a balanced train subsample's size, the final fits averaged."""
+    """Static sizes of tr-DFR: a bound on a balanced train subsample's size (`gather_size`), the
+    final fits averaged."""
 
     subsample_size: int
     num_retrains: int
 
 
 class PaperSizes(NamedTuple):
-    """Static settings of paper DFR: the balanced subsample's size, full-batch SGD steps, and
-    whether val is subsampled group-balanced."""
+    """Static settings of paper DFR: a bound on the balanced subsample's size (`gather_size`),
+    full-batch SGD steps, and whether val is subsampled group-balanced."""
 
     subsample_size: int
     epochs: int
     balance: bool
+
+
+def tuning_halves(
+    key: jax.Array, n: jnp.ndarray, size: int
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """DFR's split of val's `n` own rows (traced; `size` rows in all) into held-out and fitting
+    halves: ``perm = jax.random.permutation(key, n)``, held ``perm[:n // 2]``, fitting
+    ``perm[n // 2:]``.
+
+    Returns:
+      held (size,) bool, the held-out rows; fitting (size - size // 2,) int32, the fitting rows
+      in ``perm``'s order, then padding rows; fitting_valid (size - size // 2,) bool, which
+      entries of ``fitting`` are fitting rows (its first ``n - n // 2``).
+    """
+    perm = sampling.permutation(key, n, size)
+    n_half = n // 2
+    held = jnp.zeros((size,), bool).at[perm].set(jnp.arange(size) < n_half)
+    fitting_size = size - size // 2  # >= n - n // 2, and n // 2 + fitting_size <= size
+    fitting = jax.lax.dynamic_slice(perm, (n_half,), (fitting_size,))
+    return held, fitting, jnp.arange(fitting_size) < n - n_half
 
 
 def dfr_val_single(
@@ -296,41 +349,47 @@ def dfr_val_single(
 
     `train_scaler`: (d,) mean and scale of train, folded into the head. The tuning fits see only
     the balanced rows (gathered, padded with weight-0 rows to `sizes.tune_size`), so the solver's
-    work scales with the subsample, not with val.
+    work scales with the subsample, not with val. Padding rows of val (label -1) are in neither
+    half and no subsample.
     """
     val_features, val_labels, val_groups, val_strata = val
     train_mean, train_scale = train_scaler
     num_classes, num_groups, num_strata, metric, solver = settings
     num_retrains, standardize, tune_size, refit_size = sizes
-    n = val_features.shape[0]
-    n_half = n // 2
+    valid = buckets.valid(val_labels)
     k_perm, k_tune, k_final = jax.random.split(key, 3)
-    perm = jax.random.permutation(k_perm, n)
-    held, fit_rows = perm[:n_half], perm[n_half:]
+    held, fitting, fitting_valid = tuning_halves(
+        k_perm, buckets.count(val_labels), val_labels.shape[0]
+    )
 
-    chosen = balanced_mask(k_tune, val_strata[fit_rows], jnp.ones(fit_rows.shape, bool), num_strata)
-    tune_rows = fit_rows[jnp.nonzero(chosen, size=tune_size, fill_value=0)[0]]
-    tune_w = (jnp.arange(tune_size) < jnp.sum(chosen)).astype(val_features.dtype)
+    # balanced_mask draws one uniform per position of `fitting`, as on the unpadded half
+    chosen, tune_w = balanced_indices(
+        k_tune, val_strata[fitting], fitting_valid, num_strata, tune_size
+    )
+    tune_rows, tune_w = fitting[chosen], tune_w.astype(val_features.dtype)
     fit_x, fit_y = val_features[tune_rows], val_labels[tune_rows]
     if standardize:  # the script fits the tuning scaler on the balanced fitting subset
         mean, scale = fit_scaler(fit_x, tune_w)
     else:
         mean, scale = jnp.zeros_like(train_mean), jnp.ones_like(train_scale)
     z_fit = (fit_x - mean) / scale
-    z_held = (val_features[held] - mean) / scale
+    held_split = SplitArrays((val_features - mean) / scale, val_labels, val_groups)
     grid, betas = _fit_grid(z_fit, fit_y, tune_w, c_grid, num_classes, solver)
     scores = jax.vmap(
-        lambda h: _metric(
-            h, z_held, val_labels[held], val_groups[held], num_classes, num_groups, metric
+        lambda h: selection.score(
+            h,
+            held_split,
+            num_classes=num_classes,
+            num_groups=num_groups,
+            metric=metric,
+            member=held,
         )
     )(grid)
     best = jnp.argmax(scores)
 
     refit_keys = jax.random.split(k_final, num_retrains)
-    weight_sets = jax.vmap(
-        lambda k: balanced_mask(k, val_strata, jnp.ones((n,), bool), num_strata)
-    )(refit_keys)
-    rows = jax.vmap(lambda w: jnp.nonzero(w, size=refit_size, fill_value=0)[0])(weight_sets)
+    weight_sets = jax.vmap(lambda k: balanced_mask(k, val_strata, valid, num_strata))(refit_keys)
+    rows = jax.vmap(lambda w: mask_rows(w, refit_size))(weight_sets)
     z_val = (val_features - train_mean) / train_scale
     # Warm start: the tuning fit at the chosen C, as the same function of the raw features.
     init = _rescale_beta(betas[best], mean, scale, train_mean, train_scale)
@@ -357,22 +416,24 @@ def tr_dfr_single(
     settings: Settings,
     sizes: TrainSizes,
 ) -> tuple[heads.LinearHead, jnp.ndarray]:
-    """tr-DFR for one seed: tune C on a balanced train subsample by val metric, average refits."""
+    """tr-DFR for one seed: tune C on a balanced train subsample by val metric, average refits.
+    Each subsample is `sizes.subsample_size` gathered rows, those past its size of weight 0."""
     train_features, train_labels, _, train_strata = train
     val_features, val_labels, val_groups, _ = val
     train_mean, train_scale = train_scaler
     num_classes, num_groups, num_strata, metric, solver = settings
     subsample_size, num_retrains = sizes
+    train_valid = buckets.valid(train_labels)
     k_tune, k_final = jax.random.split(key)
     z_val = (val_features - train_mean) / train_scale
 
     def subsample(k):
-        idx = balanced_indices(k, train_strata, num_strata, subsample_size)
-        return (train_features[idx] - train_mean) / train_scale, train_labels[idx]
+        idx, kept = balanced_indices(k, train_strata, train_valid, num_strata, subsample_size)
+        x = (train_features[idx] - train_mean) / train_scale
+        return x, train_labels[idx], kept.astype(train_features.dtype)
 
-    x_tune, y_tune = subsample(k_tune)
-    ones = jnp.ones((subsample_size,), train_features.dtype)
-    grid, betas = _fit_grid(x_tune, y_tune, ones, c_grid, num_classes, solver)
+    x_tune, y_tune, w_tune = subsample(k_tune)
+    grid, betas = _fit_grid(x_tune, y_tune, w_tune, c_grid, num_classes, solver)
     scores = jax.vmap(
         lambda h: _metric(h, z_val, val_labels, val_groups, num_classes, num_groups, metric)
     )(grid)
@@ -387,8 +448,7 @@ def tr_dfr_single(
     )
 
     def one_refit(k):
-        x, y = subsample(k)
-        return fit(x, y, ones, c_grid[best])[0]
+        return fit(*subsample(k), c_grid[best])[0]
 
     stack = jax.vmap(one_refit, axis_name=_REFIT_AXIS)(jax.random.split(k_final, num_retrains))
     head = jax.tree_util.tree_map(lambda x: jnp.mean(x, axis=0), stack)
@@ -399,21 +459,26 @@ def paper_dfr_single(
     key: jax.Array, val: Fitting, rates: erm.Rates, *, settings: Settings, sizes: PaperSizes
 ) -> heads.LinearHead:
     """ "Paper DFR" for one seed: scaler on the training (val) data, full-batch SGD, cosine lr;
-    `rates`: the learning rate and ``l2`` (weight decay ``l2 / n_train``)."""
+    `rates`: the learning rate and ``l2`` (weight decay ``l2 / n_train``). Rows left out (past
+    the balanced subsample's size, or padding) get label -1, which `erm.fit` leaves out."""
     val_features, val_labels, _, val_strata = val
     num_classes, num_strata = settings.num_classes, settings.num_strata
     subsample_size, epochs, balance = sizes
     learning_rate, l2 = rates
+    valid = buckets.valid(val_labels)
     if balance:
-        idx = balanced_indices(key, val_strata, num_strata, subsample_size)
-        x, y = val_features[idx], val_labels[idx]
+        idx, kept = balanced_indices(key, val_strata, valid, num_strata, subsample_size)
+        x, y = val_features[idx], jnp.where(kept, val_labels[idx], -1)
     else:
-        x, y = val_features, val_labels
-    mean, scale = fit_scaler(x)
+        x, y, kept = val_features, val_labels, valid
+    weights = kept.astype(x.dtype)
+    mean, scale = fit_scaler(x, weights)
     recipe = erm.Recipe(
         num_classes, optimizer="sgd", steps=epochs, lr_schedule="cosine", l2_bias=True
     )
-    head = erm.fit((x - mean) / scale, y, key, recipe, erm.Rates(learning_rate, l2 / x.shape[0]))
+    head = erm.fit(
+        (x - mean) / scale, y, key, recipe, erm.Rates(learning_rate, l2 / jnp.sum(weights))
+    )
     return fold_scaler(head, mean, scale)
 
 
@@ -439,18 +504,30 @@ def paper_dfr(keys: jax.Array, *args, **static) -> heads.LinearHead:
     return jax.vmap(lambda k: paper_dfr_single(k, *args, **static))(keys)
 
 
-def _fitting(split, strata: np.ndarray) -> Fitting:
-    """`Fitting` of a host split on the device, in its dtype."""
+def _fitting(split, balance: str) -> Fitting:
+    """`Fitting` of a host split on the device, in its dtype, padded as `split.to_arrays` pads;
+    strata are the groups or the classes (`balance` as `check` resolved it)."""
     arrays = split.to_arrays()
-    return Fitting(arrays.features, arrays.labels, arrays.groups, to_device(strata, jnp.int32))
+    strata = arrays.groups if balance == "groups" else arrays.labels
+    return Fitting(arrays.features, arrays.labels, arrays.groups, strata)
 
 
 def _strata(split, num_classes: int, num_groups: int, balance: str) -> tuple[np.ndarray, int]:
-    """(strata (N,), number of strata) that balanced subsampling equalizes: groups or classes
-    (`balance` as `check` resolved it)."""
+    """(strata (N,) of the split's own rows, number of strata) that balanced subsampling
+    equalizes: groups or classes (`balance` as `check` resolved it)."""
     if balance == "groups":
         return np.asarray(split.groups), num_groups
     return np.asarray(split.labels), num_classes
+
+
+def tune_size(split, strata: np.ndarray, num_strata: int) -> int:
+    """Static bound on the balanced fitting half's size: `tune_size_bound`, at most the half's
+    rows; with row buckets the largest fitting half of the bucket (a bound that holds for every
+    split size the bucket holds)."""
+    rows = split.num_rows
+    if split.row_buckets:
+        return rows - rows // 2
+    return min(tune_size_bound(strata, num_strata), rows - rows // 2)
 
 
 def run(
@@ -479,7 +556,7 @@ def run(
     settings = Settings(
         num_classes, num_groups, num_strata, config.selection_metric, _solver(config)
     )
-    val = _fitting(data.val, val_strata_np)
+    val = _fitting(data.val, config.balance)
     rows = {}
 
     if "dfr" in config.variants or "tr_dfr" in config.variants:
@@ -493,21 +570,18 @@ def run(
         sizes = ValSizes(
             num_retrains=int(config.num_retrains),
             standardize=bool(config.standardize),
-            tune_size=min(
-                tune_size_bound(val_strata_np, num_strata),
-                len(val_strata_np) - len(val_strata_np) // 2,
-            ),
-            refit_size=balanced_size(val_strata_np, num_strata),
+            tune_size=tune_size(data.val, val_strata_np, num_strata),
+            refit_size=gather_size(balanced_size(val_strata_np, num_strata), data.val),
         )
         rows["dfr"], _ = dfr_val(keys, val, train_scaler, c_grid, settings=settings, sizes=sizes)
 
     if "tr_dfr" in config.variants:
         train_strata_np, _ = _strata(data.train, num_classes, num_groups, config.balance)
         sizes = TrainSizes(
-            subsample_size=balanced_size(train_strata_np, num_strata),
+            subsample_size=gather_size(balanced_size(train_strata_np, num_strata), data.train),
             num_retrains=int(config.tr_num_retrains),
         )
-        train = _fitting(data.train, train_strata_np)
+        train = _fitting(data.train, config.balance)
         rows["tr_dfr"], _ = tr_dfr(
             keys, train, val, train_scaler, c_grid, settings=settings, sizes=sizes
         )
@@ -515,7 +589,7 @@ def run(
     if "paper_dfr" in config.variants:
         paper = config.paper
         sizes = PaperSizes(
-            subsample_size=balanced_size(val_strata_np, num_strata),
+            subsample_size=gather_size(balanced_size(val_strata_np, num_strata), data.val),
             epochs=int(paper.epochs),
             balance=bool(paper.balance),
         )

@@ -78,8 +78,12 @@ def test_balanced_mask_properties():
         )
     assert not np.array_equal(masks[0], masks[1])  # a different key, a different subsample
     size = dfr.balanced_size(np.asarray(strata), 4)
-    idx = np.asarray(dfr.balanced_indices(jax.random.key(0), strata, 4, size))
-    assert len(np.unique(idx)) == size == 4 * np.bincount(np.asarray(strata)).min()
+    everything = jnp.ones(strata.shape, bool)
+    idx, kept = dfr.balanced_indices(jax.random.key(0), strata, everything, 4, size + 5)
+    idx, kept = np.asarray(idx), np.asarray(kept)
+    assert np.all(kept[:size]) and not np.any(kept[size:])
+    assert not set(idx[size:]) & set(idx[:size])  # rows past the subsample are other rows
+    assert len(np.unique(idx[:size])) == size == 4 * np.bincount(np.asarray(strata)).min()
 
 
 @pytest.mark.slow  # every DFR variant end to end

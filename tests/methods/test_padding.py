@@ -10,13 +10,13 @@ import pytest
 
 from hsfm_jax import methods
 from hsfm_jax.data import buckets, features
-from hsfm_jax.runtime import experiment
+from hsfm_jax.runtime import experiment, program_cache
 from tests.methods.test_float64 import _small_config
 
 _XLA = "/jax/core/compile/backend_compile_duration"  # one XLA compilation
 
 # methods whose programs do not yet honour padding rows (run unpadded by `experiment.run`)
-NOT_YET = {"dfr"}
+NOT_YET: set[str] = set()
 
 
 def _assert_same(a, b, where):
@@ -81,22 +81,60 @@ def test_padding_rows_change_no_result(small_features_dir, name, overrides):
     _assert_same(dict(plain.info), dict(bucketed.info), f"{name}.info")
 
 
-def _cut(data, fraction):
-    """`data` with every split's first `fraction` of its rows."""
-    cut = lambda s: dataclasses.replace(
-        s,
-        features=s.features[: int(fraction * s.num_examples)],
-        labels=s.labels[: int(fraction * s.num_examples)],
-        groups=s.groups[: int(fraction * s.num_examples)],
-        ids=None,
-    )
-    return dataclasses.replace(data, splits={k: cut(s) for k, s in data.splits.items()})
+def _cut(data: features.FeatureSet, fraction: float, seed: int = 0) -> features.FeatureSet:
+    """`data` keeping a random `fraction` of each split's rows (in order): other split sizes in the
+    same row buckets, groups no longer balanced in val."""
+    rng = np.random.default_rng(seed)
+
+    def cut(split):
+        keep = rng.random(split.num_examples) < fraction
+        ids = None if split.ids is None else [i for i, k in zip(split.ids, keep, strict=True) if k]
+        return dataclasses.replace(
+            split,
+            features=split.features[keep],
+            labels=split.labels[keep],
+            groups=split.groups[keep],
+            ids=ids,
+        )
+
+    return dataclasses.replace(data, splits={n: cut(s) for n, s in data.splits.items()})
+
+
+@pytest.mark.parametrize(
+    "solver,group_labels", [("newton", "all"), ("newton", "none"), ("sklearn", "all")]
+)
+def test_dfr_padding_changes_no_result_on_unbalanced_splits(
+    small_features_dir, solver, group_labels
+):
+    """Every DFR variant, on splits whose groups are unbalanced (`_cut`), with the JAX and the
+    scikit-learn solver, and with balanced classes where the groups are unknown."""
+    config = _small_config(small_features_dir)
+    config.dfr.solver.method = solver
+    keys = jax.random.split(jax.random.key(1), 2)
+    # x64 for the whole process, as `experiment.run` sets it: scikit-learn's host callback runs
+    # on an XLA thread, which does not see `jax.enable_x64`'s thread-local setting.
+    x64 = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        data = _cut(features.with_dtype(features.load(small_features_dir), np.float64), 0.8)
+        if group_labels == "none":
+            data = features.without_group_labels(data)
+        resolved = methods.check(config, ["dfr"], data)["dfr"]
+        config = methods.resolve(config, "dfr", resolved)
+        assert config.balance == ("groups" if group_labels == "all" else "classes")
+        plain = methods.run("dfr", data, config, keys)
+        bucketed = methods.run("dfr", features.with_row_buckets(data), config, keys)
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+    assert set(plain.rows) == {"dfr", "tr_dfr", "paper_dfr"}
+    _assert_same(plain.rows, bucketed.rows, "dfr.rows")
 
 
 @pytest.mark.parametrize("name", list(methods.REGISTRY))
 def test_a_second_size_in_the_same_buckets_compiles_nothing(small_features_dir, name):
     if name in NOT_YET:
         pytest.skip(f"{name} does not honour padding rows yet")
+    assert program_cache.directory() is None  # loads from disk would hide compilations
     config = _small_config(small_features_dir)
     keys = jax.random.split(jax.random.key(0), 2)
     data = features.with_row_buckets(features.load(small_features_dir))
@@ -104,15 +142,16 @@ def test_a_second_size_in_the_same_buckets_compiles_nothing(small_features_dir, 
     for split in data.splits:
         assert smaller[split].num_rows == data[split].num_rows
         assert smaller[split].num_examples < data[split].num_examples
+        assert set(np.unique(smaller[split].groups)) == set(np.unique(data[split].groups))
     resolved = methods.check(config, [name], data)[name]
     assert methods.check(config, [name], smaller)[name] == resolved
     config = methods.resolve(config, name, resolved)
-    methods.run(name, data, config, keys)
+    jax.block_until_ready(methods.run(name, data, config, keys).rows)
     compiled = []
     listener = lambda event, duration, **kw: compiled.append(event) if event == _XLA else None
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-        methods.run(name, smaller, config, keys)
+        jax.block_until_ready(methods.run(name, smaller, config, keys).rows)
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     assert compiled == [], f"{name}: {len(compiled)} program(s) compiled again"
