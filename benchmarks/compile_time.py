@@ -56,7 +56,7 @@ JOBS = {
     "main": ("fresh", "cached", "resized"),
     "main_sklearn": ("fresh",),
     "mfd_pre": ("fresh", "cached", "resized"),
-    "mfd_pre_dfr": ("fresh",),
+    "mfd_pre_dfr": ("fresh", "resized"),
     "mfd_pre_dfr_sklearn": ("fresh",),
 }
 PHASES = ("fresh", "cached", "resized")

@@ -30,9 +30,9 @@ _GIB = 2**30
 
 
 def device_bytes(split: Split, dtype) -> int:
-    """Bytes the split's features take once on the device in `dtype`."""
-    n, d = split.features.shape
-    return int(n) * int(d) * np.dtype(dtype).itemsize
+    """Bytes the split's features take once on the device in `dtype` (padding rows included)."""
+    d = split.features.shape[1]
+    return int(split.num_rows) * int(d) * np.dtype(dtype).itemsize
 
 
 def fits(split: Split, budget_gb: float, dtype) -> bool:
