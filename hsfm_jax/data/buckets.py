@@ -9,8 +9,8 @@ whose splits fall in the same buckets share every compiled program.
 
 Sizes: every N up to `FLOOR` rows pads to `FLOOR`; above, the next of `PER_OCTAVE` evenly spaced
 sizes in N's octave ``(2**(k-1), 2**k]`` (with 2: 768 and 1024, 1536 and 2048, ...), so padding
-adds less than half of the rows, and a split can shrink or grow by a quarter or more before it
-changes bucket. A split that does change bucket compiles the programs that read it once more.
+adds less than half of the rows and each bucket holds the sizes of the quarter to third of its
+rows below it. A split whose size leaves its bucket compiles the programs that read it once more.
 Fewer, wider buckets reuse more programs but make every warm run pay for more padding rows
 (benchmarks/compile_time.py measures both).
 """

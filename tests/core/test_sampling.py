@@ -49,3 +49,15 @@ def test_choice_equals_jax_random_choice(weights):
     np.testing.assert_array_equal(ours, reference)
     if weights == "zeros":
         assert not np.any(np.asarray(p)[np.asarray(ours)] == 0)  # never a zero-weight row
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 700, 1625, 1626, 3000])
+def test_permutation_of_a_traced_count_equals_jax_random_permutation(n):
+    """Its first n entries are `jax.random.permutation(key, n)` bit for bit (one sort round up to
+    1,625 items, two from 1,626), the padding indices n .. size - 1 follow in order."""
+    permutation = jax.jit(sampling.permutation, static_argnums=2)
+    for size in sorted({max(n, 1), n + 5, 4096}):
+        key = jax.random.key(n + size)
+        got = np.asarray(permutation(key, jnp.int32(n), size))
+        np.testing.assert_array_equal(got[:n], jax.random.permutation(key, n))
+        np.testing.assert_array_equal(got[n:], np.arange(n, size))
