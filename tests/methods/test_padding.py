@@ -40,8 +40,9 @@ def _assert_same(a, b, where):
                 np.testing.assert_array_equal(x, y, err_msg=where)
 
 
-# every method as the test config has it, and the branches that read rows differently
-CASES = [(name, {}) for name in methods.REGISTRY] + [
+# every method as the test config has it; the branches that read rows differently run in CI
+# (`slow`: the fast loop keeps one case per method)
+BRANCHES = [
     ("erm", {"erm.batch_size": 0}),
     ("erm", {"erm.batch_size": 32, "erm.class_balanced": True}),
     ("group_dro", {"group_dro.batch_size": 0}),
@@ -54,6 +55,9 @@ CASES = [(name, {}) for name in methods.REGISTRY] + [
         {"hsfm.rate_units": "feature_rms", "hsfm.hard_set_size": 8, "val_split.fraction": 0.5},
     ),
     ("group_dro", {"val_split.fraction": 0.5}),
+]
+CASES = [(name, {}) for name in methods.REGISTRY] + [
+    pytest.param(name, overrides, marks=pytest.mark.slow) for name, overrides in BRANCHES
 ]
 
 
@@ -100,6 +104,7 @@ def _cut(data: features.FeatureSet, fraction: float, seed: int = 0) -> features.
     return dataclasses.replace(data, splits={n: cut(s) for n, s in data.splits.items()})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "solver,group_labels", [("newton", "all"), ("newton", "none"), ("sklearn", "all")]
 )
