@@ -112,3 +112,10 @@ def permutation(key: jax.Array, n: jnp.ndarray, size: int) -> jnp.ndarray:
         _, _, index = jax.lax.sort((*keys, index), num_keys=2, is_stable=True)
         out = jnp.where(n > limit, index, out)
     return out
+
+
+def leading(order: jnp.ndarray, k: jnp.ndarray) -> jnp.ndarray:
+    """(size,) bool: the rows `order` (a permutation of ``arange(size)``) lists first `k` (k may
+    be traced): ``order[:k]`` as a mask, e.g. a seeded half of a split."""
+    size = order.shape[0]
+    return jnp.zeros((size,), bool).at[order].set(jnp.arange(size) < k)

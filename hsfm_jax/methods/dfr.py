@@ -330,7 +330,7 @@ def tuning_halves(
     """
     perm = sampling.permutation(key, n, size)
     n_half = n // 2
-    held = jnp.zeros((size,), bool).at[perm].set(jnp.arange(size) < n_half)
+    held = sampling.leading(perm, n_half)
     fitting_size = size - size // 2  # >= n - n // 2, and n // 2 + fitting_size <= size
     fitting = jax.lax.dynamic_slice(perm, (n_half,), (fitting_size,))
     return held, fitting, jnp.arange(fitting_size) < n - n_half

@@ -227,7 +227,7 @@ def init_single(key: jax.Array, threshold: jnp.ndarray, inputs: Inputs, *, setti
     if settings.tune_split == "val_half":
         # the first half of jax.random.permutation(k_split, num_real)
         order = sampling.permutation(k_split, num_real, n_val)
-        ide_member = jnp.zeros((n_val,), bool).at[order].set(jnp.arange(n_val) < num_real // 2)
+        ide_member = sampling.leading(order, num_real // 2)
     else:
         ide_member = buckets.valid(inputs.val_labels)
     delta = _delta_of(inputs.reference, inputs, ide_member)

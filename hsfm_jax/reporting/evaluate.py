@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hsfm_jax.core import heads, spuriousness
+from hsfm_jax.data import buckets
 from hsfm_jax.data.features import SplitArrays
 
 SELECTION_METRICS = ("wga", "mean_acc", "worst_class_acc", "mean_class_acc", "sfit")
@@ -70,7 +71,7 @@ def accuracy_metrics(
     """
     correct = correct.astype(jnp.float32)
     class_acc, class_count = _segment_accuracy(correct, labels, num_classes)
-    counted = labels >= 0  # the split's own rows (label -1: padding, `hsfm_jax.data.buckets`)
+    counted = buckets.valid(labels)  # the split's own rows, not padding ones
     metrics = {
         "mean_acc": jnp.sum(jnp.where(counted, correct, 0.0)) / jnp.maximum(jnp.sum(counted), 1),
         "class_acc": class_acc,
