@@ -4,8 +4,10 @@ Every compiled program is keyed by its shapes, so a new dataset of the same back
 C, other split sizes) would compile every program again. With buckets a split of N rows is sent
 as `rows(N)` rows: its own, then padding rows with label -1, group -1 and zero features. Every
 method, metric and selection counts only the rows with ``labels >= 0`` (`valid`), so padding
-changes no result (tests/methods/test_padding.py runs every method both ways), and two datasets
-whose splits fall in the same buckets share every compiled program.
+changes no result beyond rounding (tests/methods/test_padding.py runs every method both ways in
+float64; in float32 sums over more rows round otherwise, which a selection can amplify:
+docs/compile_time.md), and two datasets whose splits fall in the same buckets share every
+compiled program.
 
 Sizes: every N up to `FLOOR` rows pads to `FLOOR`; above, the next of `PER_OCTAVE` evenly spaced
 sizes in N's octave ``(2**(k-1), 2**k]`` (with 2: 768 and 1024, 1536 and 2048, ...), so padding

@@ -46,7 +46,7 @@ permutation in its order, and the uniform draws of `balanced_mask` are prefix-in
 position. No static size depends on the own rows' count: the tuning fits gather the bucket's
 largest fitting half (``rows - rows // 2``), the balanced subsamples `gather_size` rows (the
 subsample's bucket), both with weight-0 rows past the subsample. So padding changes no result
-(tests/methods/test_padding.py), and a split of another size compiles nothing new unless a
+beyond rounding (tests/methods/test_padding.py), and a split of another size compiles nothing new unless a
 balanced subsample's size leaves its bucket; the price is the solver reading those weight-0 rows
 (at most a bucket's rounding, or up to `buckets.FLOOR` rows for small subsamples).
 

@@ -102,7 +102,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.seed = 0
     config.float64 = False
     # Pad every split's rows to a bucket (`hsfm_jax.data.buckets`): a dataset of other split sizes
-    # in the same buckets reuses every compiled program; no result changes.
+    # in the same buckets reuses every compiled program; results change only by float32 rounding.
     config.row_buckets = True
     # Least seconds between two checkpoints of a method's epoch loop (HSFM, NeuronTune), which a
     # rerun of the same command resumes from; 0: after every chunk.
